@@ -1,0 +1,78 @@
+//! A ten-line stderr logger behind the `log` facade (which tiny_http already uses).
+//!
+//! One line per event: `2026-11-24T08:55:00.123Z INFO  upstream connected from 127.0.0.1:40312`.
+//! Timestamps are UTC, computed here to avoid a date-time dependency.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+struct StderrLogger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, meta: &log::Metadata) -> bool {
+        // tiny_http logs accept errors at `error`; everything else it says is debug noise.
+        meta.level() <= self.level
+            && (meta.target().starts_with("mjpeg_relay") || self.level >= log::LevelFilter::Debug)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("{} {:<5} {}\n", utc_now(), record.level(), record.args());
+        // One write per line so lines from different threads never interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger. Call once, first thing in `main`.
+pub fn init(level: log::LevelFilter) {
+    let logger = Box::leak(Box::new(StderrLogger { level }));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for now.
+pub fn utc_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_416), (2025, 11, 24));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,124 @@
+//! The `mjpeg-relay` binary: parse flags, start one source and the HTTP server, stop cleanly on
+//! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
+
+use crossbeam_channel::bounded;
+use mjpeg_relay::{cli, http, logger, source, stream::Stream};
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// Default stack for threads we do not spawn ourselves (tiny_http's accept and connection
+/// threads). Ours set their own; see `http::CLIENT_STACK` and `source::SOURCE_STACK`.
+const OTHER_THREADS_STACK: &str = "262144";
+
+fn main() {
+    // Must happen before any thread exists: std reads it once, at the first spawn.
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        std::env::set_var("RUST_MIN_STACK", OTHER_THREADS_STACK);
+    }
+    let cfg = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Command::Run(cfg)) => cfg,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::HELP);
+            return;
+        }
+        Ok(cli::Command::Version) => {
+            println!("mjpeg-relay {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Err(e) => {
+            eprintln!("mjpeg-relay: {e}\nRun 'mjpeg-relay --help' for usage.");
+            exit(2);
+        }
+    };
+    logger::init(cfg.log_level);
+    raise_fd_limit();
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    if let Err(e) = watch_signals(shutdown.clone()) {
+        log::error!("cannot install signal handlers: {e}");
+        exit(1);
+    }
+    let http_cfg = http::HttpConfig {
+        send_timeout: cfg.send_timeout,
+        max_clients: cfg.max_clients,
+    };
+    let listener = match http::bind(&cfg.http, &http_cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            exit(1);
+        }
+    };
+    let stream = Stream::new("default", &cfg.source_text);
+    // Dropping the sender tells sources that sleep between frames to stop.
+    let (stop_sources, sources_stopped) = bounded::<()>(0);
+    let source_cfg = source::SourceConfig {
+        max_frame_bytes: cfg.max_frame_bytes,
+        fps: cfg.fps,
+        width: cfg.width,
+        height: cfg.height,
+    };
+    if let Err(e) = source::start(&cfg.source, stream.clone(), &source_cfg, sources_stopped) {
+        log::error!("cannot start source '{}': {e}", cfg.source_text);
+        exit(1);
+    }
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    log::info!(
+        "serving http://{local}/ (stream at /stream, source {})",
+        cfg.source_text
+    );
+    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        log::warn!("listening on {local}, reachable from other hosts, with no authentication");
+    }
+    if let Err(e) = http::serve(listener, vec![stream], http_cfg, &shutdown) {
+        log::error!("HTTP server failed: {e}");
+        exit(1);
+    }
+    drop(stop_sources);
+    log::info!("stopped");
+    // Client threads still blocked in a write to a stalled socket end with the process.
+    exit(0);
+}
+
+/// SIGINT/SIGTERM ask for a clean stop (a second SIGINT stops at once); SIGHUP is logged and
+/// ignored, since there is no configuration file to reload and logs go to stderr. SIGPIPE is
+/// already ignored by the Rust runtime, so a vanished client is a write error, not a crash.
+fn watch_signals(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, shutdown.clone())?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    log::info!("SIGHUP received and ignored (nothing to reload)");
+                    continue;
+                }
+                log::info!("signal {sig} received; shutting down");
+                shutdown.store(true, SeqCst);
+            }
+        })?;
+    Ok(())
+}
+
+/// Each client holds a socket; the default soft limit of 1024 descriptors would cap clients
+/// below `--max-clients`. Raise the soft limit to the hard limit, as servers commonly do.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

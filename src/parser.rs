@@ -1,0 +1,1086 @@
+//! Sans-IO MJPEG frame parser: bytes in, whole JPEG frames out.
+//!
+//! No sockets, files or clocks in here, so it can be unit-tested, property-tested and fuzzed on
+//! plain byte slices, the way `httparse` is. Sources own the I/O and hand every chunk they read
+//! to [`Parser::push`], in whatever sizes the kernel delivered them.
+//!
+//! # Why a JPEG marker walker sits under every format
+//!
+//! The latency promise is "a frame leaves the moment its last byte arrives". Splitting on the
+//! *next* boundary would hold every frame back by one frame interval (67 ms at 15 fps, a whole
+//! second at 1 fps), which is exactly the lag of the servers we replace. So the end of a frame is
+//! found by walking the JPEG structure itself: segments are skipped by their length field (which
+//! is also why an EXIF thumbnail, with its own `FFD8..FFD9` inside APP1, does not end the frame),
+//! entropy-coded data is scanned for `FF` bytes, and the `EOI` marker ends the frame. The walker
+//! serves three formats:
+//!
+//! * multipart with `Content-Length` (gstreamer `multipartmux`, ffmpeg `-f mpjpeg`): the length
+//!   is only an upper bound, so a `Content-Length` that lies costs at most the lying part;
+//! * multipart without `Content-Length`: same walk, and the boundary is used to resync;
+//! * raw back-to-back JPEGs (ffmpeg `-f mjpeg`, `image2pipe`): resync at the next `FFD8`.
+//!
+//! The format is detected from the first bytes, and a multipart boundary is learned from the
+//! stream (or given, when an HTTP `Content-Type` names it). CRLF and bare LF are both accepted.
+//!
+//! # Bounds
+//!
+//! The parser holds at most one frame of `max_frame_bytes` plus one header block of
+//! [`MAX_HEADER_BLOCK`] bytes. A part announced (or found) to be larger is dropped without being
+//! buffered whole, and the parser resyncs at the next part.
+
+use memchr::memchr;
+
+/// Largest multipart header block we keep (headers of one part, from boundary to blank line).
+/// Real cameras send under 200 bytes; this leaves room for chatty ones without letting a header
+/// block that never ends grow without bound.
+pub const MAX_HEADER_BLOCK: usize = 16 * 1024;
+
+/// What the parser found the stream to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// Nothing recognisable seen yet.
+    Unknown,
+    /// `multipart/x-mixed-replace`-style parts separated by `--<boundary>` lines.
+    Multipart { boundary: String },
+    /// JPEG images back to back, no framing.
+    RawJpeg,
+}
+
+/// Why a part was thrown away. Each drop is reported once, as one [`Event::Dropped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The part was not a whole JPEG (`FFD8` … scan … `FFD9`): truncated, corrupt, empty, or not
+    /// an image at all.
+    NotJpeg,
+    /// The part was larger than `max_frame_bytes`.
+    Oversized,
+    /// A multipart header block was longer than [`MAX_HEADER_BLOCK`].
+    HeaderTooLong,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotJpeg => "not a whole JPEG",
+            DropReason::Oversized => "frame over --max-frame-bytes",
+            DropReason::HeaderTooLong => "part header block too long",
+        }
+    }
+}
+
+/// Output of the parser.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// One complete JPEG image, `FFD8` through `FFD9`, nothing else.
+    Frame(Vec<u8>),
+    /// A part was dropped.
+    Dropped(DropReason),
+}
+
+/// Running totals, for `/status` and the logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub frames: u64,
+    pub not_jpeg: u64,
+    pub oversized: u64,
+    pub header_too_long: u64,
+    /// Bytes outside any part: before the first part, between parts, or in dropped regions
+    /// that were skipped rather than buffered.
+    pub garbage_bytes: u64,
+}
+
+/// The incremental MJPEG parser. See the module docs.
+#[derive(Debug)]
+pub struct Parser {
+    max_frame: usize,
+    format: Format,
+    /// Boundary token with leading dashes stripped; empty until known.
+    token: Vec<u8>,
+    state: State,
+    /// Bytes of the current line (detection, boundary search, headers), capped.
+    line: Vec<u8>,
+    line_overflow: bool,
+    /// Header block bytes seen for the current part.
+    header_bytes: usize,
+    content_length: Option<usize>,
+    /// Body of the frame being assembled.
+    body: Vec<u8>,
+    walker: Walker,
+    /// Bytes to run again after a multipart part turned out to be broken (see `fail_body`).
+    replay: Vec<u8>,
+    last_frame_len: usize,
+    stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for `--` at a line start or `FFD8` anywhere. `prev_ff`: last byte was `FF`.
+    Detect { prev_ff: bool },
+    /// Multipart: skipping lines until a boundary line.
+    SeekBoundary,
+    /// Multipart: reading the part's header lines.
+    Headers,
+    /// Multipart or raw: walking a JPEG, keeping its bytes.
+    Body,
+    /// Raw: looking for the next `FFD8`.
+    SeekSoi { prev_ff: bool },
+    /// Raw: walking an oversized JPEG without keeping its bytes.
+    Discard,
+}
+
+impl Parser {
+    /// A parser that detects the format from the first bytes.
+    pub fn new(max_frame_bytes: usize) -> Parser {
+        Parser {
+            max_frame: max_frame_bytes.max(4),
+            format: Format::Unknown,
+            token: Vec::new(),
+            state: State::Detect { prev_ff: false },
+            line: Vec::with_capacity(128),
+            line_overflow: false,
+            header_bytes: 0,
+            content_length: None,
+            body: Vec::new(),
+            walker: Walker::default(),
+            replay: Vec::new(),
+            last_frame_len: 64 * 1024,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A parser for a multipart stream whose boundary is already known (from an HTTP
+    /// `Content-Type`). Quotes and leading dashes are tolerated: cameras disagree on both.
+    pub fn with_boundary(max_frame_bytes: usize, boundary: &str) -> Parser {
+        let mut p = Parser::new(max_frame_bytes);
+        let token = boundary.trim().trim_matches('"').trim_start_matches('-');
+        if !token.is_empty() {
+            p.token = token.as_bytes().to_vec();
+            p.format = Format::Multipart {
+                boundary: token.to_string(),
+            };
+            p.state = State::SeekBoundary;
+        }
+        p
+    }
+
+    pub fn format(&self) -> &Format {
+        &self.format
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Bytes currently held (frame in progress, line and replay buffers). Never more than
+    /// `max_frame_bytes` plus a header block plus the chunk being replayed.
+    pub fn buffered(&self) -> usize {
+        self.body.len() + self.line.len() + self.replay.len()
+    }
+
+    /// Feed bytes; every complete frame and every drop is passed to `out` as it is found.
+    pub fn push(&mut self, input: &[u8], out: &mut impl FnMut(Event)) {
+        let n = self.run(input, out);
+        if self.replay.is_empty() {
+            return;
+        }
+        // A broken multipart part asked for its bytes to be searched again for a boundary.
+        // Each replay is strictly shorter than the data it came from, so this ends.
+        let mut data = std::mem::take(&mut self.replay);
+        data.extend_from_slice(&input[n..]);
+        loop {
+            let n = self.run(&data, out);
+            if self.replay.is_empty() {
+                return;
+            }
+            let mut next = std::mem::take(&mut self.replay);
+            next.extend_from_slice(&data[n..]);
+            data = next;
+        }
+    }
+
+    /// Runs the state machine over `data`. Returns how much was consumed: all of it, unless
+    /// `self.replay` was filled, in which case the caller runs `replay` + the rest.
+    fn run(&mut self, data: &[u8], out: &mut impl FnMut(Event)) -> usize {
+        let mut i = 0;
+        while i < data.len() {
+            match self.state {
+                State::Detect { prev_ff } => i = self.detect(data, i, prev_ff),
+                State::SeekBoundary => i = self.seek_boundary(data, i),
+                State::Headers => i = self.headers(data, i, out),
+                State::Body => {
+                    i = self.body(data, i, out);
+                    if !self.replay.is_empty() {
+                        return i;
+                    }
+                }
+                State::SeekSoi { prev_ff } => i = self.seek_soi(data, i, prev_ff),
+                State::Discard => i = self.discard(data, i),
+            }
+        }
+        i
+    }
+
+    fn detect(&mut self, data: &[u8], mut i: usize, mut prev_ff: bool) -> usize {
+        while i < data.len() {
+            let b = data[i];
+            if prev_ff && b == 0xD8 {
+                self.format = Format::RawJpeg;
+                self.line.clear();
+                // The `FF` may have been in an earlier chunk: start the body with both bytes.
+                self.start_body(&[0xFF]);
+                self.stats.garbage_bytes = self.stats.garbage_bytes.saturating_sub(1);
+                return i; // the walker consumes the D8 itself
+            }
+            prev_ff = b == 0xFF;
+            if b == b'\n' {
+                let line = trim_line(&self.line);
+                if line.len() > 2 && line.starts_with(b"--") && !self.line_overflow {
+                    let token = trim_dashes(line).to_vec();
+                    if !token.is_empty() {
+                        self.format = Format::Multipart {
+                            boundary: String::from_utf8_lossy(&token).into_owned(),
+                        };
+                        self.token = token;
+                        self.begin_headers();
+                        return i + 1;
+                    }
+                }
+                self.stats.garbage_bytes += self.line.len() as u64 + 1;
+                self.line.clear();
+                self.line_overflow = false;
+            } else if self.line.len() < 200 {
+                if !(self.line.is_empty() && is_blank(b)) {
+                    self.line.push(b);
+                }
+            } else {
+                self.line_overflow = true;
+                self.stats.garbage_bytes += 1;
+            }
+            i += 1;
+        }
+        self.state = State::Detect { prev_ff };
+        i
+    }
+
+    fn seek_boundary(&mut self, data: &[u8], mut i: usize) -> usize {
+        let cap = self.token.len() + 16;
+        while i < data.len() {
+            let rest = &data[i..];
+            let Some(nl) = memchr(b'\n', rest) else {
+                self.add_to_line(rest, cap);
+                return data.len();
+            };
+            self.add_to_line(&rest[..nl], cap);
+            i += nl + 1;
+            let is_boundary = !self.line_overflow && self.is_boundary_line();
+            if !is_boundary {
+                self.stats.garbage_bytes += self.line.len() as u64 + 1;
+            }
+            self.line.clear();
+            self.line_overflow = false;
+            if is_boundary {
+                self.begin_headers();
+                return i;
+            }
+        }
+        i
+    }
+
+    fn add_to_line(&mut self, bytes: &[u8], cap: usize) {
+        if self.line_overflow {
+            self.stats.garbage_bytes += bytes.len() as u64;
+        } else if self.line.len() + bytes.len() <= cap {
+            self.line.extend_from_slice(bytes);
+        } else {
+            self.stats.garbage_bytes += (self.line.len() + bytes.len()) as u64;
+            self.line.clear();
+            self.line_overflow = true;
+        }
+    }
+
+    /// `--token`, `--token--`, extra dashes and trailing blanks are all boundary lines.
+    fn is_boundary_line(&self) -> bool {
+        let line = trim_line(&self.line);
+        if !line.starts_with(b"--") {
+            return false;
+        }
+        let body = trim_dashes(line);
+        let body = body.strip_suffix(b"--").unwrap_or(body);
+        body == self.token.as_slice()
+    }
+
+    fn begin_headers(&mut self) {
+        self.line.clear();
+        self.line_overflow = false;
+        self.header_bytes = 0;
+        self.content_length = None;
+        self.state = State::Headers;
+    }
+
+    fn headers(&mut self, data: &[u8], mut i: usize, out: &mut impl FnMut(Event)) -> usize {
+        while i < data.len() {
+            // Some cameras put the JPEG right after the boundary line, with no header block.
+            if self.line.is_empty() && self.header_bytes == 0 && data[i] == 0xFF {
+                self.start_body(&[]);
+                return i;
+            }
+            let rest = &data[i..];
+            let (take, done) = match memchr(b'\n', rest) {
+                Some(nl) => (nl + 1, true),
+                None => (rest.len(), false),
+            };
+            self.header_bytes += take;
+            if self.header_bytes > MAX_HEADER_BLOCK {
+                self.stats.header_too_long += 1;
+                out(Event::Dropped(DropReason::HeaderTooLong));
+                self.line.clear();
+                // Resume mid-line: the rest of this overlong line is not a boundary.
+                self.line_overflow = true;
+                self.state = State::SeekBoundary;
+                return i;
+            }
+            self.line.extend_from_slice(&rest[..take]);
+            i += take;
+            if !done {
+                return i;
+            }
+            let line = trim_line(&self.line);
+            if line.is_empty() {
+                self.line.clear();
+                match self.content_length {
+                    Some(0) => {
+                        self.drop_part(DropReason::NotJpeg, out);
+                        self.state = State::SeekBoundary;
+                    }
+                    Some(n) if n > self.max_frame => {
+                        self.drop_part(DropReason::Oversized, out);
+                        self.state = State::SeekBoundary;
+                    }
+                    _ => self.start_body(&[]),
+                }
+                return i;
+            }
+            if let Some(n) = parse_content_length(line) {
+                self.content_length = Some(n);
+            }
+            self.line.clear();
+        }
+        i
+    }
+
+    fn start_body(&mut self, prefix: &[u8]) {
+        self.body.clear();
+        let hint = self.content_length.unwrap_or(self.last_frame_len + 4096);
+        self.body.reserve(hint.min(self.max_frame));
+        self.walker = Walker::default();
+        if !prefix.is_empty() {
+            self.body.extend_from_slice(prefix);
+            // Only ever the `FF` of an SOI seen during detection.
+            self.walker.walk(prefix);
+        }
+        self.state = State::Body;
+    }
+
+    fn body(&mut self, data: &[u8], i: usize, out: &mut impl FnMut(Event)) -> usize {
+        let mut chunk = &data[i..];
+        // Content-Length is an upper bound: never read past it as part of this JPEG.
+        if let Some(cl) = self.content_length {
+            let left = cl.saturating_sub(self.body.len());
+            chunk = &chunk[..chunk.len().min(left)];
+        }
+        // Walk only what we may keep, so the walker has seen exactly the consumed bytes.
+        let room = self.max_frame - self.body.len();
+        let over = chunk.len() > room;
+        if over {
+            chunk = &chunk[..room];
+        }
+        let walked = self.walker.walk(chunk);
+        match walked {
+            Walk::Done(n) => {
+                self.body.extend_from_slice(&chunk[..n]);
+                if self.walker.saw_scan {
+                    self.emit(out);
+                } else {
+                    self.drop_part(DropReason::NotJpeg, out);
+                }
+                self.after_part();
+                i + n
+            }
+            Walk::Error { at, .. } => {
+                self.body.extend_from_slice(&chunk[..at]);
+                self.fail_body(data, i + at, walked, out)
+            }
+            Walk::More => {
+                self.body.extend_from_slice(chunk);
+                let end = i + chunk.len();
+                if over {
+                    self.oversized_body(end, out)
+                } else if self.content_length.is_some_and(|cl| self.body.len() >= cl) {
+                    // Content-Length reached without an EOI: not a whole JPEG.
+                    self.fail_body(data, end, walked, out)
+                } else {
+                    end
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, out: &mut impl FnMut(Event)) {
+        self.stats.frames += 1;
+        self.last_frame_len = self.body.len();
+        let frame = std::mem::take(&mut self.body);
+        out(Event::Frame(frame));
+    }
+
+    fn drop_part(&mut self, reason: DropReason, out: &mut impl FnMut(Event)) {
+        match reason {
+            DropReason::NotJpeg => self.stats.not_jpeg += 1,
+            DropReason::Oversized => self.stats.oversized += 1,
+            DropReason::HeaderTooLong => self.stats.header_too_long += 1,
+        }
+        self.body.clear();
+        out(Event::Dropped(reason));
+    }
+
+    fn after_part(&mut self) {
+        self.body.clear();
+        self.line.clear();
+        self.line_overflow = false;
+        self.content_length = None;
+        self.state = match self.format {
+            Format::RawJpeg => State::SeekSoi { prev_ff: false },
+            _ => State::SeekBoundary,
+        };
+    }
+
+    /// The walk failed at `at` (an index into `data`), or Content-Length ran out first.
+    fn fail_body(
+        &mut self,
+        data: &[u8],
+        at: usize,
+        walked: Walk,
+        out: &mut impl FnMut(Event),
+    ) -> usize {
+        let body = std::mem::take(&mut self.body);
+        self.drop_part(DropReason::NotJpeg, out);
+        self.after_part();
+        // A truncated frame is followed by the next boundary (multipart) or SOI (raw), and the
+        // walk may have run past it, e.g. while skipping a segment by its length: search the
+        // bytes we took again (and the byte that failed, if one did). In a raw stream that can
+        // find an EXIF thumbnail's SOI; emitting the thumbnail after a broken frame is harmless.
+        let mut at = at;
+        let mut replay = body;
+        if let Walk::Error { .. } = walked {
+            replay.push(data[at]);
+            at += 1;
+        }
+        self.replay_from(replay);
+        at
+    }
+
+    /// Searches a dropped body again for a boundary or SOI. The first byte is skipped, so every
+    /// replay is shorter than what it replays and `push` always ends.
+    fn replay_from(&mut self, mut body: Vec<u8>) {
+        if body.len() > 1 {
+            body.drain(..1);
+            self.stats.garbage_bytes += 1;
+            self.replay = body;
+        } else {
+            self.stats.garbage_bytes += body.len() as u64;
+        }
+    }
+
+    fn oversized_body(&mut self, i: usize, out: &mut impl FnMut(Event)) -> usize {
+        let body = std::mem::take(&mut self.body);
+        self.drop_part(DropReason::Oversized, out);
+        if self.format == Format::RawJpeg {
+            // Keep walking to its EOI without keeping the bytes.
+            self.stats.garbage_bytes += body.len() as u64;
+            self.state = State::Discard;
+        } else {
+            self.after_part();
+            self.replay_from(body);
+        }
+        i
+    }
+
+    fn discard(&mut self, data: &[u8], i: usize) -> usize {
+        let chunk = &data[i..];
+        match self.walker.walk(chunk) {
+            Walk::More => {
+                self.stats.garbage_bytes += chunk.len() as u64;
+                data.len()
+            }
+            Walk::Done(n) => {
+                self.stats.garbage_bytes += n as u64;
+                self.after_part();
+                i + n
+            }
+            Walk::Error { at, after_ff } => {
+                self.stats.garbage_bytes += at as u64;
+                self.after_part();
+                self.state = State::SeekSoi { prev_ff: after_ff };
+                i + at
+            }
+        }
+    }
+
+    fn seek_soi(&mut self, data: &[u8], mut i: usize, mut prev_ff: bool) -> usize {
+        while i < data.len() {
+            if prev_ff {
+                if data[i] == 0xD8 {
+                    self.start_body(&[0xFF]);
+                    self.stats.garbage_bytes = self.stats.garbage_bytes.saturating_sub(1);
+                    return i;
+                }
+                prev_ff = false;
+                if data[i] == 0xFF {
+                    prev_ff = true;
+                }
+                self.stats.garbage_bytes += 1;
+                i += 1;
+                continue;
+            }
+            match memchr(0xFF, &data[i..]) {
+                Some(j) => {
+                    self.stats.garbage_bytes += j as u64 + 1;
+                    i += j + 1;
+                    prev_ff = true;
+                }
+                None => {
+                    self.stats.garbage_bytes += (data.len() - i) as u64;
+                    i = data.len();
+                }
+            }
+        }
+        self.state = State::SeekSoi { prev_ff };
+        i
+    }
+}
+
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// A line without its line ending and trailing blanks.
+fn trim_line(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|&b| !is_blank(b))
+        .map_or(0, |p| p + 1);
+    let start = line[..end]
+        .iter()
+        .position(|&b| !is_blank(b))
+        .unwrap_or(end);
+    &line[start..end]
+}
+
+fn trim_dashes(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b'-').unwrap_or(s.len());
+    &s[start..]
+}
+
+fn parse_content_length(line: &[u8]) -> Option<usize> {
+    let colon = memchr(b':', line)?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if !name.trim_ascii().eq_ignore_ascii_case(b"content-length") {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?.trim();
+    // Refuse absurd values outright rather than overflow; they are "oversized" either way.
+    if value.len() > 18 {
+        return Some(usize::MAX);
+    }
+    value.parse().ok()
+}
+
+/// Result of walking a slice of a JPEG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Everything consumed; the image is not finished.
+    More,
+    /// The image ended; `n` bytes of the slice (through the EOI) belong to it.
+    Done(usize),
+    /// Byte `at` cannot be part of a JPEG here. `after_ff`: it was a marker code (the byte
+    /// before it was `FF`), so a raw stream can resync at it if it is `D8`.
+    Error { at: usize, after_ff: bool },
+}
+
+/// Incremental walk over JPEG markers. Knows just enough of the format to find where an image
+/// ends: every marker segment has a 16-bit length, entropy-coded data is escaped so that `FF`
+/// is followed only by `00` or a restart marker, and `EOI` ends the image.
+#[derive(Debug, Clone, Default)]
+struct Walker {
+    st: WalkState,
+    marker: u8,
+    len_hi: u8,
+    skip: usize,
+    saw_scan: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum WalkState {
+    #[default]
+    Soi0,
+    Soi1,
+    /// Expecting the `FF` that starts the next marker.
+    Marker,
+    /// Saw `FF`; expecting a marker code (more `FF`s are fill bytes).
+    Code,
+    Len0,
+    Len1,
+    /// Inside a segment's payload.
+    Skip,
+    /// Inside entropy-coded scan data.
+    Entropy,
+    /// Saw `FF` inside scan data.
+    EntropyFf,
+}
+
+const SOI: u8 = 0xD8;
+const EOI: u8 = 0xD9;
+const SOS: u8 = 0xDA;
+
+impl Walker {
+    fn walk(&mut self, data: &[u8]) -> Walk {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.st {
+                WalkState::Soi0 => {
+                    if b != 0xFF {
+                        return Walk::Error {
+                            at: i,
+                            after_ff: false,
+                        };
+                    }
+                    self.st = WalkState::Soi1;
+                }
+                WalkState::Soi1 => {
+                    if b != SOI {
+                        return Walk::Error {
+                            at: i,
+                            after_ff: true,
+                        };
+                    }
+                    self.st = WalkState::Marker;
+                }
+                WalkState::Marker => {
+                    if b != 0xFF {
+                        return Walk::Error {
+                            at: i,
+                            after_ff: false,
+                        };
+                    }
+                    self.st = WalkState::Code;
+                }
+                WalkState::Code | WalkState::EntropyFf => {
+                    let in_scan = self.st == WalkState::EntropyFf;
+                    match b {
+                        0xFF => {} // fill byte
+                        0x00 if in_scan => self.st = WalkState::Entropy,
+                        0xD0..=0xD7 if in_scan => self.st = WalkState::Entropy,
+                        0xD0..=0xD7 | 0x01 => self.st = WalkState::Marker,
+                        EOI => return Walk::Done(i + 1),
+                        SOI | 0x00 => {
+                            return Walk::Error {
+                                at: i,
+                                after_ff: true,
+                            }
+                        }
+                        _ => {
+                            self.marker = b;
+                            self.st = WalkState::Len0;
+                        }
+                    }
+                }
+                WalkState::Len0 => {
+                    self.len_hi = b;
+                    self.st = WalkState::Len1;
+                }
+                WalkState::Len1 => {
+                    let len = (usize::from(self.len_hi) << 8) | usize::from(b);
+                    if len < 2 {
+                        return Walk::Error {
+                            at: i,
+                            after_ff: false,
+                        };
+                    }
+                    self.skip = len - 2;
+                    self.st = WalkState::Skip;
+                    if self.skip == 0 {
+                        self.end_segment();
+                    }
+                }
+                WalkState::Skip => {
+                    let n = self.skip.min(data.len() - i);
+                    self.skip -= n;
+                    i += n;
+                    if self.skip == 0 {
+                        self.end_segment();
+                    }
+                    continue;
+                }
+                WalkState::Entropy => match memchr(0xFF, &data[i..]) {
+                    Some(j) => {
+                        i += j;
+                        self.st = WalkState::EntropyFf;
+                    }
+                    None => return Walk::More,
+                },
+            }
+            i += 1;
+        }
+        Walk::More
+    }
+
+    fn end_segment(&mut self) {
+        if self.marker == SOS {
+            self.saw_scan = true;
+            self.st = WalkState::Entropy;
+        } else {
+            self.st = WalkState::Marker;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testjpeg::{jpeg_with_seq, seq_of};
+
+    fn frames(p: &mut Parser, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<DropReason>) {
+        let mut frames = Vec::new();
+        let mut drops = Vec::new();
+        for c in chunks {
+            p.push(c, &mut |e| match e {
+                Event::Frame(f) => frames.push(f),
+                Event::Dropped(r) => drops.push(r),
+            });
+        }
+        (frames, drops)
+    }
+
+    fn parse_all(data: &[u8]) -> (Vec<Vec<u8>>, Vec<DropReason>) {
+        frames(&mut Parser::new(8 << 20), &[data])
+    }
+
+    fn multipart(jpegs: &[Vec<u8>], boundary: &str, with_len: bool, eol: &str) -> Vec<u8> {
+        let mut s = Vec::new();
+        for j in jpegs {
+            s.extend_from_slice(
+                format!("--{boundary}{eol}Content-Type: image/jpeg{eol}").as_bytes(),
+            );
+            if with_len {
+                s.extend_from_slice(format!("Content-Length: {}{eol}", j.len()).as_bytes());
+            }
+            s.extend_from_slice(eol.as_bytes());
+            s.extend_from_slice(j);
+            s.extend_from_slice(eol.as_bytes());
+        }
+        s
+    }
+
+    fn sample(n: u64) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| jpeg_with_seq(i, 40 + (i as usize * 37) % 300))
+            .collect()
+    }
+
+    /// Feeds `data` whole, byte by byte and in pseudo-random chunks; all must agree.
+    fn check_chunkings(data: &[u8], expect: &[Vec<u8>]) {
+        let (whole, _) = parse_all(data);
+        assert_eq!(whole, expect, "whole");
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        let (one, _) = frames(&mut Parser::new(8 << 20), &bytes);
+        assert_eq!(one, expect, "byte by byte");
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20 {
+            let mut chunks = Vec::new();
+            let mut rest = data;
+            while !rest.is_empty() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let n = (seed % 700) as usize + 1;
+                let n = n.min(rest.len());
+                chunks.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            let (got, _) = frames(&mut Parser::new(8 << 20), &chunks);
+            assert_eq!(got, expect, "random chunks");
+        }
+    }
+
+    #[test]
+    fn multipart_with_content_length_crlf() {
+        let j = sample(5);
+        let data = multipart(&j, "spionisto", true, "\r\n");
+        check_chunkings(&data, &j);
+        let mut p = Parser::new(1 << 20);
+        frames(&mut p, &[&data]);
+        assert_eq!(
+            p.format(),
+            &Format::Multipart {
+                boundary: "spionisto".into()
+            }
+        );
+    }
+
+    #[test]
+    fn multipart_without_content_length_bare_lf() {
+        let j = sample(5);
+        check_chunkings(&multipart(&j, "b", false, "\n"), &j);
+        check_chunkings(&multipart(&j, "frame", false, "\r\n"), &j);
+    }
+
+    #[test]
+    fn raw_back_to_back_jpegs() {
+        let j = sample(6);
+        let data: Vec<u8> = j.concat();
+        check_chunkings(&data, &j);
+        let mut p = Parser::new(1 << 20);
+        frames(&mut p, &[&data]);
+        assert_eq!(p.format(), &Format::RawJpeg);
+    }
+
+    #[test]
+    fn frame_is_emitted_the_moment_its_last_byte_arrives() {
+        let j = sample(2);
+        for data in [
+            multipart(&j, "b", true, "\r\n"),
+            multipart(&j, "b", false, "\r\n"),
+        ] {
+            let end_of_first = memchr::memmem::find_iter(&data, &[0xFF, 0xD9])
+                .next()
+                .unwrap()
+                + 2;
+            let mut p = Parser::new(1 << 20);
+            let (got, _) = frames(&mut p, &[&data[..end_of_first]]);
+            assert_eq!(got, vec![j[0].clone()]);
+        }
+        let raw = j.concat();
+        let mut p = Parser::new(1 << 20);
+        let (got, _) = frames(&mut p, &[&raw[..j[0].len()]]);
+        assert_eq!(got, vec![j[0].clone()]);
+    }
+
+    #[test]
+    fn exif_thumbnail_stays_inside_its_frame() {
+        let thumb = jpeg_with_seq(999, 10);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&thumb);
+        let main = jpeg_with_seq(1, 50);
+        let mut with_exif = main[..2].to_vec();
+        with_exif.extend_from_slice(&[0xFF, 0xE1]);
+        with_exif.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        with_exif.extend_from_slice(&app1);
+        with_exif.extend_from_slice(&main[2..]);
+        let j = vec![with_exif.clone(), jpeg_with_seq(2, 20)];
+        check_chunkings(&j.concat(), &j);
+        check_chunkings(&multipart(&j, "x", false, "\r\n"), &j);
+        assert_eq!(seq_of(&parse_all(&with_exif).0[0]), Some(1));
+    }
+
+    #[test]
+    fn boundary_text_inside_jpeg_data() {
+        // The boundary inside a COM segment must not split the frame, with or without length.
+        let mut j = sample(3);
+        let com = b"\r\n--spionisto\r\nContent-Type: image/jpeg\r\n\r\n";
+        let mut evil = j[1][..2].to_vec();
+        evil.extend_from_slice(&[0xFF, 0xFE]);
+        evil.extend_from_slice(&((com.len() + 2) as u16).to_be_bytes());
+        evil.extend_from_slice(com);
+        evil.extend_from_slice(&j[1][2..]);
+        j[1] = evil;
+        check_chunkings(&multipart(&j, "spionisto", true, "\r\n"), &j);
+        check_chunkings(&multipart(&j, "spionisto", false, "\r\n"), &j);
+    }
+
+    #[test]
+    fn truncated_part_is_dropped_and_next_frame_kept() {
+        let j = sample(3);
+        for with_len in [true, false] {
+            let mut data = multipart(&j[..1], "b", with_len, "\r\n");
+            // Part 2 cut in half, no Content-Length lie: the part simply ends early.
+            let half = &j[1][..j[1].len() / 2];
+            data.extend_from_slice(b"--b\r\nContent-Type: image/jpeg\r\n\r\n");
+            data.extend_from_slice(half);
+            data.extend_from_slice(b"\r\n");
+            data.extend_from_slice(&multipart(&j[2..], "b", with_len, "\r\n"));
+            let (got, drops) = parse_all(&data);
+            assert_eq!(got, vec![j[0].clone(), j[2].clone()], "with_len={with_len}");
+            assert_eq!(drops, vec![DropReason::NotJpeg]);
+        }
+        // Raw: a truncated JPEG followed directly by the next SOI.
+        let mut raw = j[0].clone();
+        raw.extend_from_slice(&j[1][..j[1].len() - 30]);
+        raw.extend_from_slice(&j[2]);
+        let (got, drops) = parse_all(&raw);
+        assert_eq!(got, vec![j[0].clone(), j[2].clone()]);
+        assert_eq!(drops, vec![DropReason::NotJpeg]);
+    }
+
+    #[test]
+    fn content_length_that_lies() {
+        let j = sample(3);
+        for delta in [-40i64, 25, 5000] {
+            let mut data = multipart(&j[..1], "b", true, "\r\n");
+            let claimed = (j[1].len() as i64 + delta) as usize;
+            data.extend_from_slice(format!("--b\r\nContent-Length: {claimed}\r\n\r\n").as_bytes());
+            data.extend_from_slice(&j[1]);
+            data.extend_from_slice(b"\r\n");
+            data.extend_from_slice(&multipart(&j[2..], "b", true, "\r\n"));
+            let (got, _) = parse_all(&data);
+            if delta < 0 {
+                // Shorter than the JPEG: that part is lost, nothing else.
+                assert_eq!(got, vec![j[0].clone(), j[2].clone()], "delta={delta}");
+            } else {
+                // Longer: the JPEG ends at its EOI, so even that part survives.
+                assert_eq!(got, j, "delta={delta}");
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_parts_are_dropped_without_buffering_them() {
+        let small = jpeg_with_seq(1, 10);
+        let big = jpeg_with_seq(2, 5000);
+        let limit = small.len() + 100;
+        assert!(big.len() > limit);
+        let j = vec![small.clone(), big, small.clone()];
+        for data in [
+            multipart(&j, "b", true, "\r\n"),
+            multipart(&j, "b", false, "\r\n"),
+            j.concat(),
+        ] {
+            let mut p = Parser::new(limit);
+            let mut max_held = 0;
+            let mut got = Vec::new();
+            let mut drops = Vec::new();
+            for c in data.chunks(97) {
+                p.push(c, &mut |e| match e {
+                    Event::Frame(f) => got.push(f),
+                    Event::Dropped(r) => drops.push(r),
+                });
+                max_held = max_held.max(p.buffered());
+            }
+            assert_eq!(got, vec![small.clone(), small.clone()]);
+            assert_eq!(drops, vec![DropReason::Oversized]);
+            assert!(max_held <= limit + MAX_HEADER_BLOCK, "held {max_held}");
+            assert_eq!(p.stats().oversized, 1);
+        }
+    }
+
+    #[test]
+    fn garbage_before_and_between_parts() {
+        let j = sample(3);
+        let mut data = b"\x00\x01garbage line\r\nmore\n".to_vec();
+        data.extend_from_slice(&multipart(&j[..1], "b", true, "\r\n"));
+        data.extend_from_slice(b"noise noise\r\n\xFF\xD8\xFF\x00junk\r\n");
+        data.extend_from_slice(&multipart(&j[1..], "b", true, "\r\n"));
+        let (got, _) = parse_all(&data);
+        assert_eq!(got, j);
+
+        let mut raw = b"\x01\x02\xFF\x00 hello".to_vec();
+        raw.extend_from_slice(&j[0]);
+        raw.extend_from_slice(b"between");
+        raw.extend_from_slice(&j[1]);
+        let (got, _) = parse_all(&raw);
+        assert_eq!(got, vec![j[0].clone(), j[1].clone()]);
+    }
+
+    #[test]
+    fn non_jpeg_and_empty_parts_are_counted() {
+        let j = sample(2);
+        let mut data = multipart(&j[..1], "b", true, "\r\n");
+        data.extend_from_slice(
+            b"--b\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello\r\n",
+        );
+        data.extend_from_slice(b"--b\r\nContent-Length: 0\r\n\r\n\r\n");
+        data.extend_from_slice(&multipart(&j[1..], "b", true, "\r\n"));
+        let mut p = Parser::new(1 << 20);
+        let (got, drops) = frames(&mut p, &[&data]);
+        assert_eq!(got, j);
+        assert_eq!(drops, vec![DropReason::NotJpeg, DropReason::NotJpeg]);
+        assert_eq!(p.stats().not_jpeg, 2);
+        assert_eq!(p.stats().frames, 2);
+    }
+
+    #[test]
+    fn header_block_that_never_ends_is_bounded() {
+        let j = sample(1);
+        let mut data = b"--b\r\nX-Long: ".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 100_000));
+        data.extend_from_slice(b"\r\n\r\n");
+        data.extend_from_slice(&multipart(&j, "b", true, "\r\n"));
+        let mut p = Parser::new(1 << 20);
+        let mut max_held = 0;
+        let mut got = Vec::new();
+        for c in data.chunks(1000) {
+            p.push(c, &mut |e| {
+                if let Event::Frame(f) = e {
+                    got.push(f)
+                }
+            });
+            max_held = max_held.max(p.buffered());
+        }
+        assert_eq!(got, j);
+        assert_eq!(p.stats().header_too_long, 1);
+        assert!(max_held <= MAX_HEADER_BLOCK + 1000);
+    }
+
+    #[test]
+    fn given_boundary_with_quotes_and_dashes() {
+        let j = sample(2);
+        let data = multipart(&j, "--myboundary", true, "\r\n");
+        let (got, _) = frames(
+            &mut Parser::with_boundary(1 << 20, "\"--myboundary\""),
+            &[&data],
+        );
+        assert_eq!(got, j);
+        let data = multipart(&j, "ffmpeg", true, "\r\n");
+        let (got, _) = frames(&mut Parser::with_boundary(1 << 20, "ffmpeg"), &[&data]);
+        assert_eq!(got, j);
+    }
+
+    #[test]
+    fn jpeg_right_after_boundary_without_headers() {
+        let j = sample(2);
+        let mut data = Vec::new();
+        for f in &j {
+            data.extend_from_slice(b"--b\r\n");
+            data.extend_from_slice(f);
+            data.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(parse_all(&data).0, j);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_stay_bounded() {
+        let mut seed = 12345u64;
+        for round in 0..300 {
+            let len = (round * 53) % 4000 + 1;
+            let mut data = Vec::with_capacity(len);
+            for _ in 0..len {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Bias towards bytes that matter to the parser.
+                let b = match (seed >> 59) % 8 {
+                    0 => 0xFF,
+                    1 => [0xD8, 0xD9, 0xDA, 0x00, 0xE1][(seed >> 40) as usize % 5],
+                    2 => b'-',
+                    3 => b'\n',
+                    _ => (seed >> 33) as u8,
+                };
+                data.push(b);
+            }
+            let mut p = Parser::new(512);
+            for c in data.chunks((round % 17) + 1) {
+                p.push(c, &mut |_| {});
+                assert!(p.buffered() <= 512 + MAX_HEADER_BLOCK + 32);
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `stdin` (or `-`): MJPEG on standard input, for `gst-launch-1.0 … ! fdsink fd=1 | mjpeg-relay`.
+//!
+//! When the input ends the relay keeps serving (viewers keep the last picture, `/status` says
+//! `ended`); a shell pipeline is stopped with Ctrl-C or SIGTERM like any other server.
+
+use super::{spawn_source_thread, Pump, SourceConfig};
+use crate::stream::{SourceState, Stream};
+use std::io;
+use std::sync::Arc;
+
+pub fn start(stream: Arc<Stream>, cfg: &SourceConfig) -> io::Result<()> {
+    let max_frame = cfg.max_frame_bytes;
+    let name = format!("src-{}-stdin", stream.name);
+    spawn_source_thread(name, move || {
+        stream.set_state(SourceState::Live, Some("stdin".into()));
+        stream
+            .source
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut pump = Pump::new(stream.clone(), max_frame, "stdin".into());
+        let result = pump.run(&mut io::stdin().lock());
+        let how = match result {
+            Ok(()) => "reached end of input".to_string(),
+            Err(e) => format!("read failed: {e}"),
+        };
+        if pump.frames() == 0 {
+            log::error!(
+                "stream '{}': stdin {how} without one whole JPEG; is the command before the pipe \
+                 writing MJPEG to stdout (e.g. fdsink fd=1)?",
+                stream.name
+            );
+        } else {
+            log::warn!(
+                "stream '{}': stdin {how}; still serving the last frame",
+                stream.name
+            );
+        }
+        stream.set_state(SourceState::Ended, None);
+    })?;
+    Ok(())
+}

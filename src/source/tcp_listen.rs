@@ -1,0 +1,116 @@
+//! `tcp-listen:ADDR`: the upstream connects to us, as gstreamer's `tcpclientsink` does.
+//!
+//! One upstream at a time. When a new connection arrives the old one is shut down and replaced:
+//! that is what a restarted gstreamer pipeline looks like from here, and the old socket may not
+//! have noticed yet that its peer is gone. Viewers are not touched; they just see the next frame.
+
+use super::{spawn_source_thread, Pump, SourceConfig};
+use crate::stream::{SourceState, Stream};
+use parking_lot::Mutex;
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Binds `addr` and starts accepting upstreams. Returns the bound address (useful with port 0).
+pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<String> {
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen for the upstream on {addr}: {e} (is another relay running?)"),
+        )
+    })?;
+    let local = listener.local_addr()?.to_string();
+    log::info!(
+        "stream '{}': waiting for the upstream on tcp {local}",
+        stream.name
+    );
+    let max_frame = cfg.max_frame_bytes;
+    // The current upstream: its id and a handle to shut it down when a new one replaces it.
+    let current: Arc<(AtomicU64, Mutex<Option<TcpStream>>)> = Arc::default();
+    let name = format!("src-{}-accept", stream.name);
+    spawn_source_thread(name, move || {
+        for conn in listener.incoming() {
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: log and keep accepting, after a pause.
+                    log::warn!(
+                        "stream '{}': accepting an upstream failed: {e}",
+                        stream.name
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    continue;
+                }
+            };
+            let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let id = current.0.fetch_add(1, SeqCst) + 1;
+            // A second handle, kept only to shut this upstream down when a new one replaces it.
+            let handle = match conn.try_clone() {
+                Ok(h) => h,
+                Err(e) => {
+                    log::error!("stream '{}': dropping upstream {peer}: {e}", stream.name);
+                    continue;
+                }
+            };
+            let old = current.1.lock().replace(handle);
+            if let Some(old) = old {
+                log::info!(
+                    "stream '{}': new upstream from {peer} replaces the previous one",
+                    stream.name
+                );
+                let _ = old.shutdown(Shutdown::Both);
+            } else {
+                log::info!("stream '{}': upstream connected from {peer}", stream.name);
+            }
+            stream.source.connections.fetch_add(1, SeqCst);
+            stream.set_state(SourceState::Live, Some(peer.clone()));
+            let stream = stream.clone();
+            let current = current.clone();
+            let thread = format!("src-{}-read", stream.name);
+            let spawned = spawn_source_thread(thread, move || {
+                read_upstream(&stream, conn, &peer, max_frame, id, &current.0)
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start a reader thread for the upstream: {e}");
+            }
+        }
+    })?;
+    Ok(local)
+}
+
+fn read_upstream(
+    stream: &Arc<Stream>,
+    mut conn: TcpStream,
+    peer: &str,
+    max_frame: usize,
+    id: u64,
+    current: &AtomicU64,
+) {
+    let started = Instant::now();
+    let mut pump = Pump::new(stream.clone(), max_frame, format!("upstream {peer}"));
+    let result = pump.run(&mut conn);
+    if current.load(SeqCst) != id {
+        return; // replaced: the new upstream owns the state now
+    }
+    let how = match result {
+        Ok(()) => "closed the connection".to_string(),
+        Err(e) => format!("connection failed: {e}"),
+    };
+    if pump.frames() == 0 {
+        log::warn!(
+            "stream '{}': upstream {peer} {how} after {:.1} s without sending one whole JPEG; \
+             is it sending MJPEG (multipart or raw JPEG)?",
+            stream.name,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        log::warn!(
+            "stream '{}': upstream {peer} {how} after {:.1} s; waiting for it to reconnect",
+            stream.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    stream.set_state(SourceState::Lost, None);
+}

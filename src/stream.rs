@@ -1,0 +1,253 @@
+//! One served stream: its frame slot, what its source is doing, and who is watching.
+//!
+//! This is the only state shared between the source side and the HTTP side. Sources call
+//! [`Stream::publish`]; client threads wait on [`Stream::slot`] and register themselves in
+//! [`Stream::clients`] so `/status` can list them.
+
+use crate::slot::{Frame, FrameSlot};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a source is in its life. Shown in `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    /// Waiting for the upstream to connect (or to be reached).
+    Connecting,
+    /// Frames are arriving.
+    Live,
+    /// The upstream went away; waiting for it to come back.
+    Lost,
+    /// The input ended for good (stdin closed).
+    Ended,
+}
+
+impl SourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::Connecting => "connecting",
+            SourceState::Live => "live",
+            SourceState::Lost => "lost",
+            SourceState::Ended => "ended",
+        }
+    }
+}
+
+/// Counters and state of a stream's source. Atomics, because the source thread bumps them per
+/// frame and `/status` reads them from other threads.
+#[derive(Debug)]
+pub struct SourceStats {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub not_jpeg: AtomicU64,
+    pub oversized: AtomicU64,
+    pub header_too_long: AtomicU64,
+    pub garbage_bytes: AtomicU64,
+    /// Upstream connections accepted or made, including the first.
+    pub connections: AtomicU64,
+    info: Mutex<SourceInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub state: SourceState,
+    /// The upstream's address, when there is one.
+    pub peer: Option<String>,
+    /// Detected format, e.g. `multipart boundary=spionisto`.
+    pub format: Option<String>,
+    pub since: Instant,
+}
+
+/// Input rate over the last completed window of about a second.
+#[derive(Debug)]
+struct Rate {
+    window_start: Instant,
+    frames_at_start: u64,
+    bytes_at_start: u64,
+    fps: f64,
+    bits_per_sec: f64,
+}
+
+/// A served stream. Share it as `Arc<Stream>`.
+#[derive(Debug)]
+pub struct Stream {
+    /// `default` for the single `--source` form.
+    pub name: String,
+    /// The source spec as given on the command line.
+    pub spec: String,
+    pub slot: FrameSlot,
+    pub source: SourceStats,
+    pub clients: ClientRegistry,
+    next_seq: AtomicU64,
+    rate: Mutex<Rate>,
+    last_frame: Mutex<Option<Instant>>,
+}
+
+impl Stream {
+    pub fn new(name: &str, spec: &str) -> Arc<Stream> {
+        let now = Instant::now();
+        Arc::new(Stream {
+            name: name.to_string(),
+            spec: spec.to_string(),
+            slot: FrameSlot::new(),
+            source: SourceStats {
+                frames_in: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
+                not_jpeg: AtomicU64::new(0),
+                oversized: AtomicU64::new(0),
+                header_too_long: AtomicU64::new(0),
+                garbage_bytes: AtomicU64::new(0),
+                connections: AtomicU64::new(0),
+                info: Mutex::new(SourceInfo {
+                    state: SourceState::Connecting,
+                    peer: None,
+                    format: None,
+                    since: now,
+                }),
+            },
+            clients: ClientRegistry::default(),
+            next_seq: AtomicU64::new(1),
+            rate: Mutex::new(Rate {
+                window_start: now,
+                frames_at_start: 0,
+                bytes_at_start: 0,
+                fps: 0.0,
+                bits_per_sec: 0.0,
+            }),
+            last_frame: Mutex::new(None),
+        })
+    }
+
+    /// Makes `jpeg` the newest frame. Called by source threads only.
+    pub fn publish(&self, jpeg: Vec<u8>) -> Arc<Frame> {
+        let frame = Arc::new(Frame::new(self.next_seq.fetch_add(1, Relaxed), jpeg));
+        let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
+        self.slot.publish(frame.clone());
+        *self.last_frame.lock() = Some(frame.arrived_at);
+        let bytes = self.source.bytes_in.load(Relaxed);
+        let mut rate = self.rate.lock();
+        let elapsed = frame.arrived_at.duration_since(rate.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let secs = elapsed.as_secs_f64();
+            rate.fps = (frames - rate.frames_at_start) as f64 / secs;
+            rate.bits_per_sec = (bytes - rate.bytes_at_start) as f64 * 8.0 / secs;
+            rate.window_start = frame.arrived_at;
+            rate.frames_at_start = frames;
+            rate.bytes_at_start = bytes;
+        }
+        drop(rate);
+        frame
+    }
+
+    pub fn set_state(&self, state: SourceState, peer: Option<String>) {
+        let mut info = self.source.info.lock();
+        info.state = state;
+        info.peer = peer;
+        info.since = Instant::now();
+        if state != SourceState::Live {
+            info.format = None;
+        }
+    }
+
+    pub fn set_format(&self, format: String) {
+        self.source.info.lock().format = Some(format);
+    }
+
+    pub fn source_info(&self) -> SourceInfo {
+        self.source.info.lock().clone()
+    }
+
+    /// Input frames per second and bits per second, over the last window of about a second.
+    /// Zero once frames stop arriving for more than two seconds.
+    pub fn input_rate(&self) -> (f64, f64) {
+        let age = self.last_frame_age();
+        if age.is_none_or(|a| a > Duration::from_secs(2)) {
+            return (0.0, 0.0);
+        }
+        let rate = self.rate.lock();
+        (rate.fps, rate.bits_per_sec)
+    }
+
+    /// Time since the newest frame arrived.
+    pub fn last_frame_age(&self) -> Option<Duration> {
+        self.last_frame.lock().map(|t| t.elapsed())
+    }
+}
+
+/// Per-client counters, written by the client's own thread, read by `/status`.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub user_agent: String,
+    /// `framed` or `advance`: see the HTTP module.
+    pub layout: &'static str,
+    pub connected_at: Instant,
+    pub frames_sent: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    /// Re-sends of an unchanged frame to keep a still picture painted.
+    pub repeats: AtomicU64,
+    pub bytes_sent: AtomicU64,
+}
+
+/// The clients of one stream. Entries are removed by a guard when the client thread ends,
+/// so the map holds at most one entry per live client thread (bounded by `--max-clients`).
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    next_id: AtomicU64,
+    map: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+}
+
+/// Removes its client from the registry when dropped.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    registry: &'a ClientRegistry,
+    pub info: Arc<ClientInfo>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.registry.map.lock().remove(&self.info.id);
+    }
+}
+
+impl ClientRegistry {
+    pub fn register(
+        &self,
+        addr: String,
+        user_agent: String,
+        layout: &'static str,
+    ) -> Registration<'_> {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            user_agent,
+            layout,
+            connected_at: Instant::now(),
+            frames_sent: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+            repeats: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+        });
+        self.map.lock().insert(id, info.clone());
+        Registration {
+            registry: self,
+            info,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        self.map.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
