@@ -1,0 +1,409 @@
+//! Test helpers: the real binary on ephemeral ports, a paced upstream that writes frames
+//! carrying sequence numbers, and plain-socket HTTP clients.
+#![allow(dead_code)]
+
+use mjpeg_relay::parser::{Event, Parser};
+use mjpeg_relay::testjpeg::jpeg_with_seq;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::FromRawFd;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mjpeg-relay");
+
+/// The relay binary, running. Killed on drop.
+pub struct Relay {
+    pub child: Child,
+    /// `127.0.0.1:PORT` of the HTTP side.
+    pub http: String,
+    /// `127.0.0.1:PORT` of a `tcp-listen` source, if any.
+    pub upstream: Option<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    /// Starts the binary with `--http 127.0.0.1:0` plus `args`, and waits until it serves.
+    pub fn start(args: &[&str]) -> Relay {
+        Relay::start_with_stdin(args, Stdio::null())
+    }
+
+    pub fn start_with_stdin(args: &[&str], stdin: impl Into<Stdio>) -> Relay {
+        let mut child = Command::new(BIN)
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mjpeg-relay");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("RELAY_LOG").is_some() {
+                    eprintln!("relay: {line}");
+                }
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut http = None;
+        let mut upstream = None;
+        let wants_upstream = args.iter().any(|a| a.contains("tcp-listen:"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.is_none() || (wants_upstream && upstream.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("relay did not start; log: {:?}", log.lock().unwrap()));
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                http = Some(rest.split('/').next().unwrap().to_string());
+            }
+            if let Some(rest) = line.split("waiting for the upstream on tcp ").nth(1) {
+                upstream = Some(rest.trim().to_string());
+            }
+        }
+        Relay {
+            child,
+            http: http.unwrap(),
+            upstream,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, _, body) = get(&self.http, "/status");
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).expect("status is JSON")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Threads of the relay process, from /proc.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Padding for frame `seq`, so frame sizes vary.
+pub fn pad_for(seq: u64, base: usize) -> usize {
+    base + (seq as usize * 7919) % 2000
+}
+
+/// The frame the test upstream sends as number `seq`.
+pub fn frame(seq: u64, base: usize) -> Vec<u8> {
+    jpeg_with_seq(seq, pad_for(seq, base))
+}
+
+/// One multipart part as gstreamer's multipartmux writes it.
+pub fn gst_part(jpeg: &[u8]) -> Vec<u8> {
+    let mut part = format!(
+        "--spionisto\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+        jpeg.len()
+    )
+    .into_bytes();
+    part.extend_from_slice(jpeg);
+    part.extend_from_slice(b"\r\n");
+    part
+}
+
+/// A paced upstream pushing frames `1..=count` into a `tcp-listen` source at `fps`.
+pub struct Upstream {
+    /// Sequence number of the newest frame written completely.
+    pub sent: Arc<AtomicU64>,
+    pub stop: Arc<AtomicBool>,
+    pub handle: Option<JoinHandle<u64>>,
+}
+
+impl Upstream {
+    pub fn start(addr: &str, fps: f64, count: u64, base: usize) -> Upstream {
+        Upstream::start_from(addr, fps, 1, count, base)
+    }
+
+    pub fn start_from(addr: &str, fps: f64, first: u64, count: u64, base: usize) -> Upstream {
+        let mut sock = TcpStream::connect(addr).expect("connect to the relay's upstream port");
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent2, stop2) = (sent.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let start = Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / fps);
+            for (i, seq) in (first..first + count).enumerate() {
+                if stop2.load(SeqCst) {
+                    break;
+                }
+                let due = start + interval * i as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if sock.write_all(&gst_part(&frame(seq, base))).is_err() {
+                    break;
+                }
+                sent2.store(seq, SeqCst);
+            }
+            sent2.load(SeqCst)
+        });
+        Upstream {
+            sent,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A TCP connection to `addr`, with `SO_RCVBUF` set before connecting when given (the
+/// receive window is negotiated at connect time, so it must be set first).
+pub fn connect(addr: &str, rcvbuf: Option<i32>) -> TcpStream {
+    let sa = addr.to_socket_addrs().unwrap().next().unwrap();
+    let std::net::SocketAddr::V4(v4) = sa else {
+        panic!("tests use IPv4 loopback")
+    };
+    // SAFETY: plain socket syscalls on a descriptor we own until TcpStream takes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        if let Some(size) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const i32).cast(),
+                4,
+            );
+        }
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(rc, 0, "connect {sa}: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Reads a response head; returns (status, lower-cased header lines, bytes after the head).
+pub fn read_head(sock: &mut TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = sock.read(&mut chunk).expect("read response head");
+        assert!(n > 0, "connection closed before the response head: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_string();
+    let code = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (code, headers, buf[end + 4..].to_vec(), status_line)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A one-shot request with `Connection: close`; returns (status, headers, whole body).
+pub fn request(addr: &str, raw: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    sock.write_all(raw.as_bytes()).unwrap();
+    let (code, headers, mut body, _) = read_head(&mut sock);
+    let _ = sock.read_to_end(&mut body);
+    (code, headers, body)
+}
+
+pub fn get(addr: &str, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// A `/stream` client that cuts the body into frames with the project's own parser.
+pub struct StreamClient {
+    pub sock: TcpStream,
+    pub headers: Vec<(String, String)>,
+    pub status_line: String,
+    parser: Parser,
+    frames: VecDeque<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl StreamClient {
+    pub fn open(addr: &str, path: &str, user_agent: &str, rcvbuf: Option<i32>) -> StreamClient {
+        let mut sock = connect(addr, rcvbuf);
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            sock,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\n\r\n"
+        )
+        .unwrap();
+        let (code, headers, rest, status_line) = read_head(&mut sock);
+        assert_eq!(code, 200, "{path}: {status_line}");
+        let ct = header(&headers, "content-type").unwrap().to_string();
+        let boundary = ct
+            .split("boundary=")
+            .nth(1)
+            .expect("boundary in content-type");
+        StreamClient {
+            sock,
+            headers,
+            status_line,
+            parser: Parser::with_boundary(64 << 20, boundary),
+            frames: VecDeque::new(),
+            pending: rest,
+        }
+    }
+
+    /// Feeds bytes the caller read from `sock` itself (throttled readers); whole frames go
+    /// to `out`.
+    pub fn push_bytes(&mut self, bytes: &[u8], out: &mut Vec<Vec<u8>>) {
+        let pending = std::mem::take(&mut self.pending);
+        for chunk in [&pending[..], bytes] {
+            self.parser.push(chunk, &mut |e| {
+                if let Event::Frame(f) = e {
+                    out.push(f)
+                }
+            });
+        }
+    }
+
+    /// The next whole frame, or `None` on timeout or end of stream.
+    pub fn next_frame(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        let frames = &mut self.frames;
+        if !self.pending.is_empty() {
+            let p = std::mem::take(&mut self.pending);
+            self.parser.push(&p, &mut |e| {
+                if let Event::Frame(f) = e {
+                    frames.push_back(f)
+                }
+            });
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.frames.is_empty() {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let n = match self.sock.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            let frames = &mut self.frames;
+            self.parser.push(&buf[..n], &mut |e| {
+                if let Event::Frame(f) = e {
+                    frames.push_back(f)
+                }
+            });
+        }
+        self.frames.pop_front()
+    }
+}
+
+/// Runs `cmd` with a time limit and returns its output.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Fails clearly if a tool the suite needs is missing (CI installs them; never skip).
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "'{name}' is not installed; run .ci/run (it installs the test tools) or apt-get install it"
+    );
+}
+
+pub fn stdin_pipe(child: &mut Child) -> ChildStdin {
+    child.stdin.take().unwrap()
+}
