@@ -7,12 +7,23 @@ use crate::source::SourceSpec;
 use std::ffi::OsString;
 use std::time::Duration;
 
+/// One stream to serve: from `--source` (named `default`) or `--stream NAME=SPEC`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub source: SourceSpec,
+    /// The spec as given, password redacted, for `/status` and logs.
+    pub source_text: String,
+}
+
 /// Everything the command line sets.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub source: SourceSpec,
-    /// The `--source` text, for `/status` and logs.
-    pub source_text: String,
+    /// At least one; exactly one unless `named`.
+    pub streams: Vec<StreamConfig>,
+    /// Streams came from `--stream NAME=SPEC`: served under `/NAME/`. Otherwise the single
+    /// stream is at the plain `/stream`, `/snapshot` paths.
+    pub named: bool,
     pub http: String,
     pub fps: f64,
     pub width: u16,
@@ -20,14 +31,20 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub send_timeout: Duration,
     pub max_clients: usize,
+    pub no_signal_after: Duration,
+    pub source_timeout: Duration,
     pub log_level: log::LevelFilter,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
-            source: SourceSpec::TestSrc,
-            source_text: "testsrc".into(),
+            streams: vec![StreamConfig {
+                name: "default".into(),
+                source: SourceSpec::TestSrc,
+                source_text: "testsrc".into(),
+            }],
+            named: false,
             http: "127.0.0.1:8080".into(),
             fps: 15.0,
             width: 640,
@@ -35,6 +52,8 @@ impl Default for Config {
             max_frame_bytes: 8 << 20,
             send_timeout: Duration::from_secs(10),
             max_clients: 1000,
+            no_signal_after: Duration::from_secs(2),
+            source_timeout: Duration::from_secs(5),
             log_level: log::LevelFilter::Info,
         }
     }
@@ -64,9 +83,22 @@ OPTIONS:
                               testsrc               built-in moving test pattern
                               tcp-listen:HOST:PORT  accept an upstream (gstreamer tcpclientsink);
                                                     a bare PORT means 127.0.0.1:PORT
+                              tcp:HOST:PORT         connect to an upstream (tcpserversink)
+                              unix:PATH             connect to a Unix socket
+                              http://[USER:PASS@]HOST[:PORT]/PATH
+                                                    pull MJPEG over HTTP (IP camera, another relay)
+                              exec:COMMAND          run sh -c COMMAND, read its stdout; restarted
+                                                    when it exits, stopped with the relay
+                              file:PATH             replay a recording or a directory of .jpg
+                                                    files at --fps, looping
                               stdin, -              MJPEG on standard input
+    --stream NAME=SPEC      Serve several streams at /NAME/stream, /NAME/snapshot (repeatable;
+                            NAME: letters, digits, - and _). Replaces --source.
+    --no-signal-after SECS  Show viewers a NO SIGNAL picture after this long without a frame;
+                            0 turns it off [default: 2]
+    --source-timeout SECS   Drop and reconnect an upstream silent for this long [default: 5]
     --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]
-    --fps N                 testsrc frame rate [default: 15]
+    --fps N                 testsrc and file: frame rate [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
     --send-timeout SECS     Disconnect a client that cannot take a frame in this time [default: 10]
@@ -80,6 +112,7 @@ OPTIONS:
 ENDPOINTS:
     /            viewer page          /stream    multipart/x-mixed-replace MJPEG
     /snapshot    newest frame (JPEG)  /status    JSON: source state, rates, clients
+    With --stream: / lists the streams; /NAME/ /NAME/stream /NAME/snapshot /NAME/status
 
 EXAMPLES:
     # The test pattern, no camera needed:
@@ -93,6 +126,13 @@ EXAMPLES:
     # The same through a pipe:
     gst-launch-1.0 -q v4l2src ! jpegenc ! multipartmux ! fdsink fd=1 | mjpeg-relay --source stdin
 
+    # The relay starts the camera command itself, and restarts it if it dies:
+    mjpeg-relay --source 'exec:ffmpeg -f v4l2 -i /dev/video0 -c:v mjpeg -f mjpeg -'
+
+    # Two cameras: an IP camera and a chained relay:
+    mjpeg-relay --stream door=http://admin:pw@10.0.0.20/video.cgi \
+                --stream yard=http://origin-host:8080/stream
+
     # ffmpeg writing raw JPEGs to the pipe, served on all interfaces:
     ffmpeg -f v4l2 -i /dev/video0 -c:v mjpeg -f mjpeg - | mjpeg-relay --source - --http 0.0.0.0:8080
 
@@ -105,6 +145,8 @@ EXIT CODES:
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     use lexopt::prelude::*;
     let mut cfg = Config::default();
+    let mut source: Option<StreamConfig> = None;
+    let mut named: Vec<StreamConfig> = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -114,8 +156,39 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Short('q') | Long("quiet") => cfg.log_level = log::LevelFilter::Warn,
             Long("source") => {
                 let v = string(&mut p, "--source")?;
-                cfg.source = SourceSpec::parse(&v).map_err(|e| format!("--source: {e}"))?;
-                cfg.source_text = v;
+                if source.is_some() {
+                    return Err("--source given twice; use --stream NAME=SPEC for several".into());
+                }
+                source = Some(StreamConfig {
+                    name: "default".into(),
+                    source: SourceSpec::parse(&v).map_err(|e| format!("--source: {e}"))?,
+                    source_text: crate::source::redact(&v),
+                });
+            }
+            Long("stream") => {
+                let v = string(&mut p, "--stream")?;
+                let (name, spec) = v.split_once('=').ok_or_else(|| {
+                    format!(
+                        "--stream: '{v}' is not NAME=SPEC, e.g. --stream door=tcp:10.0.0.5:5000"
+                    )
+                })?;
+                check_name(name).map_err(|e| format!("--stream {v}: {e}"))?;
+                if named.iter().any(|s| s.name == name) {
+                    return Err(format!("--stream: the name '{name}' is used twice"));
+                }
+                let source =
+                    SourceSpec::parse(spec).map_err(|e| format!("--stream {name}=...: {e}"))?;
+                named.push(StreamConfig {
+                    name: name.to_string(),
+                    source,
+                    source_text: crate::source::redact(spec),
+                });
+            }
+            Long("no-signal-after") => {
+                cfg.no_signal_after = seconds(&mut p, "--no-signal-after", 0.0, 3600.0)?;
+            }
+            Long("source-timeout") => {
+                cfg.source_timeout = seconds(&mut p, "--source-timeout", 0.5, 3600.0)?;
             }
             Long("http") => {
                 let v = string(&mut p, "--http")?;
@@ -184,7 +257,55 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             _ => return Err(arg.unexpected().to_string()),
         }
     }
+    match (source, named.is_empty()) {
+        (Some(_), false) => {
+            return Err(
+                "--source and --stream cannot be combined; name every stream with \
+                        --stream NAME=SPEC"
+                    .into(),
+            )
+        }
+        (Some(s), true) => cfg.streams = vec![s],
+        (None, false) => {
+            cfg.streams = named;
+            cfg.named = true;
+        }
+        (None, true) => {}
+    }
+    let stdin_users = cfg
+        .streams
+        .iter()
+        .filter(|s| s.source == SourceSpec::Stdin)
+        .count();
+    if stdin_users > 1 {
+        return Err("--stream: only one stream can read stdin".into());
+    }
     Ok(Command::Run(Box::new(cfg)))
+}
+
+/// Stream names become URL path segments and log words: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a stream name needs 1 to 64 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "'{name}' contains '{c}'; a stream name may use only letters, digits, - and _"
+        ));
+    }
+    Ok(())
+}
+
+fn seconds(p: &mut lexopt::Parser, flag: &str, min: f64, max: f64) -> Result<Duration, String> {
+    let v = string(p, flag)?;
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| (min..=max).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{flag}: '{v}' is not seconds between {min} and {max}"))
 }
 
 fn string(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
@@ -229,7 +350,8 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let c = run(&[]).unwrap();
-        assert_eq!(c.source, SourceSpec::TestSrc);
+        assert_eq!(c.streams[0].source, SourceSpec::TestSrc);
+        assert!(!c.named);
         assert_eq!(c.http, "127.0.0.1:8080");
         let c = run(&[
             "--source=tcp-listen:9999",
@@ -244,7 +366,10 @@ mod tests {
             "-q",
         ])
         .unwrap();
-        assert_eq!(c.source, SourceSpec::TcpListen("127.0.0.1:9999".into()));
+        assert_eq!(
+            c.streams[0].source,
+            SourceSpec::TcpListen("127.0.0.1:9999".into())
+        );
         assert_eq!(c.max_frame_bytes, 512 * 1024);
         assert_eq!(c.send_timeout, Duration::from_millis(2500));
         assert_eq!((c.width, c.height), (320, 240));
@@ -265,7 +390,49 @@ mod tests {
             assert!(e.contains(flag), "{e}");
         }
         assert!(run(&["--nope"]).is_err());
+        for (args, want) in [
+            (&["--stream", "a b=testsrc"][..], "only letters"),
+            (&["--stream", "a/b=testsrc"][..], "only letters"),
+            (&["--stream", "=testsrc"][..], "1 to 64"),
+            (&["--stream", "cam"][..], "NAME=SPEC"),
+            (
+                &["--stream", "a=testsrc", "--stream", "a=stdin"][..],
+                "twice",
+            ),
+            (&["--stream", "a=nope"][..], "--stream a="),
+            (
+                &["--stream", "a=-", "--stream", "b=stdin"][..],
+                "one stream",
+            ),
+            (
+                &["--source", "testsrc", "--stream", "a=testsrc"][..],
+                "cannot be combined",
+            ),
+            (&["--no-signal-after", "-1"][..], "--no-signal-after"),
+            (&["--source-timeout", "0"][..], "--source-timeout"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
         assert!(run(&["stray"]).unwrap_err().contains("stray"));
+    }
+
+    #[test]
+    fn named_streams() {
+        let c = run(&[
+            "--stream",
+            "door=tcp:10.0.0.5:5000",
+            "--stream",
+            "yard_2=http://u:secret@cam/v",
+            "--no-signal-after",
+            "0.5",
+        ])
+        .unwrap();
+        assert!(c.named);
+        let names: Vec<_> = c.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["door", "yard_2"]);
+        assert_eq!(c.streams[1].source_text, "http://u:***@cam/v");
+        assert_eq!(c.no_signal_after, Duration::from_millis(500));
     }
 
     #[test]

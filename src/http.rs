@@ -11,11 +11,16 @@
 //!   [`write_all_by`] also gives each frame that long in total, so one stuck client ends its own
 //!   thread and never holds anything another client needs.
 //! * `TCP_NODELAY`: the boundary written after a frame must leave now, not wait for an ACK.
-//! * `SO_RCVTIMEO` ([`HEADER_TIMEOUT`]): an idle or silent connection is answered `408` and
-//!   closed by tiny_http instead of holding a thread forever.
+//! * `SO_RCVTIMEO` ([`READ_TIMEOUT`]): a read that gets nothing for that long ends tiny_http's
+//!   connection thread. That bounds idle keep-alive connections, frees tiny_http's second
+//!   thread of every streaming client two seconds in (it sits reading the next request, which
+//!   never comes), and bounds a wake-up race in tiny_http's thread pool: in a burst of
+//!   connections, those beyond the idle pool threads wait in its queue until some pool thread
+//!   finishes (measured: 6 of 100 simultaneous clients waited the full timeout).
 //!
 //! Streams go out as `multipart/x-mixed-replace` in one of two part layouts, see [`Layout`].
 
+use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
 use crate::slot::{Frame, Next};
 use crate::stream::Stream;
 use serde_json::json;
@@ -34,8 +39,9 @@ pub const CLIENT_STACK: usize = 128 * 1024;
 /// Unsent bytes the kernel may hold per client socket before a write blocks.
 pub const NOTSENT_LOWAT: u32 = 16 * 1024;
 
-/// How long a connection may take to send its request (per read), or sit idle between requests.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one read of a request may wait for bytes, or a connection may sit idle between
+/// requests. See the module docs for why it is short.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// If no new frame arrives for this long, the current one is sent again, so a still scene or a
 /// paused source stays painted and proxies do not time the connection out.
@@ -43,10 +49,6 @@ pub const REPEAT_AFTER: Duration = Duration::from_secs(1);
 
 /// How long `/snapshot` waits for a first frame before answering 503.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
-
-/// The multipart boundary of our streams. Long and unlikely, because in the advance layout
-/// parts carry no Content-Length and a client finds the end of a part by this string.
-pub const BOUNDARY: &str = "mjpeg-relay-7b3d9f2a5c1e";
 
 /// Settings of the HTTP side.
 #[derive(Debug, Clone)]
@@ -112,7 +114,7 @@ pub fn bind(addr: &str, cfg: &HttpConfig) -> io::Result<TcpListener> {
         NOTSENT_LOWAT as i32,
     )?;
     setsockopt_timeout(fd, libc::SO_SNDTIMEO, cfg.send_timeout)?;
-    setsockopt_timeout(fd, libc::SO_RCVTIMEO, HEADER_TIMEOUT)?;
+    setsockopt_timeout(fd, libc::SO_RCVTIMEO, READ_TIMEOUT)?;
     Ok(listener)
 }
 
@@ -160,6 +162,8 @@ fn setsockopt_timeout(fd: i32, name: i32, d: Duration) -> io::Result<()> {
 /// Everything a request thread needs.
 struct Shared {
     streams: Vec<Arc<Stream>>,
+    /// Streams are served under `/NAME/` (from `--stream`), not at the plain paths.
+    named: bool,
     cfg: HttpConfig,
     started: Instant,
     /// Request threads alive now; never more than `cfg.max_clients`.
@@ -171,11 +175,13 @@ struct Shared {
 pub fn serve(
     listener: TcpListener,
     streams: Vec<Arc<Stream>>,
+    named: bool,
     cfg: HttpConfig,
     shutdown: &AtomicBool,
 ) -> io::Result<()> {
     let shared = Arc::new(Shared {
         streams,
+        named,
         cfg,
         started: Instant::now(),
         active: AtomicUsize::new(0),
@@ -185,6 +191,20 @@ pub fn serve(
         match server.recv_timeout(Duration::from_millis(100)) {
             Ok(Some(rq)) => dispatch(rq, &shared),
             Ok(None) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Not a failure: the listener carries SO_RCVTIMEO for the sockets it accepts
+                // (see READ_TIMEOUT), and on a listening socket the same option makes accept()
+                // give up after that long without a new connection. tiny_http's accept thread
+                // stops on any accept error, so start a fresh one at once; connections that
+                // arrive meanwhile wait in the kernel's backlog.
+                log::trace!("idle accept timed out; restarting the accept thread");
+                server = tiny(&listener)?;
+            }
             Err(e) => {
                 // tiny_http's accept thread stops on its first accept error (e.g. out of file
                 // descriptors). Start a fresh one on the same socket after a pause.
@@ -266,43 +286,152 @@ fn handle(rq: Request, shared: &Shared) {
     }
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let default = &shared.streams[0];
-    match path {
-        "/" => {
+    if !shared.named {
+        let default = &shared.streams[0];
+        return match path {
+            "/" => {
+                let _ = rq.respond(html(VIEWER_HTML));
+            }
+            "/stream" => serve_stream(rq, default, query, shared),
+            "/snapshot" => serve_snapshot(rq, default),
+            "/status" => serve_status(rq, shared, None),
+            _ => {
+                let _ = rq.respond(text(
+                    404,
+                    "Not found. Try /, /stream, /snapshot or /status.\n",
+                ));
+            }
+        };
+    }
+    if path == "/" {
+        let _ = rq.respond(html(&index_html(&shared.streams)));
+        return;
+    }
+    if path == "/status" {
+        return serve_status(rq, shared, None);
+    }
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let name = parts.next().unwrap_or("");
+    let rest = parts.next();
+    let Some(stream) = shared.streams.iter().find(|s| s.name == name) else {
+        let list: Vec<_> = shared
+            .streams
+            .iter()
+            .map(|s| format!("/{}/stream", s.name))
+            .collect();
+        let msg = format!(
+            "Not found. This relay serves several streams: {}; the list is at /.\n",
+            list.join(", ")
+        );
+        let _ = rq.respond(text(404, &msg));
+        return;
+    };
+    match rest {
+        // The viewer uses relative URLs, so it needs the trailing slash.
+        None => {
+            let to = format!("/{name}/");
+            let _ = rq.respond(text(301, "Moved.\n").with_header(header("Location", &to)));
+        }
+        Some("") => {
             let _ = rq.respond(html(VIEWER_HTML));
         }
-        "/stream" => serve_stream(rq, default, query, shared),
-        "/snapshot" => serve_snapshot(rq, default),
-        "/status" => {
-            let body = status_json(shared).to_string();
-            let _ = rq.respond(
-                Response::from_string(body)
-                    .with_header(header("Content-Type", "application/json"))
-                    .with_no_cache(),
-            );
-        }
-        _ => {
-            let _ = rq.respond(text(
-                404,
-                "Not found. Try /, /stream, /snapshot or /status.\n",
-            ));
+        Some("stream") => serve_stream(rq, stream, query, shared),
+        Some("snapshot") => serve_snapshot(rq, stream),
+        Some("status") => serve_status(rq, shared, Some(stream)),
+        Some(_) => {
+            let msg = format!("Not found. Try /{name}/, /{name}/stream, /{name}/snapshot.\n");
+            let _ = rq.respond(text(404, &msg));
         }
     }
 }
+
+fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Stream>>) {
+    let body = status_json(shared, only).to_string();
+    let _ = rq.respond(
+        Response::from_string(body)
+            .with_header(header("Content-Type", "application/json"))
+            .with_no_cache(),
+    );
+}
+
+/// The stream list for `--stream` setups. Browsers open at most six HTTP/1.1 connections per
+/// host, and every live MJPEG preview holds one for good; past four streams the previews are
+/// snapshots refreshed every second, so the page never starves its own links.
+fn index_html(streams: &[Arc<Stream>]) -> String {
+    let live = streams.len() <= 4;
+    let mut cards = String::new();
+    for s in streams {
+        // Names are letters, digits, - and _ (checked at start-up): safe in HTML and URLs.
+        let n = &s.name;
+        let img = if live {
+            format!("<img src=\"/{n}/stream\" alt=\"{n}\">")
+        } else {
+            format!("<img class=\"snap\" data-src=\"/{n}/snapshot\" alt=\"{n}\">")
+        };
+        cards.push_str(&format!(
+            "<a class=\"card\" href=\"/{n}/\">{img}<span>{n}</span></a>\n"
+        ));
+    }
+    INDEX_HTML.replace("{{cards}}", &cards)
+}
+
+const INDEX_HTML: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>mjpeg-relay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{margin:0;background:#111;color:#ddd;font:14px system-ui,sans-serif}
+h1{font-size:16px;font-weight:normal;margin:12px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px;padding:0 12px 12px}
+.card{display:block;color:#ddd;text-decoration:none;background:#000}
+.card img{width:100%;display:block;aspect-ratio:4/3;object-fit:contain}
+.card span{display:block;padding:6px}
+</style></head><body>
+<h1>mjpeg-relay &middot; <a href="/status" style="color:#8af">status</a></h1>
+<main>
+{{cards}}</main>
+<script>
+// Snapshot previews (more than four streams): refresh each once a second.
+function refresh() {
+  for (const img of document.querySelectorAll("img.snap")) {
+    img.src = img.dataset.src + "?t=" + Date.now();
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script>
+</body></html>
+"#;
 
 /// A frame's bytes as a response body, without copying them.
 struct FrameBody(Arc<Frame>);
 
 impl AsRef<[u8]> for FrameBody {
     fn as_ref(&self) -> &[u8] {
-        &self.0.jpeg
+        self.0.jpeg()
+    }
+}
+
+/// The newest real frame, waiting up to [`SNAPSHOT_WAIT`] for one. A NO SIGNAL picture is
+/// not a snapshot: a program storing snapshots must not mistake it for the camera's view.
+fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    let mut seen = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stream.slot.wait_newer(seen, left) {
+            Next::Frame(frame, _) if !crate::nosignal::is_no_signal(frame.jpeg()) => {
+                return Some(frame)
+            }
+            Next::Frame(_, generation) if !left.is_zero() => seen = generation,
+            _ => return None,
+        }
     }
 }
 
 fn serve_snapshot(rq: Request, stream: &Stream) {
-    match stream.slot.wait_newer(0, SNAPSHOT_WAIT) {
-        Next::Frame(frame, _) => {
-            let len = frame.jpeg.len();
+    match newest_real_frame(stream) {
+        Some(frame) => {
+            let len = frame.jpeg().len();
             let ts = timestamp(frame.arrived);
             let resp = Response::new(
                 StatusCode(200),
@@ -317,7 +446,7 @@ fn serve_snapshot(rq: Request, stream: &Stream) {
             .with_no_cache();
             let _ = rq.respond(resp);
         }
-        Next::Timeout | Next::Closed => {
+        None => {
             let state = stream.source_info().state.as_str();
             let msg = format!(
                 "No frame from the source yet (source state: {state}). Try again shortly.\n"
@@ -365,16 +494,12 @@ fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
     {
         return;
     }
-    // What follows each frame, and what precedes the first one.
-    let (opening, trailer) = match layout {
-        Layout::Framed => (format!("--{BOUNDARY}\r\n"), format!("\r\n--{BOUNDARY}\r\n")),
-        Layout::Advance => (
-            format!("--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n"),
-            format!("\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n"),
-        ),
+    let opening = match layout {
+        Layout::Framed => FRAMED_OPENING,
+        Layout::Advance => ADVANCE_OPENING,
     };
     let deadline = Instant::now() + shared.cfg.send_timeout;
-    if write_all_by(&mut w, opening.as_bytes(), deadline).is_err() {
+    if write_all_by(&mut w, opening, deadline).is_err() {
         return;
     }
 
@@ -389,15 +514,21 @@ fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
     );
     let mut seen_gen = 0;
     let mut last: Option<Arc<Frame>> = None;
+    let mut last_write = Instant::now();
     let end = loop {
-        let (frame, repeat) = match stream.slot.wait_newer(seen_gen, REPEAT_AFTER) {
+        // Repeat the current frame once nothing was written for REPEAT_AFTER.
+        let wait = (last_write + REPEAT_AFTER).saturating_duration_since(Instant::now());
+        let (frame, repeat) = match stream.slot.wait_newer(seen_gen, wait) {
             Next::Frame(frame, generation) => {
                 seen_gen = generation;
                 (frame, false)
             }
             Next::Timeout => match &last {
                 Some(f) => (f.clone(), true),
-                None => continue,
+                None => {
+                    last_write = Instant::now();
+                    continue;
+                }
             },
             Next::Closed => break "server shutting down".to_string(),
         };
@@ -407,19 +538,17 @@ fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
                     .fetch_add(frame.seq - prev.seq - 1, SeqCst);
             }
         }
+        let bytes = match layout {
+            Layout::Framed => frame.wire.framed(),
+            Layout::Advance => frame.wire.advance(),
+        };
+        // One write per frame: the wire form is contiguous (see the multipart module).
         let deadline = Instant::now() + shared.cfg.send_timeout;
-        let sent = match layout {
-            Layout::Framed => write_all_by(&mut w, &frame.part_head, deadline)
-                .and_then(|_| write_all_by(&mut w, &frame.jpeg, deadline)),
-            Layout::Advance => write_all_by(&mut w, &frame.jpeg, deadline),
-        }
-        .and_then(|_| write_all_by(&mut w, trailer.as_bytes(), deadline))
-        .and_then(|_| w.flush());
-        if let Err(e) = sent {
+        if let Err(e) = write_all_by(&mut w, bytes, deadline).and_then(|_| w.flush()) {
             break describe_write_error(&e, shared.cfg.send_timeout);
         }
-        let bytes = frame.jpeg.len() + trailer.len();
-        info.bytes_sent.fetch_add(bytes as u64, SeqCst);
+        last_write = Instant::now();
+        info.bytes_sent.fetch_add(bytes.len() as u64, SeqCst);
         if repeat {
             info.repeats.fetch_add(1, SeqCst);
         } else {
@@ -465,10 +594,11 @@ pub fn write_all_by(w: &mut dyn Write, mut buf: &[u8], deadline: Instant) -> io:
     Ok(())
 }
 
-fn status_json(shared: &Shared) -> serde_json::Value {
+fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_json::Value {
     let streams: Vec<_> = shared
         .streams
         .iter()
+        .filter(|s| only.is_none_or(|o| Arc::ptr_eq(o, s)))
         .map(|s| {
             let info = s.source_info();
             let (fps, bps) = s.input_rate();
@@ -491,16 +621,23 @@ fn status_json(shared: &Shared) -> serde_json::Value {
                     })
                 })
                 .collect();
+            let path = if shared.named {
+                format!("/{}/stream", s.name)
+            } else {
+                "/stream".to_string()
+            };
+            let connections = src.connections.load(SeqCst);
             json!({
                 "name": s.name,
-                "path": "/stream",
+                "path": path,
                 "source": {
                     "spec": s.spec,
                     "state": info.state.as_str(),
                     "address": info.peer,
                     "format": info.format,
                     "state_for_s": round3(info.since.elapsed().as_secs_f64()),
-                    "connections": src.connections.load(SeqCst),
+                    "connections": connections,
+                    "reconnects": connections.saturating_sub(1),
                     "frames_in": src.frames_in.load(SeqCst),
                     "bytes_in": src.bytes_in.load(SeqCst),
                     "fps": round3(fps),

@@ -9,8 +9,11 @@
 //! old frames.
 
 pub mod cli;
+pub mod font;
 pub mod http;
 pub mod logger;
+pub mod multipart;
+pub mod nosignal;
 pub mod parser;
 pub mod slot;
 pub mod source;

@@ -2,7 +2,7 @@
 //! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
 
 use crossbeam_channel::bounded;
-use mjpeg_relay::{cli, http, logger, source, stream::Stream};
+use mjpeg_relay::{cli, http, logger, nosignal, source, stream::Stream};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -50,31 +50,68 @@ fn main() {
             exit(1);
         }
     };
-    let stream = Stream::new("default", &cfg.source_text);
-    // Dropping the sender tells sources that sleep between frames to stop.
+    let streams: Vec<_> = cfg
+        .streams
+        .iter()
+        .map(|s| Stream::new(&s.name, &s.source_text))
+        .collect();
+    // Dropping the sender tells sources that sleep (between frames, or between reconnect
+    // attempts) and the no-signal watchdog to stop.
     let (stop_sources, sources_stopped) = bounded::<()>(0);
     let source_cfg = source::SourceConfig {
         max_frame_bytes: cfg.max_frame_bytes,
         fps: cfg.fps,
         width: cfg.width,
         height: cfg.height,
+        source_timeout: cfg.source_timeout,
     };
-    if let Err(e) = source::start(&cfg.source, stream.clone(), &source_cfg, sources_stopped) {
-        log::error!("cannot start source '{}': {e}", cfg.source_text);
-        exit(1);
+    for (sc, stream) in cfg.streams.iter().zip(&streams) {
+        let started = source::start(
+            &sc.source,
+            stream.clone(),
+            &source_cfg,
+            sources_stopped.clone(),
+        );
+        if let Err(e) = started {
+            log::error!(
+                "cannot start the source of stream '{}' ({}): {e}",
+                sc.name,
+                sc.source_text
+            );
+            source::exec::kill_all();
+            exit(1);
+        }
+    }
+    if !cfg.no_signal_after.is_zero() {
+        if let Err(e) = nosignal::start(streams.clone(), cfg.no_signal_after, sources_stopped) {
+            log::error!("cannot start the no-signal watchdog: {e}");
+            source::exec::kill_all();
+            exit(1);
+        }
     }
     let local = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    log::info!(
-        "serving http://{local}/ (stream at /stream, source {})",
-        cfg.source_text
-    );
+    if cfg.named {
+        let names: Vec<_> = cfg
+            .streams
+            .iter()
+            .map(|s| format!("/{}/stream", s.name))
+            .collect();
+        log::info!("serving http://{local}/ (streams at {})", names.join(", "));
+    } else {
+        log::info!(
+            "serving http://{local}/ (stream at /stream, source {})",
+            cfg.streams[0].source_text
+        );
+    }
     if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
         log::warn!("listening on {local}, reachable from other hosts, with no authentication");
     }
-    if let Err(e) = http::serve(listener, vec![stream], http_cfg, &shutdown) {
+    let served = http::serve(listener, streams, cfg.named, http_cfg, &shutdown);
+    source::exec::kill_all();
+    if let Err(e) = served {
         log::error!("HTTP server failed: {e}");
         exit(1);
     }

@@ -11,9 +11,11 @@
 //! then notifies under the mutex, so a reader that checked the generation and went to sleep can
 //! never miss the wake-up.
 
+use crate::multipart::Wire;
 use parking_lot::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// One JPEG frame as received from the upstream, shared by every client that sends it.
 #[derive(Debug)]
@@ -24,31 +26,24 @@ pub struct Frame {
     pub arrived: SystemTime,
     /// Monotonic arrival time (for ages and latency).
     pub arrived_at: Instant,
-    /// The JPEG, `FFD8` … `FFD9`.
-    pub jpeg: Vec<u8>,
-    /// The part headers for the "framed" layout (`Content-Type`, `Content-Length`,
-    /// `X-Timestamp`, blank line), formatted once here rather than once per client.
-    pub part_head: Vec<u8>,
+    /// The JPEG in the form clients send it; see [`Wire`].
+    pub wire: Wire,
 }
 
 impl Frame {
-    pub fn new(seq: u64, jpeg: Vec<u8>) -> Frame {
+    pub fn new(seq: u64, jpeg: &[u8]) -> Frame {
         let arrived = SystemTime::now();
-        let ts = arrived.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let part_head = format!(
-            "Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}.{:06}\r\n\r\n",
-            jpeg.len(),
-            ts.as_secs(),
-            ts.subsec_micros()
-        )
-        .into_bytes();
         Frame {
             seq,
             arrived,
             arrived_at: Instant::now(),
-            jpeg,
-            part_head,
+            wire: Wire::new(jpeg, arrived),
         }
+    }
+
+    /// The JPEG, `FFD8` … `FFD9`.
+    pub fn jpeg(&self) -> &[u8] {
+        self.wire.jpeg()
     }
 }
 
@@ -73,9 +68,11 @@ struct Latest {
 #[derive(Debug, Default)]
 pub struct FrameSlot {
     latest: RwLock<Latest>,
-    /// Guards nothing but the sleep/wake hand-off; see the module docs.
+    /// Guards nothing but the sleep/wake hand-off (and holds "closed"); see the module docs.
     wake: Mutex<bool>,
     cond: Condvar,
+    /// "closed", readable without the mutex for the fast path of `wait_newer`.
+    closed: AtomicBool,
 }
 
 impl FrameSlot {
@@ -105,6 +102,19 @@ impl FrameSlot {
     /// Waits until a frame newer than generation `seen` is there, and returns the newest.
     /// `seen = 0` returns the current frame at once if there is one.
     pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Next {
+        // Fast path, the common one for a busy client: a newer frame is already there. Only the
+        // read lock; the wake mutex is for sleeping, and every client taking it for every frame
+        // made it the most contended lock in the process.
+        {
+            let latest = self.latest.read();
+            if latest.generation > seen {
+                if let Some(frame) = &latest.frame {
+                    if !self.closed.load(Ordering::Acquire) {
+                        return Next::Frame(frame.clone(), latest.generation);
+                    }
+                }
+            }
+        }
         let deadline = Instant::now() + timeout;
         let mut closed = self.wake.lock();
         loop {
@@ -127,6 +137,7 @@ impl FrameSlot {
 
     /// Wakes every waiter for good; later waits return [`Next::Closed`] at once.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         *self.wake.lock() = true;
         self.cond.notify_all();
     }
@@ -141,7 +152,7 @@ mod tests {
     fn waiter_gets_only_the_newest() {
         let slot = FrameSlot::new();
         for i in 1..=5 {
-            slot.publish(Arc::new(Frame::new(i, vec![i as u8])));
+            slot.publish(Arc::new(Frame::new(i, &[i as u8])));
         }
         match slot.wait_newer(0, Duration::from_millis(10)) {
             Next::Frame(f, g) => {
@@ -175,7 +186,7 @@ mod tests {
             }
         });
         for i in 1..=200 {
-            slot.publish(Arc::new(Frame::new(i, vec![0xFF])));
+            slot.publish(Arc::new(Frame::new(i, &[0xFF])));
             if i % 20 == 0 {
                 thread::sleep(Duration::from_millis(2));
             }
@@ -185,13 +196,5 @@ mod tests {
         let got = t.join().unwrap();
         assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, no repeats");
         assert_eq!(got.last(), Some(&200), "ends on the newest");
-    }
-
-    #[test]
-    fn part_head_matches_the_frame() {
-        let f = Frame::new(7, vec![1, 2, 3]);
-        let head = String::from_utf8(f.part_head.clone()).unwrap();
-        assert!(head.starts_with("Content-Type: image/jpeg\r\nContent-Length: 3\r\nX-Timestamp: "));
-        assert!(head.ends_with("\r\n\r\n"));
     }
 }

@@ -82,7 +82,10 @@ pub struct Stream {
     pub clients: ClientRegistry,
     next_seq: AtomicU64,
     rate: Mutex<Rate>,
-    last_frame: Mutex<Option<Instant>>,
+    /// The newest frame from the source (not a generated one). Its lock also orders real
+    /// frames against generated ones, so a no-signal picture never covers a newer real frame.
+    last_real: Mutex<Option<Arc<Frame>>>,
+    pub created: Instant,
 }
 
 impl Stream {
@@ -116,16 +119,19 @@ impl Stream {
                 fps: 0.0,
                 bits_per_sec: 0.0,
             }),
-            last_frame: Mutex::new(None),
+            last_real: Mutex::new(None),
+            created: now,
         })
     }
 
     /// Makes `jpeg` the newest frame. Called by source threads only.
-    pub fn publish(&self, jpeg: Vec<u8>) -> Arc<Frame> {
+    pub fn publish(&self, jpeg: &[u8]) -> Arc<Frame> {
         let frame = Arc::new(Frame::new(self.next_seq.fetch_add(1, Relaxed), jpeg));
+        let mut last_real = self.last_real.lock();
         let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
         self.slot.publish(frame.clone());
-        *self.last_frame.lock() = Some(frame.arrived_at);
+        *last_real = Some(frame.clone());
+        drop(last_real);
         let bytes = self.source.bytes_in.load(Relaxed);
         let mut rate = self.rate.lock();
         let elapsed = frame.arrived_at.duration_since(rate.window_start);
@@ -139,6 +145,25 @@ impl Stream {
         }
         drop(rate);
         frame
+    }
+
+    /// Publishes a generated picture (see [`crate::nosignal`]) unless a real frame arrived
+    /// since `frames_in` was `frames_before`. Not counted as input.
+    pub fn publish_generated(&self, jpeg: &[u8], frames_before: u64) -> bool {
+        let last_real = self.last_real.lock();
+        if self.source.frames_in.load(Relaxed) != frames_before {
+            return false;
+        }
+        let frame = Arc::new(Frame::new(self.next_seq.fetch_add(1, Relaxed), jpeg));
+        self.slot.publish(frame);
+        drop(last_real);
+        true
+    }
+
+    /// Width and height of the newest real frame, if it says.
+    pub fn last_dimensions(&self) -> Option<(u16, u16)> {
+        let frame = self.last_real.lock().clone()?;
+        crate::nosignal::jpeg_dimensions(frame.jpeg())
     }
 
     pub fn set_state(&self, state: SourceState, peer: Option<String>) {
@@ -172,7 +197,10 @@ impl Stream {
 
     /// Time since the newest frame arrived.
     pub fn last_frame_age(&self) -> Option<Duration> {
-        self.last_frame.lock().map(|t| t.elapsed())
+        self.last_real
+            .lock()
+            .as_ref()
+            .map(|f| f.arrived_at.elapsed())
     }
 }
 

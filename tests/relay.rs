@@ -250,6 +250,14 @@ fn curl_http10_reads_the_stream() {
     });
     assert!(seqs.len() >= 10, "curl -0 got {} frames", seqs.len());
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // curl's own User-Agent is not a browser's: every part is framed, with its length.
+    let body = String::from_utf8_lossy(&out.stdout);
+    let lengths = body.matches("\r\nContent-Length: ").count();
+    assert!(
+        lengths >= seqs.len(),
+        "{lengths} Content-Length headers for {} frames",
+        seqs.len()
+    );
 }
 
 /// The core promise: a slow reader skips frames and stays near live; a reader that never

@@ -2,10 +2,19 @@
 //! through the sans-IO [`Parser`](crate::parser::Parser), and publishes frames to its
 //! [`Stream`]. Nothing flows back: sources never see clients.
 //!
-//! Every source thread is named `src-…` and spawned with [`SOURCE_STACK`]; a source has at most
-//! two threads (a listener and the reader of the current upstream, briefly two readers while a
-//! new upstream replaces the old one).
+//! Every source thread is named `src-…` and spawned with [`SOURCE_STACK`]. A source has one
+//! thread, with two exceptions: `tcp-listen` has a listener plus the reader of the current
+//! upstream (briefly two readers while a new upstream replaces the old one), and `exec` adds a
+//! thread that forwards the child's stderr to our log.
+//!
+//! Sources that dial out (`tcp:`, `unix:`, `http://`, `exec:`) share one reconnect loop
+//! ([`reconnect`]): connect, pump until the upstream ends or falls silent for
+//! `--source-timeout`, wait a backoff, try again. Viewers never notice more than a pause.
 
+pub mod exec;
+pub mod file;
+pub mod http;
+pub mod reconnect;
 pub mod stdin;
 pub mod tcp_listen;
 pub mod testsrc;
@@ -34,6 +43,16 @@ pub enum SourceSpec {
     Stdin,
     /// Listen on an address; the upstream connects to us (gstreamer `tcpclientsink`).
     TcpListen(String),
+    /// Connect to `HOST:PORT` (gstreamer `tcpserversink`, any TCP MJPEG server).
+    Tcp(String),
+    /// Connect to a Unix stream socket.
+    Unix(std::path::PathBuf),
+    /// Pull `multipart/x-mixed-replace` (or a raw MJPEG body) over HTTP.
+    Http(String),
+    /// Run `sh -c COMMAND` and read its stdout.
+    Exec(String),
+    /// Replay a recorded file, or a directory of `.jpg` files, at `--fps`, looping.
+    File(std::path::PathBuf),
 }
 
 impl SourceSpec {
@@ -60,9 +79,66 @@ impl SourceSpec {
             }
             return Ok(SourceSpec::TcpListen(addr));
         }
+        if let Some(addr) = spec.strip_prefix("tcp:") {
+            return match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Ok(SourceSpec::Tcp(addr.to_string()))
+                }
+                _ => Err(format!(
+                    "'{addr}' is not HOST:PORT to connect to, e.g. tcp:127.0.0.1:5000"
+                )),
+            };
+        }
+        if let Some(path) = spec.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix needs a socket path, e.g. unix:/run/camera.sock".into());
+            }
+            return Ok(SourceSpec::Unix(path.into()));
+        }
+        if spec.starts_with("http://") {
+            return http::check_url(spec).map(|()| SourceSpec::Http(spec.to_string()));
+        }
+        if spec.starts_with("https://") {
+            return Err(format!(
+                "'{}': https is not supported (this build has no TLS); use http://, or put a \
+                 TLS-terminating proxy such as stunnel in front",
+                redact(spec)
+            ));
+        }
+        if let Some(cmd) = spec.strip_prefix("exec:") {
+            if cmd.trim().is_empty() {
+                return Err("exec needs a command, e.g. exec:ffmpeg -i ... -f mjpeg -".into());
+            }
+            return Ok(SourceSpec::Exec(cmd.to_string()));
+        }
+        if let Some(path) = spec.strip_prefix("file:") {
+            let p = std::path::Path::new(path);
+            if !p.exists() {
+                return Err(format!("'{path}' does not exist"));
+            }
+            return Ok(SourceSpec::File(p.into()));
+        }
         Err(format!(
-            "unknown source '{spec}': expected testsrc, stdin (or -), or tcp-listen:HOST:PORT"
+            "unknown source '{}': expected testsrc, stdin (or -), tcp-listen:HOST:PORT, \
+             tcp:HOST:PORT, unix:PATH, http://URL, exec:COMMAND or file:PATH",
+            redact(spec)
         ))
+    }
+}
+
+/// `spec` with any password in a URL replaced by `***`, for logs and `/status`.
+pub fn redact(spec: &str) -> String {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return spec.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let user = authority[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => spec.to_string(),
     }
 }
 
@@ -71,9 +147,12 @@ impl SourceSpec {
 pub struct SourceConfig {
     pub max_frame_bytes: usize,
     /// For `testsrc`.
+    /// For `testsrc` and `file:`.
     pub fps: f64,
     pub width: u16,
     pub height: u16,
+    /// An upstream that sends no whole frame for this long is dropped and reconnected.
+    pub source_timeout: Duration,
 }
 
 /// Starts the source of `stream`. Returns what should be printed for the user (e.g. the
@@ -88,6 +167,37 @@ pub fn start(
         SourceSpec::TestSrc => testsrc::start(stream, cfg, shutdown).map(|_| None),
         SourceSpec::Stdin => stdin::start(stream, cfg).map(|_| None),
         SourceSpec::TcpListen(addr) => tcp_listen::start(stream, addr, cfg).map(Some),
+        SourceSpec::File(path) => file::start(stream, path.clone(), cfg, shutdown).map(|_| None),
+        SourceSpec::Tcp(addr) => {
+            let (addr, timeout) = (addr.clone(), cfg.source_timeout);
+            let what = format!("tcp {addr}");
+            reconnect::start(stream, cfg, shutdown, what, move || {
+                reconnect::connect_tcp(&addr, timeout)
+            })
+            .map(|_| None)
+        }
+        SourceSpec::Unix(path) => {
+            let (path, timeout) = (path.clone(), cfg.source_timeout);
+            let what = format!("unix {}", path.display());
+            reconnect::start(stream, cfg, shutdown, what, move || {
+                reconnect::connect_unix(&path, timeout)
+            })
+            .map(|_| None)
+        }
+        SourceSpec::Http(url) => {
+            let client = http::Client::new(url, cfg.source_timeout);
+            let what = redact(url);
+            reconnect::start(stream, cfg, shutdown, what, move || client.connect()).map(|_| None)
+        }
+        SourceSpec::Exec(cmd) => {
+            let name = stream.name.clone();
+            let (cmd2, timeout) = (cmd.clone(), cfg.source_timeout);
+            let what = format!("command '{cmd}'");
+            reconnect::start(stream, cfg, shutdown, what, move || {
+                exec::spawn(&name, &cmd2, timeout)
+            })
+            .map(|_| None)
+        }
     }
 }
 
@@ -104,9 +214,14 @@ pub struct Pump {
 
 impl Pump {
     pub fn new(stream: Arc<Stream>, max_frame_bytes: usize, label: String) -> Pump {
+        Pump::with_parser(stream, Parser::new(max_frame_bytes), label)
+    }
+
+    /// A pump whose parser was made by the caller (e.g. with a boundary from HTTP headers).
+    pub fn with_parser(stream: Arc<Stream>, parser: Parser, label: String) -> Pump {
         Pump {
             stream,
-            parser: Parser::new(max_frame_bytes),
+            parser,
             reported: Stats::default(),
             label,
             drops: DropLog::default(),
@@ -116,16 +231,54 @@ impl Pump {
 
     /// Reads until end of stream or error; returns `Ok` on a clean end of stream.
     pub fn run(&mut self, reader: &mut dyn Read) -> io::Result<()> {
+        self.run_until_silent(reader, None)
+    }
+
+    /// Like [`run`](Self::run), but gives up once no whole frame has arrived for `silence`.
+    /// The reader must itself time out (socket read timeout, poll) for a fully silent upstream
+    /// to be noticed; this catches one that sends bytes but never a frame.
+    pub fn run_until_silent(
+        &mut self,
+        reader: &mut dyn Read,
+        silence: Option<Duration>,
+    ) -> io::Result<()> {
         // Owned by this pump, freed with it: the only per-upstream buffer besides the parser's.
         let mut buf = vec![0u8; READ_CHUNK];
+        let mut last_frame = Instant::now();
+        let mut frames = self.frames();
+        let silent = |d: Duration| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no whole frame for {:.1} s (--source-timeout)",
+                    d.as_secs_f64()
+                ),
+            )
+        };
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) && silence.is_some() =>
+                {
+                    return Err(silent(last_frame.elapsed()));
+                }
                 Err(e) => return Err(e),
             };
             self.feed(&buf[..n]);
+            if self.frames() != frames {
+                frames = self.frames();
+                last_frame = Instant::now();
+            } else if let Some(limit) = silence {
+                if last_frame.elapsed() >= limit {
+                    return Err(silent(last_frame.elapsed()));
+                }
+            }
         }
     }
 
@@ -140,7 +293,7 @@ impl Pump {
         let mut published = false;
         self.parser.push(bytes, &mut |event| match event {
             Event::Frame(jpeg) => {
-                stream.publish(jpeg);
+                stream.publish(&jpeg);
                 published = true;
             }
             Event::Dropped(reason) => drops.note(stream, label, reason),
@@ -256,5 +409,44 @@ mod tests {
         assert!(SourceSpec::parse("tcp-listen:").is_err());
         assert!(SourceSpec::parse("tcp-listen:nope").is_err());
         assert!(SourceSpec::parse("rtsp://x").is_err());
+        assert_eq!(
+            SourceSpec::parse("tcp:cam.local:5000"),
+            Ok(SourceSpec::Tcp("cam.local:5000".into()))
+        );
+        assert!(SourceSpec::parse("tcp:5000").is_err());
+        assert!(SourceSpec::parse("tcp:host:port").is_err());
+        assert_eq!(
+            SourceSpec::parse("unix:/run/cam.sock"),
+            Ok(SourceSpec::Unix("/run/cam.sock".into()))
+        );
+        assert!(SourceSpec::parse("unix:").is_err());
+        assert_eq!(
+            SourceSpec::parse("http://u:p@10.0.0.2:81/video.cgi"),
+            Ok(SourceSpec::Http("http://u:p@10.0.0.2:81/video.cgi".into()))
+        );
+        assert!(SourceSpec::parse("http://").is_err());
+        let e = SourceSpec::parse("https://u:secret@cam/x").unwrap_err();
+        assert!(e.contains("TLS") && !e.contains("secret"), "{e}");
+        assert_eq!(
+            SourceSpec::parse("exec:ffmpeg -i x -f mjpeg -"),
+            Ok(SourceSpec::Exec("ffmpeg -i x -f mjpeg -".into()))
+        );
+        assert!(SourceSpec::parse("exec: ").is_err());
+        assert!(SourceSpec::parse("file:/no/such/file.mjpeg").is_err());
+        assert_eq!(
+            SourceSpec::parse("file:/"),
+            Ok(SourceSpec::File("/".into()))
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("http://admin:hunter2@cam:81/video?x=1"),
+            "http://admin:***@cam:81/video?x=1"
+        );
+        assert_eq!(redact("http://cam/video"), "http://cam/video");
+        assert_eq!(redact("exec:echo a@b"), "exec:echo a@b");
+        assert_eq!(redact("http://cam/a@b"), "http://cam/a@b");
     }
 }

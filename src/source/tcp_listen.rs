@@ -26,7 +26,7 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
         "stream '{}': waiting for the upstream on tcp {local}",
         stream.name
     );
-    let max_frame = cfg.max_frame_bytes;
+    let (max_frame, silence) = (cfg.max_frame_bytes, cfg.source_timeout);
     // The current upstream: its id and a handle to shut it down when a new one replaces it.
     let current: Arc<(AtomicU64, Mutex<Option<TcpStream>>)> = Arc::default();
     let name = format!("src-{}-accept", stream.name);
@@ -70,7 +70,7 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
             let current = current.clone();
             let thread = format!("src-{}-read", stream.name);
             let spawned = spawn_source_thread(thread, move || {
-                read_upstream(&stream, conn, &peer, max_frame, id, &current.0)
+                read_upstream(&stream, conn, &peer, (max_frame, silence), id, &current.0)
             });
             if let Err(e) = spawned {
                 log::error!("cannot start a reader thread for the upstream: {e}");
@@ -84,18 +84,24 @@ fn read_upstream(
     stream: &Arc<Stream>,
     mut conn: TcpStream,
     peer: &str,
-    max_frame: usize,
+    (max_frame, silence): (usize, std::time::Duration),
     id: u64,
     current: &AtomicU64,
 ) {
     let started = Instant::now();
     let mut pump = Pump::new(stream.clone(), max_frame, format!("upstream {peer}"));
-    let result = pump.run(&mut conn);
+    // A connected but silent upstream is dropped, so a restarted one is not kept waiting
+    // behind a half-open connection and /status says "lost", not "live".
+    let result = match conn.set_read_timeout(Some(silence)) {
+        Ok(()) => pump.run_until_silent(&mut conn, Some(silence)),
+        Err(e) => Err(e),
+    };
     if current.load(SeqCst) != id {
         return; // replaced: the new upstream owns the state now
     }
     let how = match result {
         Ok(()) => "closed the connection".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => format!("dropped: {e}"),
         Err(e) => format!("connection failed: {e}"),
     };
     if pump.frames() == 0 {

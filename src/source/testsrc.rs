@@ -8,6 +8,7 @@
 //! falls behind, late frames are skipped rather than bunched.
 
 use super::{spawn_source_thread, SourceConfig};
+use crate::font::{draw_text, fill};
 use crate::stream::{SourceState, Stream};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::io;
@@ -39,7 +40,7 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Receiver<()>) ->
                         .source
                         .bytes_in
                         .fetch_add(jpeg.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    stream.publish(jpeg);
+                    stream.publish(&jpeg);
                 }
                 Err(e) => log::error!("testsrc: encoding failed: {e}"),
             }
@@ -111,8 +112,17 @@ pub fn render(px: &mut [u8], w: u16, h: u16, n: u64) {
     let box_h = scale * 20;
     let box_w = (scale * 6 * text2.len().max(text1.len()) + scale * 4).min(w);
     fill(px, w, h, 0, 0, box_w, box_h, [16, 16, 16]);
-    draw_text(px, w, h, scale * 2, scale, scale, &text1);
-    draw_text(px, w, h, scale * 2, scale * 11, scale, &text2);
+    draw_text(px, w, h, scale * 2, scale, scale, &text1, [255, 255, 255]);
+    draw_text(
+        px,
+        w,
+        h,
+        scale * 2,
+        scale * 11,
+        scale,
+        &text2,
+        [255, 255, 255],
+    );
 
     // Bar code of the frame number along the bottom.
     let cell = w / BARCODE_BITS as usize;
@@ -145,51 +155,6 @@ fn bounce(pos: usize, span: usize) -> usize {
         p
     } else {
         2 * span - p
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fill(px: &mut [u8], w: usize, h: usize, x0: usize, y0: usize, fw: usize, fh: usize, c: [u8; 3]) {
-    for y in y0..(y0 + fh).min(h) {
-        for x in x0..(x0 + fw).min(w) {
-            let i = (y * w + x) * 3;
-            px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-}
-
-/// 5x7 glyphs, one byte per row, low 5 bits used (bit 4 is the leftmost pixel).
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
-        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
-        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
-        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
-        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
-        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
-        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
-        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
-        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
-        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
-        '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
-        '#' => [0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A],
-        _ => [0; 7],
-    }
-}
-
-fn draw_text(px: &mut [u8], w: usize, h: usize, x0: usize, y0: usize, scale: usize, text: &str) {
-    for (ci, c) in text.chars().enumerate() {
-        let g = glyph(c);
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..5 {
-                if bits & (0x10 >> col) != 0 {
-                    let x = x0 + (ci * 6 + col) * scale;
-                    let y = y0 + row * scale;
-                    fill(px, w, h, x, y, scale, scale, [255, 255, 255]);
-                }
-            }
-        }
     }
 }
 

@@ -382,15 +382,33 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> std::process::Out
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Drain both pipes while waiting: a child whose output outgrows the pipe buffer (64 KiB)
+    // would otherwise block on write and never exit.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
-            break;
+            break child.wait().unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 /// Fails clearly if a tool the suite needs is missing (CI installs them; never skip).
@@ -406,4 +424,116 @@ pub fn require_tool(name: &str) {
 
 pub fn stdin_pipe(child: &mut Child) -> ChildStdin {
     child.stdin.take().unwrap()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released: racy in theory, fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A helper process (gstreamer, ffmpeg) killed on drop.
+pub struct Helper(pub Child);
+
+impl Helper {
+    pub fn spawn(cmd: &mut Command) -> Helper {
+        let quiet = std::env::var_os("RELAY_LOG").is_none();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        Helper(child)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Live (non-zombie) processes whose command line contains `marker`, or whose process group
+/// is `pgid`.
+pub fn live_processes(marker: &str, pgid: Option<i32>) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") {
+            continue;
+        }
+        let pgrp: i32 = f.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        if (cmdline.contains(marker) && pid != std::process::id() as i32) || Some(pgrp) == pgid {
+            out.push((pid, cmdline));
+        }
+    }
+    out
+}
+
+/// Reads frames until `pred` holds for one of them or `timeout` passes; returns the frames
+/// read, the matching one last.
+pub fn frames_until(
+    client: &mut StreamClient,
+    timeout: Duration,
+    pred: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<Vec<u8>>> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let f = client.next_frame(left)?;
+        let hit = pred(&f);
+        got.push(f);
+        if hit {
+            return Some(got);
+        }
+    }
+}
+
+/// A directory removed on drop, unique per call.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "mjpeg-relay-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,0 +1,185 @@
+//! The "NO SIGNAL" picture: when a stream's source has sent no frame for `--no-signal-after`
+//! seconds, viewers get a generated JPEG about once a second saying so, with the stream's name
+//! and how long ago the picture stopped.
+//!
+//! Without it a browser keeps showing the last frame, and nobody can tell a frozen camera from
+//! a still scene. The frames go through the stream's slot like any other, so viewers need no
+//! special handling and stay connected; the first real frame replaces the picture at once.
+//! Generated frames are not counted as input (`/status` frames_in, fps and last-frame age stay
+//! about the source) and carry a `mjpeg-relay no-signal` comment so programs can tell them apart.
+//!
+//! One watchdog thread serves every stream: it renders at most one small JPEG per stream per
+//! second, and only while a source is down.
+
+use crate::font::{draw_text, fill, text_width};
+use crate::stream::{SourceState, Stream};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// COM segment text in every generated frame.
+pub const MARK: &[u8] = b"mjpeg-relay no-signal";
+
+/// How often a still-down stream gets a fresh picture (the time-since-loss text changes).
+const REFRESH: Duration = Duration::from_secs(1);
+/// How often the watchdog looks at the streams.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Starts the watchdog for `streams`; it ends when `shutdown`'s sender is dropped.
+pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Receiver<()>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("no-signal".into())
+        .stack_size(crate::source::SOURCE_STACK)
+        .spawn(move || {
+            let mut last_sent: Vec<Option<Instant>> = vec![None; streams.len()];
+            loop {
+                for (s, last) in streams.iter().zip(last_sent.iter_mut()) {
+                    let down_for = s.last_frame_age().unwrap_or_else(|| s.created.elapsed());
+                    if down_for < after {
+                        *last = None;
+                        continue;
+                    }
+                    if last.is_some_and(|t| t.elapsed() < REFRESH) {
+                        continue;
+                    }
+                    let frames_before =
+                        s.source.frames_in.load(std::sync::atomic::Ordering::SeqCst);
+                    let (w, h) = s.last_dimensions().unwrap_or((640, 480));
+                    let had_frames = s.last_frame_age().is_some();
+                    let state = s.source_info().state;
+                    let jpeg = render(&s.name, down_for, had_frames, state, w, h);
+                    s.publish_generated(&jpeg, frames_before);
+                    *last = Some(Instant::now());
+                }
+                match shutdown.recv_timeout(TICK) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// The picture: dark grey, "NO SIGNAL", the stream name, and what happened how long ago.
+pub fn render(
+    name: &str,
+    down_for: Duration,
+    had_frames: bool,
+    state: SourceState,
+    w: u16,
+    h: u16,
+) -> Vec<u8> {
+    // Cap the canvas: the text is what matters, and a 4K frame would take long to encode.
+    let (w, h) = (
+        usize::from(w.clamp(160, 1280)),
+        usize::from(h.clamp(120, 720)),
+    );
+    let mut px = vec![0u8; w * h * 3];
+    fill(&mut px, w, h, 0, 0, w, h, [40, 40, 40]);
+    let secs = down_for.as_secs();
+    let since = if secs >= 3600 {
+        format!("{}H {}M", secs / 3600, secs / 60 % 60)
+    } else if secs >= 60 {
+        format!("{}M {}S", secs / 60, secs % 60)
+    } else {
+        format!("{secs}S")
+    };
+    let detail = match (had_frames, state) {
+        (_, SourceState::Ended) => format!("SOURCE ENDED {since} AGO"),
+        (true, _) => format!("NO FRAME FOR {since}"),
+        (false, _) => format!("WAITING FOR SOURCE {since}"),
+    };
+    let lines = [
+        ("NO SIGNAL".to_string(), [230, 230, 230]),
+        (name.to_uppercase(), [200, 200, 120]),
+        (detail, [180, 180, 180]),
+    ];
+    let big = (w / (9 * 6 + 4)).clamp(1, 8);
+    let small = (big / 2).max(1);
+    let mut y = (h / 2).saturating_sub((7 * big + 2 * (7 * small + 3 * small)) / 2);
+    for (i, (text, colour)) in lines.iter().enumerate() {
+        let scale = if i == 0 { big } else { small };
+        let tw = text_width(text, scale).min(w);
+        draw_text(&mut px, w, h, (w - tw) / 2, y, scale, text, *colour);
+        y += 7 * scale + 3 * small;
+        if i == 0 {
+            y += 2 * small;
+        }
+    }
+    let mut jpeg = Vec::with_capacity(w * h / 8);
+    jpeg_encoder::Encoder::new(&mut jpeg, 70)
+        .encode(&px, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .expect("encoding into a Vec cannot fail");
+    // The marker comment, right after SOI, where decoders ignore it.
+    let mut com = vec![0xFF, 0xFE];
+    com.extend_from_slice(&((MARK.len() + 2) as u16).to_be_bytes());
+    com.extend_from_slice(MARK);
+    jpeg.splice(2..2, com);
+    jpeg
+}
+
+/// Whether `jpeg` is a generated no-signal picture.
+pub fn is_no_signal(jpeg: &[u8]) -> bool {
+    jpeg.len() > 4 + MARK.len() && jpeg[2..4] == [0xFF, 0xFE] && jpeg[6..6 + MARK.len()] == *MARK
+}
+
+/// Width and height from a JPEG's SOF segment, walking the markers before the scan.
+pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u16, u16)> {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return None;
+        }
+        let marker = jpeg[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+            let s = jpeg.get(i + 5..i + 9)?;
+            let h = u16::from_be_bytes([s[0], s[1]]);
+            let w = u16::from_be_bytes([s[2], s[3]]);
+            return (w > 0 && h > 0).then_some((w, h));
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picture_is_a_marked_jpeg_of_the_asked_size() {
+        let j = render(
+            "cam-1",
+            Duration::from_secs(75),
+            true,
+            SourceState::Lost,
+            320,
+            240,
+        );
+        assert!(crate::testjpeg::is_whole_jpeg(&j));
+        assert!(is_no_signal(&j));
+        assert_eq!(jpeg_dimensions(&j), Some((320, 240)));
+        let big = render(
+            "x",
+            Duration::ZERO,
+            false,
+            SourceState::Connecting,
+            3840,
+            2160,
+        );
+        assert_eq!(jpeg_dimensions(&big), Some((1280, 720)));
+        let tiny = render("x", Duration::ZERO, false, SourceState::Connecting, 8, 8);
+        assert_eq!(jpeg_dimensions(&tiny), Some((160, 120)));
+        assert!(!is_no_signal(&crate::testjpeg::jpeg_with_seq(1, 0)));
+    }
+}
