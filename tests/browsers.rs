@@ -1,8 +1,11 @@
-//! Real browsers against the real binary: Debian's headless Chromium and Firefox ESR.
+//! Real browsers against the real binary: Debian's headless Chromium, Firefox ESR, and
+//! WebKitGTK's MiniBrowser (Safari's engine) on a virtual X display.
 //!
-//! Chromium: the relay's viewer page (`/?paintlog=1`) draws the `<img>` into a canvas every
-//! animation frame and logs each change of picture to the console, which Chromium echoes to
-//! stderr; the test timestamps those lines as they arrive. The upstream sends one solid-colour
+//! Chromium and WebKitGTK: the relay's viewer page (`/?paintlog=1`) draws the `<img>` into a
+//! canvas every animation frame and records each change of picture: in the console, which
+//! Chromium echoes to stderr (the test timestamps those lines as they arrive), and in
+//! `window.mjpegRelayPaints` with the wall-clock time, which the test reads from WebKit over
+//! WebDriver. The upstream sends one solid-colour
 //! frame per second, so each paint can be matched to the frame that caused it.
 
 mod common;
@@ -10,9 +13,10 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PALETTE: [[u8; 3]; 6] = [
     [230, 20, 20],
@@ -56,7 +60,7 @@ impl Drop for Browser {
 
 /// Starts headless Chromium on `url`; its console lines arrive on the returned channel with
 /// the instant each was read.
-fn chromium(url: &str) -> (Browser, mpsc::Receiver<(Instant, String)>) {
+fn chromium(url: &str) -> (Browser, mpsc::Receiver<(SystemTime, String)>) {
     require_tool("chromium");
     let profile = TempDir::new("chromium");
     let mut child = Command::new("chromium")
@@ -83,7 +87,7 @@ fn chromium(url: &str) -> (Browser, mpsc::Receiver<(Instant, String)>) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send((Instant::now(), line));
+            let _ = tx.send((SystemTime::now(), line));
         }
     });
     (
@@ -95,15 +99,80 @@ fn chromium(url: &str) -> (Browser, mpsc::Receiver<(Instant, String)>) {
     )
 }
 
+/// A browser engine showing the viewer page, and how to read back what it painted.
+enum Engine {
+    Chromium,
+    WebKit,
+}
+
+/// What an open browser reports: each change of picture, with the wall-clock time it was seen
+/// and the centre pixel's colour.
+enum Open {
+    Chromium {
+        _browser: Browser,
+        lines: mpsc::Receiver<(SystemTime, String)>,
+    },
+    WebKit(WebKit),
+}
+
+impl Open {
+    fn paints(&mut self) -> Vec<(SystemTime, [i32; 3])> {
+        match self {
+            // Lines "mjpeg-relay paint rgb=R,G,B t=…", as Chromium logs console messages.
+            Open::Chromium { lines, .. } => {
+                let mut out = Vec::new();
+                while let Ok((at, line)) = lines.try_recv() {
+                    let Some(rest) = line.split("mjpeg-relay paint rgb=").nth(1) else {
+                        continue;
+                    };
+                    let rgb: Vec<i32> = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .split(',')
+                        .map(|v| v.parse().unwrap())
+                        .collect();
+                    out.push((at, [rgb[0], rgb[1], rgb[2]]));
+                }
+                out
+            }
+            // The page keeps the same records in window.mjpegRelayPaints, with Date.now().
+            Open::WebKit(w) => {
+                let v = w.script("return window.mjpegRelayPaints || []");
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        let ms = p["at_ms"].as_f64().unwrap();
+                        let rgb = &p["rgb"];
+                        let c = |i: usize| rgb[i].as_i64().unwrap() as i32;
+                        (
+                            UNIX_EPOCH + Duration::from_micros((ms * 1000.0) as u64),
+                            [c(0), c(1), c(2)],
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// Sends `n` solid-colour frames one second apart into the relay's upstream port, once the
-/// browser's viewer is connected, and returns the paint delay of each frame in ms.
-fn paint_delays(query: &str, n: usize) -> Vec<f64> {
+/// browser's viewer is connected, and returns the paint delay of each frame in ms: from the
+/// relay having the frame to the page seeing its colour.
+fn paint_delays(engine: Engine, query: &str, n: usize) -> Vec<f64> {
     let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
     let mut up = TcpStream::connect(relay.upstream.as_ref().unwrap()).unwrap();
     // A first frame so the page has a picture; then wait for the browser's stream client.
     up.write_all(&gst_part(&solid_jpeg([0, 0, 0]))).unwrap();
     let url = format!("http://{}/?paintlog=1{query}", relay.http);
-    let (_browser, lines) = chromium(&url);
+    let mut open = match engine {
+        Engine::Chromium => {
+            let (_browser, lines) = chromium(&url);
+            Open::Chromium { _browser, lines }
+        }
+        Engine::WebKit => Open::WebKit(WebKit::open(&url)),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = relay.status();
@@ -113,7 +182,7 @@ fn paint_delays(query: &str, n: usize) -> Vec<f64> {
         }
         assert!(
             Instant::now() < deadline,
-            "chromium did not open the stream"
+            "the browser did not open the stream"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -125,25 +194,15 @@ fn paint_delays(query: &str, n: usize) -> Vec<f64> {
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         up.write_all(&gst_part(&solid_jpeg(PALETTE[k % PALETTE.len()])))
             .unwrap();
-        sent.push(Instant::now());
+        sent.push(SystemTime::now());
     }
     std::thread::sleep(Duration::from_millis(1500));
-    // Paint lines: "mjpeg-relay paint rgb=R,G,B t=…", as Chromium logs console messages.
-    let mut paints = Vec::new();
-    while let Ok((at, line)) = lines.try_recv() {
-        let Some(rest) = line.split("mjpeg-relay paint rgb=").nth(1) else {
-            continue;
-        };
-        let rgb: Vec<i32> = rest
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .split(',')
-            .map(|v| v.parse().unwrap())
-            .collect();
-        paints.push((at, nearest([rgb[0], rgb[1], rgb[2]]), rgb));
-    }
-    assert!(!paints.is_empty(), "no paint lines from chromium");
+    let paints: Vec<(SystemTime, usize, [i32; 3])> = open
+        .paints()
+        .into_iter()
+        .map(|(at, rgb)| (at, nearest(rgb), rgb))
+        .collect();
+    assert!(!paints.is_empty(), "no paints reported by the browser");
     sent.iter()
         .enumerate()
         .map(|(k, &t)| {
@@ -152,14 +211,14 @@ fn paint_delays(query: &str, n: usize) -> Vec<f64> {
                 .iter()
                 .find(|(at, c, _)| *at >= t && *c == colour)
                 .unwrap_or_else(|| panic!("frame {k} (colour {colour}) never painted: {paints:?}"));
-            seen.0.duration_since(t).as_secs_f64() * 1000.0
+            seen.0.duration_since(t).unwrap().as_secs_f64() * 1000.0
         })
         .collect()
 }
 
 #[test]
 fn chromium_paints_each_frame_at_once_with_advance_layout() {
-    let delays = paint_delays("", 6);
+    let delays = paint_delays(Engine::Chromium, "", 6);
     eprintln!("chromium paint delay, advance layout (ms): {delays:.1?}");
     for (k, d) in delays.iter().enumerate() {
         assert!(
@@ -173,7 +232,7 @@ fn chromium_paints_each_frame_at_once_with_advance_layout() {
 fn chromium_paints_one_interval_late_with_framed_layout() {
     // Proves the test above can fail: without the advance header block Chromium waits for the
     // next part before it paints, one frame interval (1 s here).
-    let delays = paint_delays("&advance_headers=0", 5);
+    let delays = paint_delays(Engine::Chromium, "&advance_headers=0", 5);
     eprintln!("chromium paint delay, framed layout (ms): {delays:.1?}");
     // The first frame may be pushed out by the 1 s keep-alive repeat instead of a new frame.
     let late = delays.iter().filter(|d| **d >= 800.0).count();
@@ -239,4 +298,114 @@ fn firefox_viewer_shows_a_moving_stream() {
     assert!(differing > 1000, "only {differing} pixels changed");
     // Both screenshots were served as streams to a browser.
     assert!(relay.log_text().contains("(advance layout)"));
+}
+
+/// WebKitGTK (Debian's MiniBrowser) driven through WebKitWebDriver on a virtual X display:
+/// the Safari engine, as close as a Debian machine gets.
+struct WebKit {
+    /// `xvfb-run … WebKitWebDriver` in its own process group, killed whole on drop.
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl WebKit {
+    fn open(url: &str) -> WebKit {
+        require_tool("WebKitWebDriver");
+        require_tool("xvfb-run");
+        let port = free_port();
+        let driver = Command::new("xvfb-run")
+            .args(["-a", "WebKitWebDriver", &format!("--port={port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start WebKitWebDriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "webkitgtk:browserOptions": {"binary": minibrowser(), "args": ["--automation"]}
+        }}});
+        let mut wk = WebKit {
+            driver,
+            base,
+            session: String::new(),
+        };
+        let session = loop {
+            if let Ok(v) = wk.post("/session", &caps) {
+                break v["sessionId"].as_str().expect("session id").to_string();
+            }
+            assert!(Instant::now() < deadline, "WebKitWebDriver did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        wk.session = session;
+        let path = format!("/session/{}/url", wk.session);
+        wk.post(&path, &serde_json::json!({ "url": url }))
+            .expect("navigate");
+        wk
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let mut resp = ureq::post(&format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| e.to_string())?;
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(v["value"].clone())
+    }
+
+    fn script(&self, js: &str) -> serde_json::Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.post(&path, &serde_json::json!({ "script": js, "args": [] }))
+            .expect("execute script")
+    }
+}
+
+impl Drop for WebKit {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created for xvfb-run and its children.
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+}
+
+/// MiniBrowser lives in an architecture directory, e.g. /usr/lib/x86_64-linux-gnu/.
+fn minibrowser() -> String {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("webkit2gtk-4.1/MiniBrowser"))
+        .find(|p| p.is_file())
+        .expect("WebKitGTK's MiniBrowser is not installed (.ci/run installs webkit2gtk-driver)")
+        .display()
+        .to_string()
+}
+
+/// Safari's engine follows Chromium's rule: the advance layout is painted at once, the framed
+/// one a whole interval late. So ustreamer's `dual_final_frames` (send the last frame twice) is
+/// not needed on top of the advance layout; the framed half proves the measurement can fail.
+#[test]
+fn webkit_paints_at_once_with_advance_layout_and_late_with_framed() {
+    let advance = paint_delays(Engine::WebKit, "", 5);
+    eprintln!("webkit paint delay, advance layout (ms): {advance:.1?}");
+    for (k, d) in advance.iter().enumerate() {
+        assert!(
+            *d <= 200.0,
+            "frame {k} painted {d:.0} ms after it was sent: {advance:.0?}"
+        );
+    }
+    let framed = paint_delays(Engine::WebKit, "&advance_headers=0", 5);
+    eprintln!("webkit paint delay, framed layout (ms): {framed:.1?}");
+    let late = framed.iter().filter(|d| **d >= 800.0).count();
+    assert!(
+        late >= framed.len() - 1,
+        "expected ~1000 ms delays: {framed:.0?}"
+    );
 }
