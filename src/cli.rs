@@ -33,6 +33,11 @@ pub struct Config {
     pub max_clients: usize,
     pub no_signal_after: Duration,
     pub source_timeout: Duration,
+    /// `USER:PASS` for HTTP Basic, from `--auth` or `--auth-file`.
+    pub auth: Option<String>,
+    pub token: Option<String>,
+    pub allow_origin: Option<String>,
+    pub static_dir: Option<std::path::PathBuf>,
     pub log_level: log::LevelFilter,
 }
 
@@ -54,6 +59,10 @@ impl Default for Config {
             max_clients: 1000,
             no_signal_after: Duration::from_secs(2),
             source_timeout: Duration::from_secs(5),
+            auth: None,
+            token: None,
+            allow_origin: None,
+            static_dir: None,
             log_level: log::LevelFilter::Info,
         }
     }
@@ -97,7 +106,15 @@ OPTIONS:
     --no-signal-after SECS  Show viewers a NO SIGNAL picture after this long without a frame;
                             0 turns it off [default: 2]
     --source-timeout SECS   Drop and reconnect an upstream silent for this long [default: 5]
-    --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]
+    --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]; unix:PATH serves on
+                            a Unix socket (for a reverse proxy on the same host)
+    --auth USER:PASS        Require HTTP Basic auth on every endpoint
+    --auth-file PATH        The same, USER:PASS read from a file (keeps it out of ps)
+    --token TOKEN           Require ?token=TOKEN or Authorization: Bearer TOKEN (or Basic, if
+                            --auth is also set) on every endpoint
+    --allow-origin ORIGIN   Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
+                            https://dashboard.example
+    --static DIR            Serve DIR at / (the viewer moves to /viewer)
     --fps N                 testsrc and file: frame rate [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
@@ -112,6 +129,10 @@ OPTIONS:
 ENDPOINTS:
     /            viewer page          /stream    multipart/x-mixed-replace MJPEG
     /snapshot    newest frame (JPEG)  /status    JSON: source state, rates, clients
+    /metrics     Prometheus metrics   /viewer    the viewer page, always
+    /stream?fps=N caps one client's frame rate. Also answered, for existing configurations:
+    /?action=stream /?action=snapshot (mjpg-streamer), /state (ustreamer), /stream.mjpeg,
+    /api/stream.mjpeg?src=NAME /api/frame.jpeg?src=NAME (go2rtc)
     With --stream: / lists the streams; /NAME/ /NAME/stream /NAME/snapshot /NAME/status
 
 EXAMPLES:
@@ -192,10 +213,50 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("http") => {
                 let v = string(&mut p, "--http")?;
-                if std::net::ToSocketAddrs::to_socket_addrs(&v.as_str()).is_err() {
-                    return Err(format!("--http: '{v}' is not HOST:PORT"));
+                let ok = match v.strip_prefix("unix:") {
+                    Some(path) => !path.is_empty(),
+                    None => std::net::ToSocketAddrs::to_socket_addrs(&v.as_str()).is_ok(),
+                };
+                if !ok {
+                    return Err(format!("--http: '{v}' is not HOST:PORT or unix:PATH"));
                 }
                 cfg.http = v;
+            }
+            Long("auth") => {
+                let v = string(&mut p, "--auth")?;
+                crate::auth::check_user_pass(&v).map_err(|e| format!("--auth: {e}"))?;
+                cfg.auth = Some(v);
+            }
+            Long("auth-file") => {
+                let v = string(&mut p, "--auth-file")?;
+                let up = crate::auth::read_auth_file(std::path::Path::new(&v))
+                    .map_err(|e| format!("--auth-file: {e}"))?;
+                cfg.auth = Some(up);
+            }
+            Long("token") => {
+                let v = string(&mut p, "--token")?;
+                if v.len() < 8 || v.contains(|c: char| c.is_whitespace() || c == '&' || c == '#') {
+                    return Err("--token: use at least 8 characters, without spaces, & or #".into());
+                }
+                cfg.token = Some(v);
+            }
+            Long("allow-origin") => {
+                let v = string(&mut p, "--allow-origin")?;
+                if v.is_empty() || v.contains(['\r', '\n']) {
+                    return Err(
+                        "--allow-origin: expected an origin such as https://host or *".into(),
+                    );
+                }
+                cfg.allow_origin = Some(v);
+            }
+            Long("static") => {
+                let v = string(&mut p, "--static")?;
+                let dir = std::path::Path::new(&v)
+                    .canonicalize()
+                    .ok()
+                    .filter(|d| d.is_dir())
+                    .ok_or_else(|| format!("--static: '{v}' is not a directory"))?;
+                cfg.static_dir = Some(dir);
             }
             Long("fps") => {
                 let v = string(&mut p, "--fps")?;
@@ -410,6 +471,11 @@ mod tests {
             ),
             (&["--no-signal-after", "-1"][..], "--no-signal-after"),
             (&["--source-timeout", "0"][..], "--source-timeout"),
+            (&["--auth", "nocolon"][..], "--auth"),
+            (&["--auth-file", "/no/such/file"][..], "--auth-file"),
+            (&["--token", "short"][..], "--token"),
+            (&["--static", "/no/such/dir"][..], "--static"),
+            (&["--http", "unix:"][..], "--http"),
         ] {
             let e = run(args).unwrap_err();
             assert!(e.contains(want), "{args:?}: {e}");

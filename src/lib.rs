@@ -8,14 +8,17 @@
 //! small too (`TCP_NOTSENT_LOWAT`), because a multi-megabyte send buffer is itself a queue of
 //! old frames.
 
+pub mod auth;
 pub mod cli;
 pub mod font;
 pub mod http;
 pub mod logger;
+pub mod metrics;
 pub mod multipart;
 pub mod nosignal;
 pub mod parser;
 pub mod slot;
 pub mod source;
+pub mod static_files;
 pub mod stream;
 pub mod testjpeg;

@@ -42,7 +42,11 @@ fn main() {
     let http_cfg = http::HttpConfig {
         send_timeout: cfg.send_timeout,
         max_clients: cfg.max_clients,
+        auth: mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
+        allow_origin: cfg.allow_origin.clone(),
+        static_dir: cfg.static_dir.clone(),
     };
+    let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {
         Ok(l) => l,
         Err(e) => {
@@ -89,25 +93,30 @@ fn main() {
             exit(1);
         }
     }
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let local = listener.describe();
+    // "http://127.0.0.1:8080/", or for a Unix socket "unix:/run/x.sock" (no URL to open).
+    let url = match &listener {
+        http::HttpListener::Tcp(_) => format!("http://{local}/"),
+        http::HttpListener::Unix(..) => local.clone(),
+    };
     if cfg.named {
         let names: Vec<_> = cfg
             .streams
             .iter()
             .map(|s| format!("/{}/stream", s.name))
             .collect();
-        log::info!("serving http://{local}/ (streams at {})", names.join(", "));
+        log::info!("serving {url} (streams at {})", names.join(", "));
     } else {
         log::info!(
-            "serving http://{local}/ (stream at /stream, source {})",
+            "serving {url} (stream at /stream, source {})",
             cfg.streams[0].source_text
         );
     }
-    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        log::warn!("listening on {local}, reachable from other hosts, with no authentication");
+    if listener.is_public() && !protected {
+        log::warn!(
+            "listening on {local}, reachable from other hosts, with no authentication \
+             (see --auth and --token)"
+        );
     }
     let served = http::serve(listener, streams, cfg.named, http_cfg, &shutdown);
     source::exec::kill_all();

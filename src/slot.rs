@@ -136,6 +136,11 @@ impl FrameSlot {
     }
 
     /// Wakes every waiter for good; later waits return [`Next::Closed`] at once.
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         *self.wake.lock() = true;

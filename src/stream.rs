@@ -80,6 +80,8 @@ pub struct Stream {
     pub slot: FrameSlot,
     pub source: SourceStats,
     pub clients: ClientRegistry,
+    /// Totals over all clients, past and present, for `/metrics`.
+    pub out: crate::metrics::OutStats,
     next_seq: AtomicU64,
     rate: Mutex<Rate>,
     /// The newest frame from the source (not a generated one). Its lock also orders real
@@ -111,6 +113,7 @@ impl Stream {
                 }),
             },
             clients: ClientRegistry::default(),
+            out: Default::default(),
             next_seq: AtomicU64::new(1),
             rate: Mutex::new(Rate {
                 window_start: now,
@@ -212,6 +215,8 @@ pub struct ClientInfo {
     pub user_agent: String,
     /// `framed` or `advance`: see the HTTP module.
     pub layout: &'static str,
+    /// The client's `?fps=` cap, if it asked for one.
+    pub fps_cap: Option<f64>,
     pub connected_at: Instant,
     pub frames_sent: AtomicU64,
     pub frames_skipped: AtomicU64,
@@ -247,6 +252,7 @@ impl ClientRegistry {
         addr: String,
         user_agent: String,
         layout: &'static str,
+        fps_cap: Option<f64>,
     ) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let info = Arc::new(ClientInfo {
@@ -254,6 +260,7 @@ impl ClientRegistry {
             addr,
             user_agent,
             layout,
+            fps_cap,
             connected_at: Instant::now(),
             frames_sent: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),

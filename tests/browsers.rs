@@ -409,3 +409,62 @@ fn webkit_paints_at_once_with_advance_layout_and_late_with_framed() {
         "expected ~1000 ms delays: {framed:.0?}"
     );
 }
+
+/// How many frames the picture Chromium shows trails the newest frame the relay has: the
+/// viewer page reads the test pattern's frame number from the bar code of each picture it
+/// paints; the test samples the relay's newest frame number every 20 ms meanwhile.
+#[test]
+fn chromium_viewer_trails_the_newest_frame_by_at_most_one() {
+    let relay = Relay::start(&["--fps", "15", "--size", "320x240"]);
+    let url = format!("http://{}/?paintlog=1", relay.http);
+    let (_browser, lines) = chromium(&url);
+    // The relay's newest frame over time: testsrc frame n is the (n+1)th frame in.
+    let http = relay.http.clone();
+    let samples = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let end = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < end {
+            // Stamped before asking: the count it gets was true at some point after this.
+            let asked = SystemTime::now();
+            let (_, _, body) = get(&http, "/status");
+            let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let n = st["streams"][0]["source"]["frames_in"].as_u64().unwrap();
+            out.push((asked, n.saturating_sub(1)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        out
+    });
+    let samples = samples.join().unwrap();
+    let start = samples[0].0 + Duration::from_secs(3); // page loaded and settled
+    let mut lags = Vec::new();
+    while let Ok((at, line)) = lines.try_recv() {
+        let Some(frame) = line
+            .split("frame=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|f| f.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if at < start {
+            continue;
+        }
+        // The first sample asked for after the paint was reported: the relay's newest frame
+        // then is at least the one it had at the paint, so the lag is never underestimated.
+        let Some(&(_, newest)) = samples.iter().find(|(t, _)| *t >= at) else {
+            continue;
+        };
+        lags.push(newest as i64 - frame as i64);
+    }
+    assert!(lags.len() >= 40, "only {} paints seen", lags.len());
+    lags.sort_unstable();
+    let median = lags[lags.len() / 2];
+    let p90 = lags[lags.len() * 9 / 10];
+    eprintln!(
+        "chromium viewer, frames behind the newest: median {median}, p90 {p90}, max {} ({} paints)",
+        lags[lags.len() - 1],
+        lags.len()
+    );
+    assert!(median <= 1, "median {median} frames behind: {lags:?}");
+    assert!(p90 <= 2, "p90 {p90} frames behind: {lags:?}");
+}

@@ -407,7 +407,12 @@ fn two_named_streams_each_viewer_gets_only_its_own() {
     assert_eq!(code, 200);
     let one: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(one["streams"].as_array().unwrap().len(), 1);
-    assert_eq!(get(&relay.http, "/stream").0, 404);
+    // URLs without a stream name (ours and the compatibility ones) mean the first stream.
+    let mut first = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    for f in live_frames(&mut first, 3, Duration::from_secs(10)) {
+        assert!((100..103).contains(&seq_of(&f).unwrap()));
+    }
+    assert_eq!(get(&relay.http, "/nope/stream").0, 404);
     assert_eq!(get(&relay.http, "/cam-a").0, 301);
 }
 

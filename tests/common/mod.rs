@@ -33,8 +33,17 @@ impl Relay {
     }
 
     pub fn start_with_stdin(args: &[&str], stdin: impl Into<Stdio>) -> Relay {
+        Relay::spawn("127.0.0.1:0", args, stdin.into())
+    }
+
+    /// Serving HTTP on a Unix socket; `http` is then the socket's path.
+    pub fn start_unix(sock: &str, args: &[&str]) -> Relay {
+        Relay::spawn(&format!("unix:{sock}"), args, Stdio::null())
+    }
+
+    fn spawn(http_arg: &str, args: &[&str], stdin: Stdio) -> Relay {
         let mut child = Command::new(BIN)
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", http_arg])
             .args(args)
             .stdin(stdin)
             .stdout(Stdio::null())
@@ -66,6 +75,9 @@ impl Relay {
                 .unwrap_or_else(|_| panic!("relay did not start; log: {:?}", log.lock().unwrap()));
             if let Some(rest) = line.split("serving http://").nth(1) {
                 http = Some(rest.split('/').next().unwrap().to_string());
+            }
+            if let Some(rest) = line.split("serving unix:").nth(1) {
+                http = Some(rest.split(' ').next().unwrap().to_string());
             }
             if let Some(rest) = line.split("waiting for the upstream on tcp ").nth(1) {
                 upstream = Some(rest.trim().to_string());

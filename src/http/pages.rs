@@ -1,0 +1,204 @@
+//! The informational endpoints: `/status` (ours), `/state` (ustreamer's shape), `/metrics`
+//! (Prometheus), and the HTML pages.
+
+use super::{header, send, NoCache, Shared};
+use crate::stream::Stream;
+use serde_json::json;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use tiny_http::{Request, Response};
+
+pub(super) const VIEWER_HTML: &str = include_str!("viewer.html");
+
+pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Stream>>) {
+    let body = status_json(shared, only).to_string();
+    let resp = Response::from_string(body)
+        .with_header(header("Content-Type", "application/json"))
+        .with_no_cache();
+    send(rq, resp, shared);
+}
+
+pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
+    let body = crate::metrics::render(&shared.streams, shared.started.elapsed());
+    let resp = Response::from_string(body)
+        .with_header(header(
+            "Content-Type",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .with_no_cache();
+    send(rq, resp, shared);
+}
+
+/// ustreamer's `/state`, for tools that poll it (the first stream).
+pub(super) fn serve_state(rq: Request, shared: &Shared) {
+    let s = &shared.streams[0];
+    let (fps, _) = s.input_rate();
+    let (w, h) = s.last_dimensions().unwrap_or((0, 0));
+    let clients: serde_json::Map<String, serde_json::Value> = s
+        .clients
+        .snapshot()
+        .iter()
+        .map(|c| {
+            let secs = c.connected_at.elapsed().as_secs_f64().max(0.001);
+            let rate = c.frames_sent.load(SeqCst) as f64 / secs;
+            (
+                c.id.to_string(),
+                json!({
+                    "fps": rate.round(),
+                    "advance_headers": c.layout == "advance",
+                    "extra_headers": c.layout == "framed",
+                    "dual_final_frames": false,
+                    "zero_data": false,
+                }),
+            )
+        })
+        .collect();
+    let body = json!({
+        "ok": true,
+        "result": {
+            "source": {
+                "resolution": {"width": w, "height": h},
+                "online": s.source_info().state == crate::stream::SourceState::Live,
+                "captured_fps": fps.round(),
+            },
+            "stream": {
+                "queued_fps": fps.round(),
+                "clients": clients.len(),
+                "clients_stat": clients,
+            },
+        },
+    });
+    let resp = Response::from_string(body.to_string())
+        .with_header(header("Content-Type", "application/json"))
+        .with_no_cache();
+    send(rq, resp, shared);
+}
+
+pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_json::Value {
+    let streams: Vec<_> = shared
+        .streams
+        .iter()
+        .filter(|s| only.is_none_or(|o| Arc::ptr_eq(o, s)))
+        .map(|s| {
+            let info = s.source_info();
+            let (fps, bps) = s.input_rate();
+            let src = &s.source;
+            let clients: Vec<_> = s
+                .clients
+                .snapshot()
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "address": c.addr,
+                        "user_agent": c.user_agent,
+                        "layout": c.layout,
+                        "fps_cap": c.fps_cap,
+                        "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
+                        "frames_sent": c.frames_sent.load(SeqCst),
+                        "frames_skipped": c.frames_skipped.load(SeqCst),
+                        "repeats": c.repeats.load(SeqCst),
+                        "bytes_sent": c.bytes_sent.load(SeqCst),
+                    })
+                })
+                .collect();
+            let path = if shared.named {
+                format!("/{}/stream", s.name)
+            } else {
+                "/stream".to_string()
+            };
+            let connections = src.connections.load(SeqCst);
+            json!({
+                "name": s.name,
+                "path": path,
+                "source": {
+                    "spec": s.spec,
+                    "state": info.state.as_str(),
+                    "address": info.peer,
+                    "format": info.format,
+                    "state_for_s": round3(info.since.elapsed().as_secs_f64()),
+                    "connections": connections,
+                    "reconnects": connections.saturating_sub(1),
+                    "frames_in": src.frames_in.load(SeqCst),
+                    "bytes_in": src.bytes_in.load(SeqCst),
+                    "fps": round3(fps),
+                    "bitrate_bps": bps.round(),
+                    "last_frame_age_s": s.last_frame_age().map(|a| round3(a.as_secs_f64())),
+                    "dropped": {
+                        "not_jpeg": src.not_jpeg.load(SeqCst),
+                        "oversized": src.oversized.load(SeqCst),
+                        "header_too_long": src.header_too_long.load(SeqCst),
+                    },
+                    "garbage_bytes": src.garbage_bytes.load(SeqCst),
+                },
+                "clients_connected": clients.len(),
+                "out": {
+                    "frames": s.out.frames_out.load(SeqCst),
+                    "bytes": s.out.bytes_out.load(SeqCst),
+                    "frames_skipped": s.out.frames_skipped.load(SeqCst),
+                    "repeats": s.out.repeats.load(SeqCst),
+                    "clients_served": s.out.clients_total.load(SeqCst),
+                },
+                "no_signal": s.slot.latest().is_some_and(|(f, _)| crate::nosignal::is_no_signal(f.jpeg())),
+                "clients": clients,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": round3(shared.started.elapsed().as_secs_f64()),
+        "streams": streams,
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The stream list for `--stream` setups. Browsers open at most six HTTP/1.1 connections per
+/// host, and every live MJPEG preview holds one for good; past four streams the previews are
+/// snapshots refreshed every second, so the page never starves its own links.
+pub(super) fn index_html(streams: &[Arc<Stream>]) -> String {
+    let live = streams.len() <= 4;
+    let mut cards = String::new();
+    for s in streams {
+        // Names are letters, digits, - and _ (checked at start-up): safe in HTML and URLs.
+        let n = &s.name;
+        let img = if live {
+            format!("<img src=\"/{n}/stream\" alt=\"{n}\">")
+        } else {
+            format!("<img class=\"snap\" data-src=\"/{n}/snapshot\" alt=\"{n}\">")
+        };
+        cards.push_str(&format!(
+            "<a class=\"card\" href=\"/{n}/\">{img}<span>{n}</span></a>\n"
+        ));
+    }
+    INDEX_HTML.replace("{{cards}}", &cards)
+}
+
+const INDEX_HTML: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>mjpeg-relay</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{margin:0;background:#111;color:#ddd;font:14px system-ui,sans-serif}
+h1{font-size:16px;font-weight:normal;margin:12px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px;padding:0 12px 12px}
+.card{display:block;color:#ddd;text-decoration:none;background:#000}
+.card img{width:100%;display:block;aspect-ratio:4/3;object-fit:contain}
+.card span{display:block;padding:6px}
+</style></head><body>
+<h1>mjpeg-relay &middot; <a href="/status" style="color:#8af">status</a></h1>
+<main>
+{{cards}}</main>
+<script>
+// Snapshot previews (more than four streams): refresh each once a second.
+function refresh() {
+  for (const img of document.querySelectorAll("img.snap")) {
+    img.src = img.dataset.src + "?t=" + Date.now();
+  }
+}
+refresh();
+setInterval(refresh, 1000);
+</script>
+</body></html>
+"#;

@@ -1,0 +1,355 @@
+//! The two frame endpoints: the long-lived `/stream` response, one thread per client, and
+//! `/snapshot`. See the parent module for the socket options that keep `/stream` live.
+
+use super::{header, peer, send, text, NoCache, Shared};
+use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
+use crate::slot::{Frame, Next};
+use crate::stream::Stream;
+use std::io::{self, Cursor, Write};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tiny_http::{Request, Response, StatusCode};
+
+/// If no new frame arrives for this long, the current one is sent again, so a still scene or a
+/// paused source stays painted and proxies do not time the connection out.
+pub const REPEAT_AFTER: Duration = Duration::from_secs(1);
+
+/// How long `/snapshot` waits for a first frame before answering 503.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+
+/// How parts are laid out on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Each part with `Content-Length` and `X-Timestamp`, and the next boundary line right
+    /// after the frame. For programs that need a length.
+    Framed,
+    /// Right after each frame, the *next* part's whole header block (boundary line and
+    /// `Content-Type`). Chromium paints a part only once the next part's header block has
+    /// arrived; this layout lets it paint at once instead of one frame interval later.
+    Advance,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Framed => "framed",
+            Layout::Advance => "advance",
+        }
+    }
+
+    /// Browsers (`User-Agent: Mozilla/…`) get `Advance`, everything else `Framed`;
+    /// `?advance_headers=1|0` (ustreamer's name) overrides.
+    pub fn choose(user_agent: &str, query: &str) -> Layout {
+        match query_param(query, "advance_headers") {
+            Some("1") | Some("true") | Some("yes") => return Layout::Advance,
+            Some("0") | Some("false") | Some("no") => return Layout::Framed,
+            _ => {}
+        }
+        if user_agent.starts_with("Mozilla/") {
+            Layout::Advance
+        } else {
+            Layout::Framed
+        }
+    }
+}
+
+/// The value of `name` in a query string (no percent-decoding: our values are plain).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// A frame's bytes as a response body, without copying them.
+struct FrameBody(Arc<Frame>);
+
+impl AsRef<[u8]> for FrameBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.jpeg()
+    }
+}
+
+/// The newest real frame, waiting up to [`SNAPSHOT_WAIT`] for one. A NO SIGNAL picture is
+/// not a snapshot: a program storing snapshots must not mistake it for the camera's view.
+fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
+    let deadline = Instant::now() + SNAPSHOT_WAIT;
+    let mut seen = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stream.slot.wait_newer(seen, left) {
+            Next::Frame(frame, _) if !crate::nosignal::is_no_signal(frame.jpeg()) => {
+                return Some(frame)
+            }
+            Next::Frame(_, generation) if !left.is_zero() => seen = generation,
+            _ => return None,
+        }
+    }
+}
+
+pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
+    match newest_real_frame(stream) {
+        Some(frame) => {
+            let len = frame.jpeg().len();
+            let ts = timestamp(frame.arrived);
+            let resp = Response::new(
+                StatusCode(200),
+                vec![
+                    header("Content-Type", "image/jpeg"),
+                    header("X-Timestamp", &ts),
+                ],
+                Cursor::new(FrameBody(frame)),
+                Some(len),
+                None,
+            )
+            .with_no_cache();
+            send(rq, resp, shared);
+        }
+        None => {
+            let state = stream.source_info().state.as_str();
+            let msg = format!(
+                "No frame from the source yet (source state: {state}). Try again shortly.\n"
+            );
+            send(
+                rq,
+                text(503, &msg).with_header(header("Retry-After", "1")),
+                shared,
+            );
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+/// The long-lived `/stream` response. Runs until the client goes away, a frame cannot be
+/// delivered within `--send-timeout`, or the server shuts down.
+pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
+    // ?fps=N caps this client's rate; the source's rate is the natural upper bound.
+    let fps_cap = match query_param(query, "fps") {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(f) if f > 0.0 && f <= 1000.0 => Some(f),
+            _ => {
+                let msg = format!("?fps={v} is not a frame rate between 0 and 1000.\n");
+                return send(rq, text(400, &msg), shared);
+            }
+        },
+    };
+    let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
+    // A still picture is re-sent after REPEAT_AFTER, but never more often than the cap allows.
+    let repeat_after = min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER));
+    let user_agent = rq
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("User-Agent"))
+        .map(|h| h.value.as_str().to_string())
+        .unwrap_or_default();
+    let layout = Layout::choose(&user_agent, query);
+    let http10 = *rq.http_version() == (1, 0);
+    let is_head = *rq.method() == tiny_http::Method::Head;
+    let addr = peer(&rq);
+    if let Some((path, fd)) = &shared.unix {
+        super::bound_unix_send_buffers(path, *fd);
+    }
+    // From here on we write the response ourselves: tiny_http would buffer or chunk it.
+    let mut w = rq.into_writer();
+    let head = format!(
+        "HTTP/1.{} 200 OK\r\n\
+         Content-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
+         Cache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n\
+         Pragma: no-cache\r\n\
+         Expires: 0\r\n\
+         X-Accel-Buffering: no\r\n\
+         {cors}\
+         Connection: close\r\n\r\n",
+        if http10 { 0 } else { 1 },
+        cors = shared
+            .cfg
+            .allow_origin
+            .as_ref()
+            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\n"))
+            .unwrap_or_default(),
+    );
+    let deadline = Instant::now() + shared.cfg.send_timeout;
+    if write_all_by(&mut w, head.as_bytes(), deadline)
+        .and_then(|_| w.flush())
+        .is_err()
+        || is_head
+    {
+        return;
+    }
+    let opening = match layout {
+        Layout::Framed => FRAMED_OPENING,
+        Layout::Advance => ADVANCE_OPENING,
+    };
+    let deadline = Instant::now() + shared.cfg.send_timeout;
+    if write_all_by(&mut w, opening, deadline).is_err() {
+        return;
+    }
+
+    let reg = stream
+        .clients
+        .register(addr.clone(), user_agent, layout.as_str(), fps_cap);
+    let info = &reg.info;
+    let out = &stream.out;
+    out.clients_total.fetch_add(1, SeqCst);
+    let cap_note = fps_cap
+        .map(|f| format!(", capped at {f} fps"))
+        .unwrap_or_default();
+    log::info!(
+        "viewer {addr} connected to stream '{}' ({} layout{cap_note})",
+        stream.name,
+        layout.as_str()
+    );
+    let mut seen_gen = 0;
+    let mut last: Option<Arc<Frame>> = None;
+    let mut last_write = Instant::now();
+    let mut last_new = Instant::now();
+    let end = loop {
+        if let Some(interval) = min_interval {
+            if last.is_some() && !sleep_until(&stream.slot, last_new + interval) {
+                break "server shutting down".to_string();
+            }
+        }
+        // Repeat the current frame once nothing was written for a while.
+        let wait = (last_write + repeat_after).saturating_duration_since(Instant::now());
+        let (frame, repeat) = match stream.slot.wait_newer(seen_gen, wait) {
+            Next::Frame(frame, generation) => {
+                seen_gen = generation;
+                (frame, false)
+            }
+            Next::Timeout => match &last {
+                Some(f) => (f.clone(), true),
+                None => {
+                    last_write = Instant::now();
+                    continue;
+                }
+            },
+            Next::Closed => break "server shutting down".to_string(),
+        };
+        if let Some(prev) = &last {
+            if !repeat && frame.seq > prev.seq + 1 {
+                let skipped = frame.seq - prev.seq - 1;
+                info.frames_skipped.fetch_add(skipped, SeqCst);
+                out.frames_skipped.fetch_add(skipped, SeqCst);
+            }
+        }
+        let bytes = match layout {
+            Layout::Framed => frame.wire.framed(),
+            Layout::Advance => frame.wire.advance(),
+        };
+        // One write per frame: the wire form is contiguous (see the multipart module).
+        let deadline = Instant::now() + shared.cfg.send_timeout;
+        if let Err(e) = write_all_by(&mut w, bytes, deadline).and_then(|_| w.flush()) {
+            break describe_write_error(&e, shared.cfg.send_timeout);
+        }
+        last_write = Instant::now();
+        info.bytes_sent.fetch_add(bytes.len() as u64, SeqCst);
+        out.bytes_out.fetch_add(bytes.len() as u64, SeqCst);
+        if repeat {
+            info.repeats.fetch_add(1, SeqCst);
+            out.repeats.fetch_add(1, SeqCst);
+        } else {
+            info.frames_sent.fetch_add(1, SeqCst);
+            out.frames_out.fetch_add(1, SeqCst);
+            out.observe_delay(last_write.duration_since(frame.arrived_at));
+            last_new = last_write;
+        }
+        last = Some(frame);
+    };
+    log::info!(
+        "viewer {addr} left stream '{}' after {:.1} s: {} frames sent, {} skipped ({end})",
+        stream.name,
+        info.connected_at.elapsed().as_secs_f64(),
+        info.frames_sent.load(SeqCst),
+        info.frames_skipped.load(SeqCst),
+    );
+}
+
+/// Sleeps until `t` in short steps, so shutdown is noticed; false once the slot is closed.
+fn sleep_until(slot: &crate::slot::FrameSlot, t: Instant) -> bool {
+    loop {
+        if slot.is_closed() {
+            return false;
+        }
+        let left = t.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+fn describe_write_error(e: &io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+            "could not take a frame within --send-timeout {} s; disconnected",
+            timeout.as_secs_f64()
+        ),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => "client closed".into(),
+        _ => format!("write failed: {e}"),
+    }
+}
+
+/// `write_all`, but giving up once `deadline` has passed. The socket's `SO_SNDTIMEO` bounds
+/// each single write; this bounds the whole frame, so a client that drains a few bytes now and
+/// then cannot keep its thread forever.
+pub fn write_all_by(w: &mut dyn Write, mut buf: &[u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        match w.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if !buf.is_empty() && Instant::now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_choice() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0";
+        assert_eq!(Layout::choose(chrome, ""), Layout::Advance);
+        assert_eq!(Layout::choose(chrome, "advance_headers=0"), Layout::Framed);
+        assert_eq!(Layout::choose("curl/8.0", ""), Layout::Framed);
+        assert_eq!(
+            Layout::choose("curl/8.0", "x=1&advance_headers=1"),
+            Layout::Advance
+        );
+        assert_eq!(Layout::choose("", ""), Layout::Framed);
+    }
+
+    #[test]
+    fn write_all_by_gives_up_after_the_deadline() {
+        struct Trickle(usize);
+        impl Write for Trickle {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0 += 1;
+                std::thread::sleep(Duration::from_millis(5));
+                Ok(b.len().min(1))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut t = Trickle(0);
+        let r = write_all_by(
+            &mut t,
+            &[0; 1000],
+            Instant::now() + Duration::from_millis(30),
+        );
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(t.0 < 20);
+    }
+}

@@ -1,0 +1,246 @@
+//! `/metrics` in Prometheus text format, and the counters behind it that outlive clients.
+//!
+//! Per-client counters vanish when a client leaves, so each stream also keeps totals
+//! ([`OutStats`]) that client threads bump after every write. The relay-internal delay — from a
+//! frame's arrival to the end of its write to a client — goes into a fixed-bucket histogram of
+//! atomics: no lock, no allocation, whatever the number of clients.
+
+use crate::stream::{SourceState, Stream};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bounds of the delay histogram's buckets, in seconds.
+pub const DELAY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// What a stream's clients were sent, in total, including clients that have left.
+#[derive(Debug, Default)]
+pub struct OutStats {
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub repeats: AtomicU64,
+    /// Clients served since start.
+    pub clients_total: AtomicU64,
+    /// Cumulative counts per bucket of [`DELAY_BUCKETS`], plus +Inf last.
+    delay_buckets: [AtomicU64; DELAY_BUCKETS.len() + 1],
+    delay_sum_us: AtomicU64,
+}
+
+impl OutStats {
+    /// Records one frame written: arrival to write complete.
+    pub fn observe_delay(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DELAY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DELAY_BUCKETS.len());
+        self.delay_buckets[i].fetch_add(1, Relaxed);
+        self.delay_sum_us
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+}
+
+/// The whole `/metrics` body.
+pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_uptime_seconds Seconds since the relay started."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "mjpeg_relay_uptime_seconds {:.3}",
+        uptime.as_secs_f64()
+    );
+    // Families one after another, each with one sample per stream.
+    type Sample = fn(&Stream) -> String;
+    let counters: [(&str, &str, &str, Sample); 8] = [
+        (
+            "frames_in_total",
+            "counter",
+            "Whole frames received from the source.",
+            |s| s.source.frames_in.load(Relaxed).to_string(),
+        ),
+        (
+            "bytes_in_total",
+            "counter",
+            "Bytes received from the source.",
+            |s| s.source.bytes_in.load(Relaxed).to_string(),
+        ),
+        (
+            "frames_out_total",
+            "counter",
+            "Frames written to clients (repeats of a still frame excluded).",
+            |s| s.out.frames_out.load(Relaxed).to_string(),
+        ),
+        (
+            "bytes_out_total",
+            "counter",
+            "Bytes written to clients.",
+            |s| s.out.bytes_out.load(Relaxed).to_string(),
+        ),
+        (
+            "frames_skipped_total",
+            "counter",
+            "Frames a client skipped because a newer one was ready when it could take one.",
+            |s| s.out.frames_skipped.load(Relaxed).to_string(),
+        ),
+        (
+            "clients",
+            "gauge",
+            "Clients connected to the stream now.",
+            |s| s.clients.len().to_string(),
+        ),
+        (
+            "source_reconnects_total",
+            "counter",
+            "Upstream connections after the first.",
+            |s| {
+                s.source
+                    .connections
+                    .load(Relaxed)
+                    .saturating_sub(1)
+                    .to_string()
+            },
+        ),
+        (
+            "source_fps",
+            "gauge",
+            "Input frames per second over the last second.",
+            |s| format!("{:.3}", s.input_rate().0),
+        ),
+    ];
+    for (name, kind, help, f) in counters {
+        let _ = writeln!(out, "# HELP mjpeg_relay_{name} {help}");
+        let _ = writeln!(out, "# TYPE mjpeg_relay_{name} {kind}");
+        for s in streams {
+            let _ = writeln!(out, "mjpeg_relay_{name}{{stream=\"{}\"}} {}", s.name, f(s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_invalid_frames_total Parts dropped from the source, by reason."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_invalid_frames_total counter");
+    for s in streams {
+        for (reason, c) in [
+            ("not_jpeg", &s.source.not_jpeg),
+            ("oversized", &s.source.oversized),
+            ("header_too_long", &s.source.header_too_long),
+        ] {
+            let _ = writeln!(
+                out,
+                "mjpeg_relay_invalid_frames_total{{stream=\"{}\",reason=\"{reason}\"}} {}",
+                s.name,
+                c.load(Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_source_up 1 while the source delivers frames (state live)."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_source_up gauge");
+    for s in streams {
+        let up = s.source_info().state == SourceState::Live;
+        let _ = writeln!(
+            out,
+            "mjpeg_relay_source_up{{stream=\"{}\"}} {}",
+            s.name,
+            u8::from(up)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_source_state The source's state, one series per state, 1 for the current one."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_source_state gauge");
+    for s in streams {
+        let now = s.source_info().state;
+        for st in [
+            SourceState::Connecting,
+            SourceState::Live,
+            SourceState::Lost,
+            SourceState::Ended,
+        ] {
+            let _ = writeln!(
+                out,
+                "mjpeg_relay_source_state{{stream=\"{}\",state=\"{}\"}} {}",
+                s.name,
+                st.as_str(),
+                u8::from(st == now)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_frame_delay_seconds Relay-internal delay per frame written: arrival from the source to write complete."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_frame_delay_seconds histogram");
+    for s in streams {
+        let mut cumulative = 0;
+        for (i, bound) in DELAY_BUCKETS.iter().enumerate() {
+            cumulative += s.out.delay_buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "mjpeg_relay_frame_delay_seconds_bucket{{stream=\"{}\",le=\"{bound}\"}} {cumulative}",
+                s.name
+            );
+        }
+        cumulative += s.out.delay_buckets[DELAY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "mjpeg_relay_frame_delay_seconds_bucket{{stream=\"{}\",le=\"+Inf\"}} {cumulative}",
+            s.name
+        );
+        let _ = writeln!(
+            out,
+            "mjpeg_relay_frame_delay_seconds_sum{{stream=\"{}\"}} {:.6}",
+            s.name,
+            s.out.delay_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "mjpeg_relay_frame_delay_seconds_count{{stream=\"{}\"}} {cumulative}",
+            s.name
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_and_text_format() {
+        let s = Stream::new("cam-1", "testsrc");
+        s.out.observe_delay(Duration::from_micros(300));
+        s.out.observe_delay(Duration::from_millis(3));
+        s.out.observe_delay(Duration::from_secs(9));
+        s.out.frames_out.fetch_add(3, Relaxed);
+        let text = render(&[s], Duration::from_secs(1));
+        for want in [
+            "mjpeg_relay_frames_out_total{stream=\"cam-1\"} 3",
+            "mjpeg_relay_frame_delay_seconds_bucket{stream=\"cam-1\",le=\"0.0005\"} 1",
+            "mjpeg_relay_frame_delay_seconds_bucket{stream=\"cam-1\",le=\"0.005\"} 2",
+            "mjpeg_relay_frame_delay_seconds_bucket{stream=\"cam-1\",le=\"2.5\"} 2",
+            "mjpeg_relay_frame_delay_seconds_bucket{stream=\"cam-1\",le=\"+Inf\"} 3",
+            "mjpeg_relay_frame_delay_seconds_count{stream=\"cam-1\"} 3",
+            "mjpeg_relay_source_state{stream=\"cam-1\",state=\"connecting\"} 1",
+            "# TYPE mjpeg_relay_frame_delay_seconds histogram",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        // Every sample line is NAME{labels} VALUE or NAME VALUE, VALUE a number.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = line.rsplit(' ').next().unwrap();
+            assert!(v.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
