@@ -38,6 +38,7 @@ pub struct Config {
     pub token: Option<String>,
     pub allow_origin: Option<String>,
     pub static_dir: Option<std::path::PathBuf>,
+    pub header_timeout: Duration,
     pub log_level: log::LevelFilter,
 }
 
@@ -63,6 +64,7 @@ impl Default for Config {
             token: None,
             allow_origin: None,
             static_dir: None,
+            header_timeout: crate::http::server::HEAD_TIMEOUT,
             log_level: log::LevelFilter::Info,
         }
     }
@@ -119,7 +121,8 @@ OPTIONS:
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
     --send-timeout SECS     Disconnect a client that cannot take a frame in this time [default: 10]
-    --max-clients N         Concurrent HTTP requests; more get 503 [default: 1000]
+    --max-clients N         Concurrent HTTP connections; more get 503 [default: 1000]
+    --header-timeout SECS   Time a client has to send its whole request head [default: 10]
     --log-level LEVEL       error, warn, info, debug or trace [default: info]
     -v, --verbose           Same as --log-level debug
     -q, --quiet             Same as --log-level warn
@@ -207,6 +210,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("no-signal-after") => {
                 cfg.no_signal_after = seconds(&mut p, "--no-signal-after", 0.0, 3600.0)?;
+            }
+            Long("header-timeout") => {
+                cfg.header_timeout = seconds(&mut p, "--header-timeout", 0.1, 600.0)?;
             }
             Long("source-timeout") => {
                 cfg.source_timeout = seconds(&mut p, "--source-timeout", 0.5, 3600.0)?;

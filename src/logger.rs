@@ -1,4 +1,4 @@
-//! A ten-line stderr logger behind the `log` facade (which tiny_http already uses).
+//! A ten-line stderr logger behind the `log` facade.
 //!
 //! One line per event: `2026-11-24T08:55:00.123Z INFO  upstream connected from 127.0.0.1:40312`.
 //! Timestamps are UTC, computed here to avoid a date-time dependency.
@@ -12,7 +12,7 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, meta: &log::Metadata) -> bool {
-        // tiny_http logs accept errors at `error`; everything else it says is debug noise.
+        // Dependencies (ureq) log protocol details: shown only at debug level and below.
         meta.level() <= self.level
             && (meta.target().starts_with("mjpeg_relay") || self.level >= log::LevelFilter::Debug)
     }

@@ -7,15 +7,9 @@ use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
-/// Default stack for threads we do not spawn ourselves (tiny_http's accept and connection
-/// threads). Ours set their own; see `http::CLIENT_STACK` and `source::SOURCE_STACK`.
-const OTHER_THREADS_STACK: &str = "262144";
-
 fn main() {
-    // Must happen before any thread exists: std reads it once, at the first spawn.
-    if std::env::var_os("RUST_MIN_STACK").is_none() {
-        std::env::set_var("RUST_MIN_STACK", OTHER_THREADS_STACK);
-    }
+    // Every thread is spawned with an explicit, small stack: see http::CLIENT_STACK and
+    // source::SOURCE_STACK (and 64 KiB for the signal thread below).
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Command::Run(cfg)) => cfg,
         Ok(cli::Command::Help) => {
@@ -45,6 +39,7 @@ fn main() {
         auth: mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
         allow_origin: cfg.allow_origin.clone(),
         static_dir: cfg.static_dir.clone(),
+        header_timeout: cfg.header_timeout,
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {

@@ -132,6 +132,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             ("not_jpeg", &s.source.not_jpeg),
             ("oversized", &s.source.oversized),
             ("header_too_long", &s.source.header_too_long),
+            ("truncated", &s.source.truncated),
         ] {
             let _ = writeln!(
                 out,

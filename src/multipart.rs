@@ -9,9 +9,9 @@
 //! ```
 //!
 //! so that both part layouts (see `http::Layout`) are one contiguous slice, and a client sends
-//! a frame with a single `write`. tiny_http's response writer does not pass on vectored writes,
-//! so the alternative was three writes (and three syscalls) per frame per client; this costs one
-//! copy of the JPEG per frame, for all clients together.
+//! a frame with a single `write`, without vectored I/O (the first HTTP layer did not pass
+//! vectored writes on); the alternative was three writes (and three syscalls) per frame per
+//! client. This costs one copy of the JPEG per frame, for all clients together.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -87,6 +87,8 @@ pub struct Stats {
     /// Bytes outside any part: before the first part, between parts, or in dropped regions
     /// that were skipped rather than buffered.
     pub garbage_bytes: u64,
+    /// Times the multipart boundary changed mid-stream (and was followed).
+    pub boundary_changes: u64,
 }
 
 /// The incremental MJPEG parser. See the module docs.
@@ -263,7 +265,8 @@ impl Parser {
     }
 
     fn seek_boundary(&mut self, data: &[u8], mut i: usize) -> usize {
-        let cap = self.token.len() + 16;
+        // Room for any boundary line (RFC 2046: at most 70 characters), ours or a new one.
+        let cap = (self.token.len() + 16).max(80);
         while i < data.len() {
             let rest = &data[i..];
             let Some(nl) = memchr(b'\n', rest) else {
@@ -272,7 +275,10 @@ impl Parser {
             };
             self.add_to_line(&rest[..nl], cap);
             i += nl + 1;
-            let is_boundary = !self.line_overflow && self.is_boundary_line();
+            let mut is_boundary = !self.line_overflow && self.is_boundary_line();
+            if !is_boundary && !self.line_overflow {
+                is_boundary = self.adopt_new_boundary();
+            }
             if !is_boundary {
                 self.stats.garbage_bytes += self.line.len() as u64 + 1;
             }
@@ -307,6 +313,28 @@ impl Parser {
         let body = trim_dashes(line);
         let body = body.strip_suffix(b"--").unwrap_or(body);
         body == self.token.as_slice()
+    }
+
+    /// Between parts, a line that looks like a boundary but is not ours means the upstream
+    /// changed its boundary (a restarted muxer behind the same connection): follow it rather
+    /// than lose every later frame. Only between parts: inside a part such a line is data.
+    fn adopt_new_boundary(&mut self) -> bool {
+        let line = trim_line(&self.line);
+        if !line.starts_with(b"--") {
+            return false;
+        }
+        let token = trim_dashes(line);
+        let token = token.strip_suffix(b"--").unwrap_or(token);
+        let bchar = |c: &u8| c.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(c);
+        if token.is_empty() || token.len() > 70 || !token.iter().all(bchar) {
+            return false;
+        }
+        self.token = token.to_vec();
+        self.format = Format::Multipart {
+            boundary: String::from_utf8_lossy(token).into_owned(),
+        };
+        self.stats.boundary_changes += 1;
+        true
     }
 
     fn begin_headers(&mut self) {
@@ -1081,6 +1109,30 @@ mod tests {
                 p.push(c, &mut |_| {});
                 assert!(p.buffered() <= 512 + MAX_HEADER_BLOCK + 32);
             }
+        }
+    }
+
+    #[test]
+    fn boundary_change_mid_stream_is_followed() {
+        // A restarted pipeline behind the same connection (a muxer in between) may pick a new
+        // boundary. Frames under the new one must not be lost for good.
+        let j = sample(6);
+        for with_len in [true, false] {
+            let mut data = multipart(&j[..3], "first", with_len, "\r\n");
+            data.extend_from_slice(&multipart(&j[3..], "second", with_len, "\r\n"));
+            let (got, _) = parse_all(&data);
+            // The part right at the change may be lost (it ends at an unknown boundary); the
+            // ones after it must come through.
+            assert!(
+                got.starts_with(&j[..2]),
+                "with_len={with_len}: {}",
+                got.len()
+            );
+            assert!(
+                got.ends_with(&j[4..]),
+                "with_len={with_len}: got {} frames",
+                got.len()
+            );
         }
     }
 }

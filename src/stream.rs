@@ -45,6 +45,10 @@ pub struct SourceStats {
     pub oversized: AtomicU64,
     pub header_too_long: AtomicU64,
     pub garbage_bytes: AtomicU64,
+    /// Frames cut off by the upstream disconnecting (or being dropped) mid-frame.
+    pub truncated: AtomicU64,
+    /// Times the upstream changed its multipart boundary mid-stream.
+    pub boundary_changes: AtomicU64,
     /// Upstream connections accepted or made, including the first.
     pub connections: AtomicU64,
     info: Mutex<SourceInfo>,
@@ -104,6 +108,8 @@ impl Stream {
                 oversized: AtomicU64::new(0),
                 header_too_long: AtomicU64::new(0),
                 garbage_bytes: AtomicU64::new(0),
+                truncated: AtomicU64::new(0),
+                boundary_changes: AtomicU64::new(0),
                 connections: AtomicU64::new(0),
                 info: Mutex::new(SourceInfo {
                     state: SourceState::Connecting,

@@ -192,9 +192,10 @@ fn paint_delays(engine: Engine, query: &str, n: usize) -> Vec<f64> {
     for k in 0..n {
         let due = start + Duration::from_secs(k as u64);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        up.write_all(&gst_part(&solid_jpeg(PALETTE[k % PALETTE.len()])))
-            .unwrap();
+        // Stamped before the write: the browser may paint before this thread runs again.
+        let part = gst_part(&solid_jpeg(PALETTE[k % PALETTE.len()]));
         sent.push(SystemTime::now());
+        up.write_all(&part).unwrap();
     }
     std::thread::sleep(Duration::from_millis(1500));
     let paints: Vec<(SystemTime, usize, [i32; 3])> = open

@@ -1,31 +1,28 @@
 //! The informational endpoints: `/status` (ours), `/state` (ustreamer's shape), `/metrics`
 //! (Prometheus), and the HTML pages.
 
-use super::{header, send, NoCache, Shared};
+use super::server::{Request, Response};
+use super::{send, NoCache, Shared};
 use crate::stream::Stream;
 use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use tiny_http::{Request, Response};
 
 pub(super) const VIEWER_HTML: &str = include_str!("viewer.html");
 
 pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Stream>>) {
     let body = status_json(shared, only).to_string();
-    let resp = Response::from_string(body)
-        .with_header(header("Content-Type", "application/json"))
-        .with_no_cache();
+    let resp = Response::bytes(200, body)
+        .with_header("Content-Type", "application/json")
+        .no_cache();
     send(rq, resp, shared);
 }
 
 pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
     let body = crate::metrics::render(&shared.streams, shared.started.elapsed());
-    let resp = Response::from_string(body)
-        .with_header(header(
-            "Content-Type",
-            "text/plain; version=0.0.4; charset=utf-8",
-        ))
-        .with_no_cache();
+    let resp = Response::bytes(200, body)
+        .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .no_cache();
     send(rq, resp, shared);
 }
 
@@ -68,9 +65,9 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
             },
         },
     });
-    let resp = Response::from_string(body.to_string())
-        .with_header(header("Content-Type", "application/json"))
-        .with_no_cache();
+    let resp = Response::bytes(200, body.to_string())
+        .with_header("Content-Type", "application/json")
+        .no_cache();
     send(rq, resp, shared);
 }
 
@@ -130,6 +127,8 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                         "header_too_long": src.header_too_long.load(SeqCst),
                     },
                     "garbage_bytes": src.garbage_bytes.load(SeqCst),
+                    "truncated": src.truncated.load(SeqCst),
+                    "boundary_changes": src.boundary_changes.load(SeqCst),
                 },
                 "clients_connected": clients.len(),
                 "out": {

@@ -1,15 +1,15 @@
 //! The two frame endpoints: the long-lived `/stream` response, one thread per client, and
 //! `/snapshot`. See the parent module for the socket options that keep `/stream` live.
 
-use super::{header, peer, send, text, NoCache, Shared};
+use super::server::{Body, Method, Request, Response};
+use super::{send, text, NoCache, Shared};
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
 use crate::slot::{Frame, Next};
 use crate::stream::Stream;
-use std::io::{self, Cursor, Write};
+use std::io::{self, Write};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tiny_http::{Request, Response, StatusCode};
 
 /// If no new frame arrives for this long, the current one is sent again, so a still scene or a
 /// paused source stays painted and proxies do not time the connection out.
@@ -91,19 +91,11 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
 pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
     match newest_real_frame(stream) {
         Some(frame) => {
-            let len = frame.jpeg().len();
             let ts = timestamp(frame.arrived);
-            let resp = Response::new(
-                StatusCode(200),
-                vec![
-                    header("Content-Type", "image/jpeg"),
-                    header("X-Timestamp", &ts),
-                ],
-                Cursor::new(FrameBody(frame)),
-                Some(len),
-                None,
-            )
-            .with_no_cache();
+            let resp = Response::new(200, Body::Shared(Arc::new(FrameBody(frame))))
+                .with_header("Content-Type", "image/jpeg")
+                .with_header("X-Timestamp", &ts)
+                .no_cache();
             send(rq, resp, shared);
         }
         None => {
@@ -111,11 +103,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
             let msg = format!(
                 "No frame from the source yet (source state: {state}). Try again shortly.\n"
             );
-            send(
-                rq,
-                text(503, &msg).with_header(header("Retry-After", "1")),
-                shared,
-            );
+            send(rq, text(503, &msg).with_header("Retry-After", "1"), shared);
         }
     }
 }
@@ -142,21 +130,13 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
     // A still picture is re-sent after REPEAT_AFTER, but never more often than the cap allows.
     let repeat_after = min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER));
-    let user_agent = rq
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("User-Agent"))
-        .map(|h| h.value.as_str().to_string())
-        .unwrap_or_default();
+    let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let layout = Layout::choose(&user_agent, query);
-    let http10 = *rq.http_version() == (1, 0);
-    let is_head = *rq.method() == tiny_http::Method::Head;
-    let addr = peer(&rq);
-    if let Some((path, fd)) = &shared.unix {
-        super::bound_unix_send_buffers(path, *fd);
-    }
-    // From here on we write the response ourselves: tiny_http would buffer or chunk it.
-    let mut w = rq.into_writer();
+    let http10 = rq.minor_version == 0;
+    let is_head = rq.method == Method::Head;
+    let addr = rq.peer.clone();
+    // A response that never ends: written by hand on the connection, never chunked or buffered.
+    let mut w = rq.into_conn();
     let head = format!(
         "HTTP/1.{} 200 OK\r\n\
          Content-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\

@@ -244,6 +244,26 @@ impl Pump {
     ) -> io::Result<()> {
         // Owned by this pump, freed with it: the only per-upstream buffer besides the parser's.
         let mut buf = vec![0u8; READ_CHUNK];
+        let result = self.pump_until_silent(reader, silence, &mut buf);
+        // Whatever the end, a frame still in the parser is lost: count it.
+        if self.parser.buffered() > 0 {
+            self.stream.source.truncated.fetch_add(1, Relaxed);
+            log::debug!(
+                "stream '{}': {} ended mid-frame ({} bytes dropped)",
+                self.stream.name,
+                self.label,
+                self.parser.buffered()
+            );
+        }
+        result
+    }
+
+    fn pump_until_silent(
+        &mut self,
+        reader: &mut dyn Read,
+        silence: Option<Duration>,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
         let mut last_frame = Instant::now();
         let mut frames = self.frames();
         let silent = |d: Duration| {
@@ -256,7 +276,7 @@ impl Pump {
             )
         };
         loop {
-            let n = match reader.read(&mut buf) {
+            let n = match reader.read(buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -337,6 +357,18 @@ impl Pump {
             &src.garbage_bytes,
             now.garbage_bytes,
             self.reported.garbage_bytes,
+        );
+        if now.boundary_changes > self.reported.boundary_changes {
+            log::warn!(
+                "stream '{}': {} changed its multipart boundary mid-stream; following it",
+                self.stream.name,
+                self.label
+            );
+        }
+        add(
+            &src.boundary_changes,
+            now.boundary_changes,
+            self.reported.boundary_changes,
         );
         self.reported = now;
     }

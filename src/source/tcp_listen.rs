@@ -70,7 +70,7 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
             let current = current.clone();
             let thread = format!("src-{}-read", stream.name);
             let spawned = spawn_source_thread(thread, move || {
-                read_upstream(&stream, conn, &peer, (max_frame, silence), id, &current.0)
+                read_upstream(&stream, conn, &peer, (max_frame, silence), id, &current)
             });
             if let Err(e) = spawned {
                 log::error!("cannot start a reader thread for the upstream: {e}");
@@ -86,7 +86,7 @@ fn read_upstream(
     peer: &str,
     (max_frame, silence): (usize, std::time::Duration),
     id: u64,
-    current: &AtomicU64,
+    current: &(AtomicU64, Mutex<Option<TcpStream>>),
 ) {
     let started = Instant::now();
     let mut pump = Pump::new(stream.clone(), max_frame, format!("upstream {peer}"));
@@ -96,8 +96,14 @@ fn read_upstream(
         Ok(()) => pump.run_until_silent(&mut conn, Some(silence)),
         Err(e) => Err(e),
     };
-    if current.load(SeqCst) != id {
-        return; // replaced: the new upstream owns the state now
+    {
+        let mut handle = current.1.lock();
+        if current.0.load(SeqCst) != id {
+            return; // replaced: the new upstream owns the state now
+        }
+        // Our connection is over: drop the shutdown handle too, or its descriptor stays open
+        // until the next upstream arrives.
+        *handle = None;
     }
     let how = match result {
         Ok(()) => "closed the connection".to_string(),

@@ -1,0 +1,522 @@
+//! The HTTP/1.x connection layer: accept, read one request head within a deadline, hand the
+//! request to a thread, write one response, close.
+//!
+//! Why not tiny_http (the first version used it): a camera server must bound what clients
+//! can make it hold, and tiny_http bounds neither its threads (its pool starts a thread for
+//! every connection waiting for a request, with no cap) nor the time a request head may take (a
+//! client sending one byte per second keeps a thread forever), and it hides its sockets, so
+//! per-connection socket options (a Unix socket's send buffer) were out of reach. Its accept
+//! thread also died on the listener's read timeout, and a pool wake-up race made some
+//! connections in a burst wait seconds. Here:
+//!
+//! * one acceptor thread; at most `max_clients` connection threads, counted from accept to
+//!   close (beyond that: `503` written by the acceptor, with a short write timeout, and close);
+//! * a request head must be complete within [`HEAD_TIMEOUT`] and [`MAX_HEAD`] bytes, else
+//!   `408` or `431` and close; a malformed one gets `400`;
+//! * one request per connection (`Connection: close`): a streaming response never ends anyway,
+//!   and a browser simply opens a new connection for the next request. Pipelined requests
+//!   after the first are not read.
+//!
+//! Request heads are parsed by `httparse` (sans-IO, already in the dependency tree through the
+//! HTTP client), responses are written here: they are a status line, a few headers and a body.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default for `--header-timeout`: a request head (request line and headers) must arrive
+/// within this time in total.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted, request line and headers together.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines accepted in one request.
+const MAX_HEADERS: usize = 64;
+/// How long the acceptor spends writing a `503` to a client over the limit.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A client connection: TCP, or a Unix socket behind a local proxy.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(d),
+            Conn::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.set_write_timeout(d),
+            Conn::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// The request methods the relay tells apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Other(String),
+}
+
+/// One parsed request head, and the connection to answer on.
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The request target as sent: path and query, not decoded.
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<(String, String)>,
+    /// The client's address for logs, `unix` for a Unix socket peer.
+    pub peer: String,
+    conn: Conn,
+}
+
+impl Request {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Writes `resp` and closes the connection.
+    pub fn respond(mut self, resp: Response) -> io::Result<()> {
+        let head_only = self.method == Method::Head;
+        let result = resp.write_to(&mut self.conn, self.minor_version, head_only);
+        self.conn.shutdown();
+        result
+    }
+
+    /// The connection, for responses written by hand (`/stream`).
+    pub fn into_conn(self) -> Conn {
+        self.conn
+    }
+}
+
+/// A response body.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Bytes shared with other threads (a frame), written without a copy.
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
+    File(File, u64),
+}
+
+/// A status, headers and a body; always sent with `Content-Length` and `Connection: close`.
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Response {
+    pub fn new(status: u16, body: Body) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn empty(status: u16) -> Response {
+        Response::new(status, Body::Empty)
+    }
+
+    pub fn bytes(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response::new(status, Body::Bytes(body.into()))
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn write_to(self, w: &mut dyn Write, minor: u8, head_only: bool) -> io::Result<()> {
+        let len = match &self.body {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::Shared(b) => b.as_ref().as_ref().len() as u64,
+            Body::File(_, n) => *n,
+        };
+        let mut head = format!(
+            "HTTP/1.{} {} {}\r\n",
+            minor.min(1),
+            self.status,
+            reason(self.status)
+        );
+        for (k, v) in &self.headers {
+            head.push_str(k);
+            head.push_str(": ");
+            head.push_str(v);
+            head.push_str("\r\n");
+        }
+        if self.status != 204 && self.status != 304 {
+            head.push_str(&format!("Content-Length: {len}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        if head_only {
+            return w.write_all(head.as_bytes());
+        }
+        match self.body {
+            Body::Empty => w.write_all(head.as_bytes()),
+            Body::Bytes(mut b) => {
+                // One write for small responses: head and body together.
+                let mut all = head.into_bytes();
+                all.append(&mut b);
+                w.write_all(&all)
+            }
+            Body::Shared(b) => {
+                w.write_all(head.as_bytes())?;
+                w.write_all(b.as_ref().as_ref())
+            }
+            Body::File(mut f, n) => {
+                w.write_all(head.as_bytes())?;
+                io::copy(&mut (&mut f).take(n), w).map(|_| ())
+            }
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Where connections come from.
+pub enum Listener<'a> {
+    Tcp(&'a TcpListener),
+    Unix(&'a UnixListener),
+}
+
+impl Listener<'_> {
+    fn fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Conn, String)> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), a.to_string())),
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Conn::Unix(s), "unix".to_string())),
+        }
+    }
+}
+
+/// Limits of the connection layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connection threads alive at once, from accept to close.
+    pub max_clients: usize,
+    pub client_stack: usize,
+    /// Time allowed for a whole request head.
+    pub head_timeout: Duration,
+    /// Called on every accepted connection before its thread starts (socket options).
+    pub on_accept: fn(&Conn),
+}
+
+/// Accepts until `shutdown` is set; each connection gets its own thread running `handler`.
+/// Returns the count of connection threads still alive, for the caller to wait on.
+pub fn run(
+    listener: Listener<'_>,
+    limits: Limits,
+    shutdown: &AtomicBool,
+    active: Arc<AtomicUsize>,
+    handler: Arc<dyn Fn(Request) + Send + Sync>,
+) {
+    let mut last_error: Option<Instant> = None;
+    while !shutdown.load(SeqCst) {
+        // Wait for a connection at most 100 ms, so shutdown is noticed.
+        let mut pfd = libc::pollfd {
+            fd: listener.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a listening socket we own.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if ready <= 0 {
+            continue;
+        }
+        let (conn, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: the backlog waits meanwhile. Logged at
+                // most every 10 s, and a pause so a persistent error does not spin.
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    log::error!("accepting an HTTP connection failed: {e}; retrying");
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        (limits.on_accept)(&conn);
+        if active.fetch_add(1, SeqCst) >= limits.max_clients {
+            active.fetch_sub(1, SeqCst);
+            log::warn!(
+                "refusing {peer}: {} clients already connected (--max-clients)",
+                limits.max_clients
+            );
+            refuse(conn, "Too many clients; try again later.\n");
+            continue;
+        }
+        let guard = ActiveGuard(active.clone());
+        let handler = handler.clone();
+        let spawned = std::thread::Builder::new()
+            .name("http-client".into())
+            .stack_size(limits.client_stack)
+            .spawn(move || {
+                let _guard = guard;
+                serve_connection(conn, peer, limits.head_timeout, &*handler);
+            });
+        if let Err(e) = spawned {
+            // The closure (and the guard and connection in it) is dropped with the error.
+            log::error!("cannot start a client thread: {e}");
+        }
+    }
+}
+
+/// A `503` from the acceptor thread, which must not wait on a slow client.
+fn refuse(mut conn: Conn, msg: &str) {
+    let _ = conn.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
+    let resp = Response::bytes(503, msg)
+        .with_header("Content-Type", "text/plain; charset=utf-8")
+        .with_header("Retry-After", "1");
+    let _ = resp.write_to(&mut conn, 1, false);
+    conn.shutdown();
+}
+
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+fn serve_connection(mut conn: Conn, peer: String, limit: Duration, handler: &dyn Fn(Request)) {
+    match read_head(&mut conn, limit) {
+        Ok(head) => handler(Request {
+            method: head.method,
+            target: head.target,
+            minor_version: head.minor_version,
+            headers: head.headers,
+            peer,
+            conn,
+        }),
+        Err(HeadError::Closed) => log::debug!("{peer}: closed before sending a request"),
+        Err(e) => {
+            let (status, msg) = match e {
+                HeadError::Timeout => (408, "Request head not complete in time."),
+                HeadError::TooLarge => (431, "Request head too large."),
+                _ => (400, "Malformed request."),
+            };
+            log::debug!("{peer}: {msg} ({status})");
+            let resp = Response::bytes(status, format!("{msg}\n"))
+                .with_header("Content-Type", "text/plain; charset=utf-8");
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = resp.write_to(&mut conn, 1, false);
+            conn.shutdown();
+        }
+    }
+}
+
+/// What went wrong reading a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// The client closed (or reset) before a whole head arrived.
+    Closed,
+    Timeout,
+    TooLarge,
+    Malformed,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub target: String,
+    pub minor_version: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads one request head from `r` within `limit` in total and [`MAX_HEAD`] bytes. Bytes after
+/// the head (a body, pipelined requests) are not read.
+pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
+    let deadline = Instant::now() + limit;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Timeout);
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|_| HeadError::Closed)?;
+        // Read no further than the head could reach, so a body or a pipelined request stays
+        // unread in the socket.
+        let want = chunk.len().min(MAX_HEAD + 1 - buf.len());
+        let n = match conn.read(&mut chunk[..want]) {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadError::Timeout)
+            }
+            Err(_) => return Err(HeadError::Closed),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_head(&buf) {
+            Ok(Some(head)) => {
+                let _ = conn.set_read_timeout(None);
+                return Ok(head);
+            }
+            Ok(None) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `Ok(None)` while the head is incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(_)) => {
+            let method = match req.method.unwrap_or("") {
+                "GET" => Method::Get,
+                "HEAD" => Method::Head,
+                "OPTIONS" => Method::Options,
+                other => Method::Other(other.to_string()),
+            };
+            let headers = req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).trim().to_string(),
+                    )
+                })
+                .collect();
+            Ok(Some(Head {
+                method,
+                target: req.path.unwrap_or("/").to_string(),
+                minor_version: req.version.unwrap_or(1),
+                headers,
+            }))
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(_) => Err(HeadError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_or_say_why_not() {
+        let h = parse_head(b"GET /stream?fps=5 HTTP/1.0\r\nUser-Agent: curl\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.target, "/stream?fps=5");
+        assert_eq!(h.minor_version, 0);
+        assert_eq!(h.headers, vec![("User-Agent".into(), "curl".into())]);
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(req.as_bytes()).unwrap_err(), HeadError::TooLarge);
+        let h = parse_head(b"BREW /pot HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.method, Method::Other("BREW".into()));
+    }
+}

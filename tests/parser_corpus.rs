@@ -1,0 +1,47 @@
+//! The fuzz target's invariants over its seed corpus (real gstreamer and ffmpeg captures, and
+//! any crash input ever found, in fuzz/corpus/parser), in the normal suite on stable Rust:
+//! every chunking gives the same frames, every frame is a whole JPEG within the limit, and the
+//! parser never holds more than the limit plus one header block plus the chunk in hand.
+//! The fuzzer itself: `cd fuzz && cargo +nightly fuzz run parser` (see README).
+
+use mjpeg_relay::parser::{Event, Parser, MAX_HEADER_BLOCK};
+
+fn run(data: &[u8], chunk: usize, limit: usize) -> Vec<Vec<u8>> {
+    let mut p = Parser::new(limit);
+    let mut frames = Vec::new();
+    for c in data.chunks(chunk) {
+        p.push(c, &mut |e| {
+            if let Event::Frame(f) = e {
+                assert!(f.len() <= limit);
+                assert!(f.starts_with(&[0xFF, 0xD8]) && f.ends_with(&[0xFF, 0xD9]));
+                frames.push(f);
+            }
+        });
+        assert!(p.buffered() <= limit + MAX_HEADER_BLOCK + c.len());
+    }
+    frames
+}
+
+#[test]
+fn corpus_keeps_the_fuzz_invariants() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/parser");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        files += 1;
+        for limit in [4096, 8 << 20] {
+            let whole = run(&data, data.len().max(1), limit);
+            for chunk in [1, 2, 3, 7, 64, 1000] {
+                assert_eq!(
+                    run(&data, chunk, limit),
+                    whole,
+                    "chunk {chunk}, limit {limit}"
+                );
+            }
+        }
+        // The real captures hold three frames each (at the default limit).
+        let frames = run(&data, data.len().max(1), 8 << 20);
+        assert!(!frames.is_empty(), "no frame in a corpus capture");
+    }
+    assert!(files >= 3);
+}
