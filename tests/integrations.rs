@@ -25,15 +25,14 @@ fn head_of(addr: &str, path: &str, extra: &str) -> (u16, Vec<(String, String)>) 
     (code, headers)
 }
 
-/// Frames from `path` for `secs` seconds with curl, the real client.
-fn curl_frames(addr: &str, path: &str, secs: f64, extra: &[&str]) -> Vec<Vec<u8>> {
+/// Frames from `url` for `secs` seconds with curl, the real client (`extra`: more curl flags).
+fn curl_frames_url(url: &str, secs: f64, extra: &[&str]) -> Vec<Vec<u8>> {
     require_tool("curl");
-    let url = format!("http://{addr}{path}");
     let out = run_with_timeout(
         Command::new("curl")
             .args(["-s", "-N", "--max-time", &secs.to_string()])
             .args(extra)
-            .arg(&url),
+            .arg(url),
         Duration::from_secs(30),
     );
     let mut p = mjpeg_relay::parser::Parser::new(1 << 24);
@@ -44,6 +43,10 @@ fn curl_frames(addr: &str, path: &str, secs: f64, extra: &[&str]) -> Vec<Vec<u8>
         }
     });
     frames
+}
+
+fn curl_frames(addr: &str, path: &str, secs: f64, extra: &[&str]) -> Vec<Vec<u8>> {
+    curl_frames_url(&format!("http://{addr}{path}"), secs, extra)
 }
 
 #[test]
@@ -444,7 +447,7 @@ fn through_nginx_with_tls_a_slow_client_stays_live() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut frames = Vec::new();
     while frames.len() < 5 && Instant::now() < deadline {
-        frames = curl_frames_url(&url, 1.5);
+        frames = curl_frames_url(&url, 1.5, &["-k"]);
     }
     assert!(
         frames.len() >= 5,
@@ -510,19 +513,4 @@ while marks:
     // further behind every second.
     assert!(lags.iter().all(|l| *l <= 90), "{lags:?}");
     assert!(lags[3] <= lags[1] + 20, "drifting: {lags:?}");
-}
-
-fn curl_frames_url(url: &str, secs: f64) -> Vec<Vec<u8>> {
-    let out = run_with_timeout(
-        Command::new("curl").args(["-s", "-k", "-N", "--max-time", &secs.to_string(), url]),
-        Duration::from_secs(30),
-    );
-    let mut p = mjpeg_relay::parser::Parser::new(1 << 24);
-    let mut frames = Vec::new();
-    p.push(&out.stdout, &mut |e| {
-        if let mjpeg_relay::parser::Event::Frame(f) = e {
-            frames.push(f);
-        }
-    });
-    frames
 }
