@@ -136,7 +136,7 @@ impl Request {
     pub fn respond(mut self, resp: Response) -> io::Result<()> {
         let head_only = self.method == Method::Head;
         let result = resp.write_to(&mut self.conn, self.minor_version, head_only);
-        self.conn.shutdown();
+        linger_close(self.conn);
         result
     }
 
@@ -145,6 +145,32 @@ impl Request {
         self.conn
     }
 }
+
+/// Closes after a response. Closing a socket with unread input (a request body, pipelined
+/// requests) makes the kernel send a reset, which can destroy the response in flight to the
+/// client; so: end our side, read and discard briefly until the client closes, then close.
+fn linger_close(mut conn: Conn) {
+    let _ = match &conn {
+        Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+        Conn::Unix(s) => s.shutdown(Shutdown::Write),
+    };
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 64 * 1024 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match conn.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Longest wait for a client to close after its response (see `linger_close`).
+const LINGER: Duration = Duration::from_millis(500);
 
 /// A response body.
 pub enum Body {
@@ -387,7 +413,7 @@ fn serve_connection(mut conn: Conn, peer: String, limit: Duration, handler: &dyn
                 .with_header("Content-Type", "text/plain; charset=utf-8");
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = resp.write_to(&mut conn, 1, false);
-            conn.shutdown();
+            linger_close(conn);
         }
     }
 }
