@@ -432,3 +432,25 @@ fn sigterm_with_500_clients_exits_zero_within_two_seconds() {
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn sighup_is_logged_and_ignored_and_sigpipe_never_kills() {
+    let (relay, mut viewer, _) = pattern(&[]);
+    relay.signal(libc::SIGHUP);
+    assert!(relay.wait_log("SIGHUP received and ignored", Duration::from_secs(5)));
+    // Writes to clients that vanished raise SIGPIPE unless it is ignored: 20 of them.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(&relay.http).unwrap();
+        s.write_all(b"GET /stream HTTP/1.1\r\nUser-Agent: curl/8.0\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 100];
+        let _ = s.read(&mut buf);
+        drop(s);
+    }
+    live(&mut viewer, 10);
+    let mut relay = relay;
+    assert!(
+        relay.child.try_wait().unwrap().is_none(),
+        "the relay exited"
+    );
+}
