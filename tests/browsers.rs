@@ -103,6 +103,7 @@ fn chromium(url: &str) -> (Browser, mpsc::Receiver<(SystemTime, String)>) {
 enum Engine {
     Chromium,
     WebKit,
+    Firefox,
 }
 
 /// What an open browser reports: each change of picture, with the wall-clock time it was seen
@@ -113,6 +114,7 @@ enum Open {
         lines: mpsc::Receiver<(SystemTime, String)>,
     },
     WebKit(WebKit),
+    Firefox(Firefox),
 }
 
 impl Open {
@@ -136,6 +138,7 @@ impl Open {
                 }
                 out
             }
+            Open::Firefox(f) => f.paints(),
             // The page keeps the same records in window.mjpegRelayPaints, with Date.now().
             Open::WebKit(w) => {
                 let v = w.script("return window.mjpegRelayPaints || []");
@@ -161,7 +164,13 @@ impl Open {
 /// browser's viewer is connected, and returns the paint delay of each frame in ms: from the
 /// relay having the frame to the page seeing its colour.
 fn paint_delays(engine: Engine, query: &str, n: usize) -> Vec<f64> {
-    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    // The upstream is quiet while the browser starts: keep it beyond --source-timeout.
+    let relay = Relay::start(&[
+        "--source",
+        "tcp-listen:127.0.0.1:0",
+        "--source-timeout",
+        "120",
+    ]);
     let mut up = TcpStream::connect(relay.upstream.as_ref().unwrap()).unwrap();
     // A first frame so the page has a picture; then wait for the browser's stream client.
     up.write_all(&gst_part(&solid_jpeg([0, 0, 0]))).unwrap();
@@ -172,6 +181,7 @@ fn paint_delays(engine: Engine, query: &str, n: usize) -> Vec<f64> {
             Open::Chromium { _browser, lines }
         }
         Engine::WebKit => Open::WebKit(WebKit::open(&url)),
+        Engine::Firefox => Open::Firefox(Firefox::open(&url)),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -468,4 +478,220 @@ fn chromium_viewer_trails_the_newest_frame_by_at_most_one() {
     );
     assert!(median <= 1, "median {median} frames behind: {lags:?}");
     assert!(p90 <= 2, "p90 {p90} frames behind: {lags:?}");
+}
+
+/// Firefox ESR on an Xvfb display, driven over Marionette (its built-in remote protocol:
+/// length-prefixed JSON on a TCP port). Its canvas `drawImage` of a multipart `<img>` keeps
+/// returning the first part, so the page cannot report paints; instead a thread takes
+/// screenshots back to back (about 30 ms each) and the centre pixel of each is read afterwards.
+struct Firefox {
+    /// `xvfb-run … firefox-esr` in its own process group, killed whole on drop.
+    child: Child,
+    _profile: TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shots: Option<std::thread::JoinHandle<Shots>>,
+}
+
+/// Screenshots (PNG) with the time each came back.
+type Shots = Vec<(SystemTime, Vec<u8>)>;
+
+struct Marionette {
+    sock: TcpStream,
+    id: u64,
+}
+
+impl Marionette {
+    fn connect(port: u16) -> Marionette {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let sock = loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Firefox's Marionette port did not open"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut m = Marionette { sock, id: 0 };
+        m.read(); // the greeting
+        m
+    }
+
+    fn read(&mut self) -> serde_json::Value {
+        use std::io::Read;
+        let mut len = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            self.sock.read_exact(&mut b).expect("marionette read");
+            if b[0] == b':' {
+                break;
+            }
+            len.push(b[0]);
+        }
+        let n: usize = String::from_utf8(len).unwrap().parse().unwrap();
+        let mut body = vec![0u8; n];
+        self.sock.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn cmd(&mut self, name: &str, params: serde_json::Value) -> serde_json::Value {
+        self.id += 1;
+        let msg = serde_json::json!([0, self.id, name, params]).to_string();
+        write!(self.sock, "{}:{msg}", msg.len()).unwrap();
+        let reply = self.read();
+        assert!(reply[2].is_null(), "{name} failed: {}", reply[2]);
+        reply[3].clone()
+    }
+}
+
+impl Firefox {
+    fn open(url: &str) -> Firefox {
+        require_tool("firefox-esr");
+        require_tool("xvfb-run");
+        require_tool("ffmpeg");
+        let profile = TempDir::new("firefox-marionette");
+        let port = free_port();
+        std::fs::write(
+            profile.0.join("user.js"),
+            format!("user_pref(\"marionette.port\", {port});\n"),
+        )
+        .unwrap();
+        let child = Command::new("xvfb-run")
+            .args([
+                "-a",
+                "-s",
+                "-screen 0 800x600x24",
+                "firefox-esr",
+                "--marionette",
+                "--no-remote",
+            ])
+            .arg("--profile")
+            .arg(&profile.0)
+            .arg("about:blank")
+            .env_remove("MOZ_HEADLESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start firefox-esr");
+        let mut m = Marionette::connect(port);
+        m.cmd(
+            "WebDriver:NewSession",
+            serde_json::json!({"capabilities": {}}),
+        );
+        m.cmd("WebDriver:Navigate", serde_json::json!({ "url": url }));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let shots = std::thread::spawn(move || {
+            use base64_decode as b64;
+            let mut out = Vec::new();
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) && out.len() < 2000 {
+                let v = m.cmd(
+                    "WebDriver:TakeScreenshot",
+                    serde_json::json!({"full": false}),
+                );
+                // Stamped after the picture came back: a paint seen in it happened before.
+                out.push((SystemTime::now(), b64(v["value"].as_str().unwrap())));
+            }
+            out
+        });
+        Firefox {
+            child,
+            _profile: profile,
+            stop,
+            shots: Some(shots),
+        }
+    }
+
+    /// The centre pixel of every screenshot, decoded by ffmpeg in one go.
+    fn paints(&mut self) -> Vec<(SystemTime, [i32; 3])> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let shots = self.shots.take().unwrap().join().unwrap();
+        let dir = TempDir::new("firefox-shots");
+        for (i, (_, png)) in shots.iter().enumerate() {
+            std::fs::write(dir.0.join(format!("s{i:05}.png")), png).unwrap();
+        }
+        let out = run_with_timeout(
+            Command::new("ffmpeg")
+                .args(["-loglevel", "error", "-f", "image2", "-i"])
+                .arg(dir.0.join("s%05d.png"))
+                .args([
+                    "-vf",
+                    "crop=2:2:(iw-2)/2:(ih-2)/2-15",
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-",
+                ]),
+            Duration::from_secs(120),
+        );
+        assert_eq!(out.stdout.len(), shots.len() * 12, "decoded screenshots");
+        shots
+            .iter()
+            .zip(out.stdout.chunks(12))
+            .map(|((at, _), px)| (*at, [i32::from(px[0]), i32::from(px[1]), i32::from(px[2])]))
+            .collect()
+    }
+}
+
+impl Drop for Firefox {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created for xvfb-run and its children.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Standard base64 (RFC 4648) decoding, for Marionette's screenshots.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | u32::from(val(*c)) << (18 - 6 * i));
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
+
+/// Firefox paints a part as soon as its bytes are in, in either layout: unlike Chromium and
+/// WebKit it does not wait for the next part's header block. (Resolution: one screenshot,
+/// about 30 ms, plus Firefox's own repaint.)
+#[test]
+fn firefox_paints_at_once_in_both_layouts() {
+    for (query, name) in [("", "advance"), ("&advance_headers=0", "framed")] {
+        let delays = paint_delays(Engine::Firefox, query, 5);
+        eprintln!("firefox paint delay, {name} layout (ms): {delays:.1?}");
+        for (k, d) in delays.iter().enumerate() {
+            assert!(
+                *d <= 300.0,
+                "{name}: frame {k} painted {d:.0} ms after it was sent: {delays:.0?}"
+            );
+        }
+    }
 }
