@@ -312,7 +312,7 @@ pub struct Limits {
 }
 
 /// Accepts until `shutdown` is set; each connection gets its own thread running `handler`.
-/// Returns the count of connection threads still alive, for the caller to wait on.
+/// `active` counts the connection threads alive, for the caller to wait on at shutdown.
 pub fn run(
     listener: Listener<'_>,
     limits: Limits,
@@ -437,7 +437,7 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
 }
 
-/// Reads one request head from `r` within `limit` in total and [`MAX_HEAD`] bytes. Bytes after
+/// Reads one request head from `conn` within `limit` in total and [`MAX_HEAD`] bytes. Bytes after
 /// the head (a body, pipelined requests) are not read.
 pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
     let deadline = Instant::now() + limit;
@@ -467,7 +467,20 @@ pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
             }
             Err(_) => return Err(HeadError::Closed),
         };
+        let first = buf.is_empty();
+        let scan_from = buf.len().saturating_sub(2);
         buf.extend_from_slice(&chunk[..n]);
+        // Parse the first read (a TLS hello or other garbage gets its 400 at once) and then only
+        // when a blank line may have arrived: re-parsing the whole head on every read would let
+        // a client sending a byte at a time make us parse ~MAX_HEAD²/2 bytes.
+        let may_end = memchr::memmem::find(&buf[scan_from..], b"\n\n").is_some()
+            || memchr::memmem::find(&buf[scan_from..], b"\n\r\n").is_some();
+        if !first && !may_end {
+            if buf.len() > MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            continue;
+        }
         match parse_head(&buf) {
             Ok(Some(head)) => {
                 let _ = conn.set_read_timeout(None);
@@ -544,5 +557,52 @@ mod tests {
         assert_eq!(parse_head(req.as_bytes()).unwrap_err(), HeadError::TooLarge);
         let h = parse_head(b"BREW /pot HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.method, Method::Other("BREW".into()));
+    }
+
+    /// `read_head` over a socket pair, the client side writing `pieces` one at a time.
+    fn read_in_pieces(pieces: &[&[u8]]) -> Result<Head, HeadError> {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = std::thread::spawn(move || {
+            for p in pieces {
+                if client.write_all(&p).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Keep our end open a moment: the result must come from the bytes, not an EOF.
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let got = read_head(&mut Conn::Unix(server), Duration::from_secs(5));
+        writer.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn heads_arriving_in_any_pieces_are_read_whole() {
+        let head = b"GET /stream HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\n\r\n";
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        let h = read_in_pieces(&bytes).unwrap();
+        assert_eq!(h.target, "/stream");
+        assert_eq!(h.headers.len(), 2);
+        // The blank line split across reads, with CRLF and with bare LF.
+        let h = read_in_pieces(&[b"GET /a HTTP/1.1\r\nHost: x\r\n\r", b"\n"]).unwrap();
+        assert_eq!(h.target, "/a");
+        let h = read_in_pieces(&[b"GET /b HTTP/1.0\n", b"Host: x\n", b"\n"]).unwrap();
+        assert_eq!(h.target, "/b");
+        // Garbage is refused on its first read, a bad header line once the head is complete.
+        assert_eq!(
+            read_in_pieces(&[b"\x16\x03\x01\x02\x00"]).unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            read_in_pieces(&[b"GET / HTTP/1.1\r\n", b"Bad Header\r\n", b"\r\n"]).unwrap_err(),
+            HeadError::Malformed
+        );
+        // Endless header lines: refused past MAX_HEAD even without a blank line.
+        let line = b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let mut pieces: Vec<&[u8]> = vec![b"GET / HTTP/1.1\r\n"];
+        pieces.extend(std::iter::repeat_n(&line[..], MAX_HEAD / line.len() + 2));
+        assert_eq!(read_in_pieces(&pieces).unwrap_err(), HeadError::TooLarge);
     }
 }
