@@ -27,6 +27,7 @@ fn main() {
     };
     logger::init(cfg.log_level);
     raise_fd_limit();
+    limit_malloc_arenas();
 
     let shutdown = Arc::new(AtomicBool::new(false));
     if let Err(e) = watch_signals(shutdown.clone()) {
@@ -161,5 +162,19 @@ fn raise_fd_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// glibc gives threads their own malloc arenas, up to 8 per core, and each arena keeps the
+/// memory it once held. With a thread per client and a new source thread per upstream
+/// connection, that made RSS climb ~290 KB with every upstream reconnect in the soak test
+/// (one more arena each time) until the cap. The relay barely allocates on its hot path (one
+/// frame buffer per upstream frame, on the source thread; client threads share it), so a
+/// second arena is all the concurrency it needs. No-op outside glibc.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc tunable; it takes malloc's own lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
