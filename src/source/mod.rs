@@ -210,6 +210,10 @@ pub struct Pump {
     label: String,
     drops: DropLog,
     format_logged: bool,
+    /// Frames completed by the current chunk, published once the chunk's counters are in
+    /// `/status` (so a viewer that got the frame after a bad part sees that part counted).
+    /// Holds at most the frames of one read; emptied, capacity kept, on every chunk.
+    ready: Vec<Vec<u8>>,
 }
 
 impl Pump {
@@ -226,6 +230,7 @@ impl Pump {
             label,
             drops: DropLog::default(),
             format_logged: false,
+            ready: Vec::new(),
         }
     }
 
@@ -310,15 +315,13 @@ impl Pump {
         let stream = &self.stream;
         let drops = &mut self.drops;
         let label = &self.label;
-        let mut published = false;
+        let ready = &mut self.ready;
         self.parser.push(bytes, &mut |event| match event {
-            Event::Frame(jpeg) => {
-                stream.publish(&jpeg);
-                published = true;
-            }
+            Event::Frame(jpeg) => ready.push(jpeg),
             Event::Dropped(reason) => drops.note(stream, label, reason),
         });
-        if published && !self.format_logged {
+        self.sync_stats();
+        if !self.ready.is_empty() && !self.format_logged {
             self.format_logged = true;
             let format = match self.parser.format() {
                 crate::parser::Format::Multipart { boundary } => {
@@ -329,12 +332,14 @@ impl Pump {
             };
             log::info!(
                 "stream '{}': first frame from {} ({format})",
-                stream.name,
-                label
+                self.stream.name,
+                self.label
             );
-            stream.set_format(format);
+            self.stream.set_format(format);
         }
-        self.sync_stats();
+        for jpeg in self.ready.drain(..) {
+            self.stream.publish(&jpeg);
+        }
     }
 
     /// Adds what the parser counted since the last call to the stream's totals.
