@@ -154,7 +154,8 @@ fn part(jpeg: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Sends frames on absolute deadlines until `until`; returns the last sequence number sent.
+/// Sends frames on absolute deadlines until `until`, keeping the last sequence number sent in
+/// `sent`.
 fn run_upstream(mode: UpMode, maker: FrameMaker, fps: f64, until: Instant, sent: Arc<AtomicU64>) {
     let mut sock = match &mode {
         UpMode::Push(addr) => {
@@ -184,20 +185,25 @@ fn run_upstream(mode: UpMode, maker: FrameMaker, fps: f64, until: Instant, sent:
     let _ = sock.set_nodelay(true);
     let interval = Duration::from_secs_f64(1.0 / fps);
     let start = Instant::now();
-    let mut seq = 0u64;
+    // Sequence numbers start at the wall clock in µs, so they keep growing across runs against
+    // the same relay (the soak): a client that first gets the previous run's last frame does
+    // not count the new run's frames as reordered.
+    let first = now_us();
+    let mut n = 0u32;
     loop {
-        seq += 1;
-        let due = start + interval * (seq - 1) as u32;
+        let due = start + interval * n;
         if due >= until {
             break;
         }
         if let Some(w) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(w);
         }
+        let seq = first + u64::from(n);
         if sock.write_all(&part(&maker.make(seq))).is_err() {
             break;
         }
         sent.store(seq, SeqCst);
+        n += 1;
     }
 }
 
