@@ -245,14 +245,7 @@ fn exec_child_is_restarted_and_its_process_group_stopped_with_the_relay() {
     );
     // Stop the relay: nothing of the command is left.
     relay.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        relay.child.try_wait().unwrap().and_then(|s| s.code()),
-        Some(0)
-    );
+    assert_eq!(relay.wait_exit(Duration::from_secs(10)).0.code(), Some(0));
     let left = live_processes(&marker, Some(second));
     assert!(
         left.is_empty(),

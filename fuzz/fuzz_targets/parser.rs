@@ -1,5 +1,6 @@
-//! The sans-IO parser against arbitrary bytes. Run: `cargo +nightly fuzz run parser`
-//! (the corpus starts from real gstreamer and ffmpeg captures in fuzz/corpus/parser).
+//! The sans-IO parser against arbitrary bytes. Run (from fuzz/):
+//! `cargo +nightly fuzz run parser /tmp/fuzz-corpus corpus/parser` — new units go to the
+//! first, scratch directory; the seeds in corpus/parser are real gstreamer and ffmpeg captures.
 //!
 //! Invariants checked on every input:
 //! - no panic;

@@ -130,6 +130,19 @@ impl Relay {
             libc::kill(self.pid(), sig);
         }
     }
+
+    /// Waits up to `limit` for the relay to exit; its status and how long it took, or a
+    /// failed test if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, t.elapsed());
+            }
+            assert!(t.elapsed() < limit, "relay still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Relay {
