@@ -339,25 +339,6 @@ fn upstream_loss_keeps_viewers_and_shows_no_signal_until_the_upstream_returns() 
 }
 
 #[test]
-fn silent_upstream_is_dropped_after_the_source_timeout() {
-    let relay = Relay::start(&[
-        "--source",
-        "tcp-listen:127.0.0.1:0",
-        "--source-timeout",
-        "1",
-    ]);
-    let up = relay.upstream.clone().unwrap();
-    let mut s = TcpStream::connect(&up).unwrap();
-    s.write_all(&gst_part(&frame(1, 100))).unwrap();
-    assert!(
-        relay.wait_log("no whole frame for", Duration::from_secs(5)),
-        "{}",
-        relay.log_text()
-    );
-    assert_eq!(relay.status()["streams"][0]["source"]["state"], "lost");
-}
-
-#[test]
 fn two_named_streams_each_viewer_gets_only_its_own() {
     let dir = TempDir::new("two-streams");
     for (name, base) in [("a", 100u64), ("b", 200)] {
