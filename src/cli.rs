@@ -40,6 +40,8 @@ pub struct Config {
     pub static_dir: Option<std::path::PathBuf>,
     pub header_timeout: Duration,
     pub log_level: log::LevelFilter,
+    /// Things worth a log line once logging is set up (parsing happens before).
+    pub notes: Vec<String>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             static_dir: None,
             header_timeout: crate::http::server::HEAD_TIMEOUT,
             log_level: log::LevelFilter::Info,
+            notes: Vec::new(),
         }
     }
 }
@@ -111,9 +114,11 @@ OPTIONS:
     --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]; unix:PATH serves on
                             a Unix socket (for a reverse proxy on the same host)
     --auth USER:PASS        Require HTTP Basic auth on every endpoint
-    --auth-file PATH        The same, USER:PASS read from a file (keeps it out of ps)
+    --auth-file PATH        The same, USER:PASS read from a file (keeps it out of ps): the
+                            first line that is not empty or a # comment; none means no login
     --token TOKEN           Require ?token=TOKEN or Authorization: Bearer TOKEN (or Basic, if
-                            --auth is also set) on every endpoint
+                            --auth is also set) on every endpoint. At least 8 characters,
+                            no spaces, & or #
     --allow-origin ORIGIN   Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
                             https://dashboard.example
     --static DIR            Serve DIR at / (the viewer moves to /viewer)
@@ -237,7 +242,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 let v = string(&mut p, "--auth-file")?;
                 let up = crate::auth::read_auth_file(std::path::Path::new(&v))
                     .map_err(|e| format!("--auth-file: {e}"))?;
-                cfg.auth = Some(up);
+                if up.is_none() {
+                    cfg.notes.push(format!(
+                        "--auth-file {v} holds no USER:PASS line (only comments): no login required"
+                    ));
+                }
+                cfg.auth = up;
             }
             Long("token") => {
                 let v = string(&mut p, "--token")?;
@@ -505,6 +515,14 @@ mod tests {
         assert_eq!(names, ["door", "yard_2"]);
         assert_eq!(c.streams[1].source_text, "http://u:***@cam/v");
         assert_eq!(c.no_signal_after, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn help_states_the_token_rule() {
+        assert!(HELP.contains("At least 8 characters"));
+        let e = run(&["--token", "seven77"]).unwrap_err();
+        assert!(e.contains("at least 8 characters"), "{e}");
+        assert!(run(&["--token", "eight888"]).is_ok());
     }
 
     #[test]

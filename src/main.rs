@@ -26,6 +26,9 @@ fn main() {
         }
     };
     logger::init(cfg.log_level);
+    for note in &cfg.notes {
+        log::info!("{note}");
+    }
     raise_fd_limit();
     limit_malloc_arenas();
 
@@ -115,12 +118,14 @@ fn main() {
         );
     }
     let served = http::serve(listener, streams, cfg.named, http_cfg, &shutdown);
+    // Sources first learn that we are stopping, then their commands are stopped: a command
+    // that ends now is not logged as a lost source.
+    drop(stop_sources);
     source::exec::kill_all();
     if let Err(e) = served {
         log::error!("HTTP server failed: {e}");
         exit(1);
     }
-    drop(stop_sources);
     log::info!("stopped");
     // Client threads still blocked in a write to a stalled socket end with the process.
     exit(0);

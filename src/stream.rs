@@ -59,9 +59,13 @@ pub struct SourceInfo {
     pub state: SourceState,
     /// The upstream's address, when there is one.
     pub peer: Option<String>,
-    /// Detected format, e.g. `multipart boundary=spionisto`.
+    /// Detected format, e.g. `multipart boundary=spionisto`: the last one seen, kept while
+    /// the source is down.
     pub format: Option<String>,
     pub since: Instant,
+    /// Why the source last failed (`connection refused`, `HTTP 404`, `exited with status
+    /// 127`), and when; kept after it recovers, so `/status` says what the last outage was.
+    pub last_error: Option<(String, Instant)>,
 }
 
 /// Input rate over the last completed window of about a second.
@@ -116,6 +120,7 @@ impl Stream {
                     peer: None,
                     format: None,
                     since: now,
+                    last_error: None,
                 }),
             },
             clients: ClientRegistry::default(),
@@ -175,14 +180,34 @@ impl Stream {
         crate::nosignal::jpeg_dimensions(frame.jpeg())
     }
 
+    /// `since` (how long the source has been in this state) moves only when the state does.
     pub fn set_state(&self, state: SourceState, peer: Option<String>) {
         let mut info = self.source.info.lock();
-        info.state = state;
-        info.peer = peer;
-        info.since = Instant::now();
-        if state != SourceState::Live {
-            info.format = None;
+        if info.state != state {
+            info.state = state;
+            info.since = Instant::now();
         }
+        info.peer = peer;
+    }
+
+    /// A connection attempt reached the upstream: record where. The state stays (a source
+    /// that is down is not live again until a frame arrives, see [`Stream::set_live`]).
+    pub fn set_peer(&self, peer: String) {
+        self.source.info.lock().peer = Some(peer);
+    }
+
+    /// Frames are flowing again: `live`, keeping the peer the source set when it connected.
+    pub fn set_live(&self) {
+        let mut info = self.source.info.lock();
+        if info.state != SourceState::Live {
+            info.state = SourceState::Live;
+            info.since = Instant::now();
+        }
+    }
+
+    /// Records why the source failed, for `/status` and the viewer page.
+    pub fn set_error(&self, error: String) {
+        self.source.info.lock().last_error = Some((error, Instant::now()));
     }
 
     pub fn set_format(&self, format: String) {

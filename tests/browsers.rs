@@ -8,9 +8,7 @@
 //! WebDriver. The upstream sends one solid-colour
 //! frame per second, so each paint can be matched to the frame that caused it.
 
-mod common;
-
-use common::*;
+use mjpeg_testkit::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -394,7 +392,7 @@ fn minibrowser() -> String {
         .flatten()
         .map(|d| d.path().join("webkit2gtk-4.1/MiniBrowser"))
         .find(|p| p.is_file())
-        .expect("WebKitGTK's MiniBrowser is not installed (.ci/run installs webkit2gtk-driver)")
+        .expect("WebKitGTK's MiniBrowser is not installed: it comes with the Debian package 'webkit2gtk-driver' (scripts/test installs it)")
         .display()
         .to_string()
 }

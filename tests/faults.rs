@@ -3,10 +3,8 @@
 //! fault is counted or logged, that another viewer is still served live afterwards, and that
 //! threads and file descriptors return to where they were.
 
-mod common;
-
-use common::*;
 use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
+use mjpeg_testkit::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};

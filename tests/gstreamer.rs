@@ -2,10 +2,8 @@
 //! over tcpclientsink and through a pipe, read back over HTTP. Never skipped: `.ci/run`
 //! installs gstreamer, and a missing gst-launch-1.0 fails the test with the reason.
 
-mod common;
-
-use common::*;
 use mjpeg_relay::testjpeg::is_whole_jpeg;
+use mjpeg_testkit::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -88,10 +86,11 @@ fn gst_fdsink_piped_into_stdin() {
         frames.len()
     );
     assert!(frames.iter().all(|f| is_whole_jpeg(f)));
-    // When the pipeline ends, the relay says so and keeps serving the last picture.
+    // When the pipeline ends, the stream has ended, and every place says so (the full check,
+    // with the SOURCE ENDED picture, is in tests/operator.rs).
     assert!(relay.wait_log("stdin reached end of input", Duration::from_secs(15)));
     assert_eq!(relay.status()["streams"][0]["source"]["state"], "ended");
     let (code, _, body) = get(&relay.http, "/snapshot");
-    assert_eq!(code, 200);
-    assert!(is_whole_jpeg(&body));
+    assert_eq!(code, 503);
+    assert!(String::from_utf8_lossy(&body).contains("The source ended"));
 }

@@ -2,10 +2,8 @@
 //! rates, access control, CORS, static files, metrics, a Unix socket, nginx with TLS in front,
 //! and how far behind the newest frame Chromium's displayed picture is.
 
-mod common;
-
-use common::*;
 use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
+use mjpeg_testkit::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -331,7 +329,7 @@ fn serves_on_a_unix_socket() {
     let sock = dir.0.join("http.sock");
     std::fs::write(&sock, b"stale").unwrap();
     let spec = format!("unix:{}", sock.display());
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(relay_bin())
         .args(["--http", &spec, "--fps", "20", "--size", "160x120"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -389,7 +387,7 @@ fn through_nginx_with_tls_a_slow_client_stays_live() {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx is not installed; .ci/run installs it");
+        .expect("nginx is not installed: it comes with the Debian package 'nginx' (scripts/test installs it)");
     let dir = TempDir::new("nginx");
     let d = |f: &str| dir.0.join(f).display().to_string();
     let gen = run_with_timeout(
@@ -513,4 +511,33 @@ while marks:
     // further behind every second.
     assert!(lags.iter().all(|l| *l <= 90), "{lags:?}");
     assert!(lags[3] <= lags[1] + 20, "drifting: {lags:?}");
+}
+
+#[test]
+fn curl_http10_reads_the_stream() {
+    require_tool("curl");
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let _up = Upstream::start(relay.upstream.as_ref().unwrap(), 30.0, 300, 1000);
+    let url = format!("http://{}/stream", relay.http);
+    let out = run_with_timeout(
+        std::process::Command::new("curl").args(["-0", "-s", "-N", "--max-time", "1.5", &url]),
+        Duration::from_secs(10),
+    );
+    let mut p = mjpeg_relay::parser::Parser::new(1 << 20);
+    let mut seqs = Vec::new();
+    p.push(&out.stdout, &mut |e| {
+        if let mjpeg_relay::parser::Event::Frame(f) = e {
+            seqs.push(seq_of(&f).unwrap());
+        }
+    });
+    assert!(seqs.len() >= 10, "curl -0 got {} frames", seqs.len());
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // curl's own User-Agent is not a browser's: every part is framed, with its length.
+    let body = String::from_utf8_lossy(&out.stdout);
+    let lengths = body.matches("\r\nContent-Length: ").count();
+    assert!(
+        lengths >= seqs.len(),
+        "{lengths} Content-Length headers for {} frames",
+        seqs.len()
+    );
 }

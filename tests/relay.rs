@@ -1,10 +1,8 @@
 //! End to end with the real binary: a test upstream pushes frames carrying sequence numbers
 //! into `tcp-listen`, real sockets read them back over HTTP.
 
-mod common;
-
-use common::*;
 use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
+use mjpeg_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -236,35 +234,6 @@ fn snapshot_status_head_errors_and_http10() {
     drop(up);
 }
 
-#[test]
-fn curl_http10_reads_the_stream() {
-    require_tool("curl");
-    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
-    let _up = Upstream::start(relay.upstream.as_ref().unwrap(), 30.0, 300, 1000);
-    let url = format!("http://{}/stream", relay.http);
-    let out = run_with_timeout(
-        std::process::Command::new("curl").args(["-0", "-s", "-N", "--max-time", "1.5", &url]),
-        Duration::from_secs(10),
-    );
-    let mut p = mjpeg_relay::parser::Parser::new(1 << 20);
-    let mut seqs = Vec::new();
-    p.push(&out.stdout, &mut |e| {
-        if let mjpeg_relay::parser::Event::Frame(f) = e {
-            seqs.push(seq_of(&f).unwrap());
-        }
-    });
-    assert!(seqs.len() >= 10, "curl -0 got {} frames", seqs.len());
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    // curl's own User-Agent is not a browser's: every part is framed, with its length.
-    let body = String::from_utf8_lossy(&out.stdout);
-    let lengths = body.matches("\r\nContent-Length: ").count();
-    assert!(
-        lengths >= seqs.len(),
-        "{lengths} Content-Length headers for {} frames",
-        seqs.len()
-    );
-}
-
 /// The core promise: a slow reader skips frames and stays near live; a reader that never
 /// reads does not hold anyone back; a fast reader gets nearly everything.
 #[test]
@@ -473,13 +442,13 @@ fn default_test_pattern_serves_jpegs() {
 
 #[test]
 fn bad_command_line_exits_2_with_the_flag_named() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(relay_bin())
         .args(["--source", "nonsense"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--source"));
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(relay_bin())
         .arg("--help")
         .output()
         .unwrap();
@@ -488,7 +457,7 @@ fn bad_command_line_exits_2_with_the_flag_named() {
     // Address in use: exit 1 with the reason.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(relay_bin())
         .args(["--http", &addr])
         .output()
         .unwrap();

@@ -114,6 +114,11 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "address": info.peer,
                     "format": info.format,
                     "state_for_s": round3(info.since.elapsed().as_secs_f64()),
+                    "last_error": info.last_error.as_ref().map(|(e, _)| e),
+                    "last_error_age_s": info
+                        .last_error
+                        .as_ref()
+                        .map(|(_, t)| round3(t.elapsed().as_secs_f64())),
                     "connections": connections,
                     "reconnects": connections.saturating_sub(1),
                     "frames_in": src.frames_in.load(SeqCst),

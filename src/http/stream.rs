@@ -5,7 +5,7 @@ use super::server::{Body, Method, Request, Response};
 use super::{send, text, NoCache, Shared};
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
 use crate::slot::{Frame, Next};
-use crate::stream::Stream;
+use crate::stream::{SourceState, Stream};
 use std::io::{self, Write};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -89,7 +89,13 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
 }
 
 pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
-    match newest_real_frame(stream) {
+    let info = stream.source_info();
+    // An ended source sends nothing more: answer at once, and do not invite a retry.
+    let frame = match info.state {
+        SourceState::Ended => None,
+        _ => newest_real_frame(stream),
+    };
+    match frame {
         Some(frame) => {
             let ts = timestamp(frame.arrived);
             let resp = Response::new(200, Body::Shared(Arc::new(FrameBody(frame))))
@@ -99,11 +105,39 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
             send(rq, resp, shared);
         }
         None => {
-            let state = stream.source_info().state.as_str();
-            let msg = format!(
-                "No frame from the source yet (source state: {state}). Try again shortly.\n"
-            );
-            send(rq, text(503, &msg).with_header("Retry-After", "1"), shared);
+            let why = info
+                .last_error
+                .as_ref()
+                .map(|(e, _)| format!(": {e}"))
+                .unwrap_or_default();
+            let since = info.since.elapsed().as_secs();
+            let resp = match info.state {
+                SourceState::Ended => text(
+                    503,
+                    &format!(
+                        "The source ended {since} s ago{why}. No new picture will come; restart \
+                         mjpeg-relay with a running source.\n"
+                    ),
+                ),
+                SourceState::Connecting => text(
+                    503,
+                    "No frame from the source yet (connecting). Try again shortly.\n",
+                )
+                .with_header("Retry-After", "1"),
+                _ => text(
+                    503,
+                    &format!(
+                        "No live picture: the source has sent no frame for {} s{why}. The relay \
+                         keeps reconnecting; try again later.\n",
+                        stream
+                            .last_frame_age()
+                            .unwrap_or_else(|| stream.created.elapsed())
+                            .as_secs()
+                    ),
+                )
+                .with_header("Retry-After", "5"),
+            };
+            send(rq, resp, shared);
         }
     }
 }

@@ -7,17 +7,21 @@
 //! with SIGKILL, `sh` gets SIGKILL too (`PR_SET_PDEATHSIG`), and the rest of the pipeline gets
 //! EPIPE/SIGPIPE on its next write into the closed pipe; nothing keeps running for long.
 //!
-//! The command's stderr goes to our log, one line per line, prefixed with the stream name.
+//! The command's stderr goes to our log, one line per line, prefixed with the stream name. A
+//! command that fails at once and is restarted every 10 s would repeat the same lines
+//! forever, so a line already logged in the last [`REPEAT_QUIET`] goes to debug level instead;
+//! the last line is also kept as the reason the command ended (`/status` `last_error`).
 
 use super::reconnect::Upstream;
 use super::spawn_source_thread;
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Process groups of running commands; emptied by [`kill_all`]. At most one per exec source.
@@ -30,8 +34,39 @@ const MAX_LOG_LINE: usize = 1000;
 /// Time a command gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_millis(1000);
 
+/// A line of the command's stderr is logged at info level at most once in this time.
+const REPEAT_QUIET: Duration = Duration::from_secs(600);
+/// Distinct stderr lines remembered per source for that (oldest forgotten first).
+const REMEMBERED_LINES: usize = 32;
+
+/// One `exec:` source: the command, and the stderr lines recently logged for it (shared by
+/// the forwarder threads of successive runs; at most [`REMEMBERED_LINES`]).
+pub struct Runner {
+    stream_name: String,
+    cmd: String,
+    silence: Duration,
+    recent: Arc<Mutex<VecDeque<(String, Instant)>>>,
+}
+
+impl Runner {
+    pub fn new(stream_name: &str, cmd: &str, silence: Duration) -> Runner {
+        Runner {
+            stream_name: stream_name.to_string(),
+            cmd: cmd.to_string(),
+            silence,
+            recent: Arc::default(),
+        }
+    }
+
+    /// Starts a run of the command.
+    pub fn spawn(&self) -> Result<Upstream, String> {
+        spawn(self)
+    }
+}
+
 /// Starts `sh -c cmd`; its stdout is the upstream.
-pub fn spawn(stream_name: &str, cmd: &str, silence: Duration) -> Result<Upstream, String> {
+fn spawn(runner: &Runner) -> Result<Upstream, String> {
+    let (stream_name, cmd, silence) = (&runner.stream_name, &runner.cmd, runner.silence);
     // Held while spawning so kill_all cannot miss a group created at the same moment.
     let mut groups = GROUPS.lock();
     if STOPPING.load(SeqCst) {
@@ -59,11 +94,13 @@ pub fn spawn(stream_name: &str, cmd: &str, silence: Duration) -> Result<Upstream
     groups.insert(pid);
     drop(groups);
     let stdout = child.stdout.take().expect("stdout is piped");
+    let last_line = Arc::new(Mutex::new(String::new()));
     if let Some(stderr) = child.stderr.take() {
         let prefix = format!("stream '{stream_name}': command says:");
+        let (recent, last) = (runner.recent.clone(), last_line.clone());
         // Ends when the command's stderr closes, i.e. when its process group is gone.
         let spawned = spawn_source_thread(format!("src-{stream_name}-stderr"), move || {
-            forward_stderr(stderr, &prefix)
+            forward_stderr(stderr, &prefix, &recent, &last)
         });
         if let Err(e) = spawned {
             log::warn!("stream '{stream_name}': cannot forward the command's stderr: {e}");
@@ -75,13 +112,19 @@ pub fn spawn(stream_name: &str, cmd: &str, silence: Duration) -> Result<Upstream
             child,
             pid,
             silence,
+            last_line,
         }),
         peer: format!("pid {pid}"),
         boundary: None,
     })
 }
 
-fn forward_stderr(stderr: impl Read, prefix: &str) {
+fn forward_stderr(
+    stderr: impl Read,
+    prefix: &str,
+    recent: &Mutex<VecDeque<(String, Instant)>>,
+    last: &Mutex<String>,
+) {
     let mut r = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
@@ -97,9 +140,24 @@ fn forward_stderr(stderr: impl Read, prefix: &str) {
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end();
-        if !text.is_empty() {
-            log::info!("{prefix} {text}");
+        if text.is_empty() {
+            continue;
         }
+        text.clone_into(&mut last.lock());
+        let mut recent = recent.lock();
+        let now = Instant::now();
+        recent.retain(|(_, t)| now.duration_since(*t) < REPEAT_QUIET);
+        if recent.iter().any(|(l, _)| l == text) {
+            drop(recent);
+            log::debug!("{prefix} {text}");
+            continue;
+        }
+        if recent.len() >= REMEMBERED_LINES {
+            recent.pop_front();
+        }
+        recent.push_back((text.to_string(), now));
+        drop(recent);
+        log::info!("{prefix} {text}");
     }
 }
 
@@ -109,6 +167,20 @@ struct CommandOutput {
     child: Child,
     pid: i32,
     silence: Duration,
+    /// The command's last stderr line, to say why it ended.
+    last_line: Arc<Mutex<String>>,
+}
+
+impl CommandOutput {
+    /// "exited with status 127 (its last words: sh: 1: cam: not found)".
+    fn ended(&self, how: String) -> io::Error {
+        let last = self.last_line.lock();
+        if last.is_empty() {
+            io::Error::other(how)
+        } else {
+            io::Error::other(format!("{how} (its last words: {last})"))
+        }
+    }
 }
 
 impl Read for CommandOutput {
@@ -133,11 +205,18 @@ impl Read for CommandOutput {
             let deadline = Instant::now() + Duration::from_millis(500);
             while Instant::now() < deadline {
                 if let Ok(Some(status)) = self.child.try_wait() {
-                    return Err(io::Error::other(format!("command {status}")));
+                    let how = match (status.code(), status.signal()) {
+                        (Some(code), _) => format!("command exited with status {code}"),
+                        (None, Some(sig)) => format!("command killed by signal {sig}"),
+                        _ => format!("command ended ({status})"),
+                    };
+                    // Its stderr may still be in the pipe: give the forwarder a moment.
+                    std::thread::sleep(Duration::from_millis(50));
+                    return Err(self.ended(how));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            return Err(io::Error::other("command closed its stdout"));
+            return Err(self.ended("command closed its stdout".into()));
         }
         Ok(n)
     }

@@ -27,6 +27,7 @@ pub fn start(
     cfg: &SourceConfig,
     shutdown: Receiver<()>,
 ) -> io::Result<()> {
+    check_playable(&path, cfg.max_frame_bytes)?;
     let interval = Duration::from_secs_f64(1.0 / cfg.fps);
     let max_frame = cfg.max_frame_bytes;
     let name = format!("src-{}-file", stream.name);
@@ -75,6 +76,72 @@ pub fn start(
         stream.set_state(SourceState::Ended, None);
     })?;
     Ok(())
+}
+
+/// Refuses, at start-up, a recording or directory that holds no whole JPEG frame: such a
+/// source could never show a picture, and exiting with the reason beats serving NO SIGNAL.
+/// Reads up to the first frame (the whole file only when there is none).
+fn check_playable(path: &Path, max_frame: usize) -> io::Result<()> {
+    let refuse = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} {what}; file: needs a recorded MJPEG stream (multipart or raw JPEGs) or a \
+                 directory of .jpg files, each at most --max-frame-bytes",
+                path.display()
+            ),
+        )
+    };
+    let mut found = false;
+    if path.is_dir() {
+        for p in jpeg_files(path)? {
+            if p.metadata().map(|m| m.len()).unwrap_or(0) > max_frame as u64 {
+                continue;
+            }
+            if first_frame(&mut File::open(&p)?, max_frame)? {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(refuse("holds no .jpg/.jpeg file with a whole JPEG"));
+        }
+    } else if !first_frame(&mut File::open(path)?, max_frame)? {
+        return Err(refuse("holds no whole JPEG frame"));
+    }
+    Ok(())
+}
+
+/// Whether `r` yields at least one whole frame; stops reading at the first.
+fn first_frame(r: &mut impl Read, max_frame: usize) -> io::Result<bool> {
+    let mut parser = Parser::new(max_frame);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut found = false;
+        parser.push(&buf[..n], &mut |e| found |= matches!(e, Event::Frame(_)));
+        if found {
+            return Ok(true);
+        }
+    }
+}
+
+/// The `.jpg`/`.jpeg` files of `dir`, in name order.
+fn jpeg_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 struct Player<'a> {
@@ -146,16 +213,7 @@ impl Player<'_> {
 
     /// One pass over a directory of JPEG files, in name order.
     fn play_dir(&mut self, dir: &Path, max_frame: usize) -> io::Result<Option<u64>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")
-                })
-            })
-            .collect();
-        files.sort();
+        let files = jpeg_files(dir)?;
         self.stream.set_format("directory of JPEG files".into());
         let mut shown = 0;
         for p in files {

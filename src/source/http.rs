@@ -10,9 +10,15 @@
 //! The boundary comes from the response's `Content-Type`. A server that does not say
 //! `multipart/...` (ffmpeg says `application/octet-stream` unless told otherwise) gets its
 //! format detected from the body, as any other source.
+//!
+//! A URL that answers `200 image/jpeg` serves single pictures (a camera's snapshot URL: an
+//! easy mistake, and on many cheap cameras the only thing there is). It is then polled at
+//! `--fps`, one request per picture, and the pictures go through the parser back to back like
+//! raw MJPEG; the log says so once.
 
 use super::reconnect::Upstream;
-use std::time::Duration;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
 /// Time to wait for the response head once connected.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,10 +40,17 @@ pub fn check_url(url: &str) -> Result<(), String> {
 pub struct Client {
     agent: ureq::Agent,
     url: String,
+    /// `host:port` of the URL, for `/status` and logs (never the user or password).
+    authority: String,
+    stream_name: String,
+    /// How often a single-picture URL is polled (`--fps`).
+    poll_every: Duration,
+    /// The "serves single pictures" line was logged.
+    said_polling: bool,
 }
 
 impl Client {
-    pub fn new(url: &str, silence: Duration) -> Client {
+    pub fn new(stream_name: &str, url: &str, silence: Duration, fps: f64) -> Client {
         let agent = ureq::Agent::config_builder()
             // A 401 or 404 is reported by us, with the status, not as a transport error.
             .http_status_as_error(false)
@@ -49,40 +62,126 @@ impl Client {
             .user_agent(format!("mjpeg-relay/{}", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        let authority = url
+            .parse::<ureq::http::Uri>()
+            .ok()
+            .and_then(|u| {
+                let host = u.host()?.to_string();
+                Some(match u.port_u16() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => format!("{host}:80"),
+                })
+            })
+            .unwrap_or_default();
         Client {
             agent,
             url: url.to_string(),
+            authority,
+            stream_name: stream_name.to_string(),
+            poll_every: Duration::from_secs_f64(1.0 / fps.clamp(0.1, 240.0)),
+            said_polling: false,
         }
     }
 
-    pub fn connect(&self) -> Result<Upstream, String> {
-        let resp = self
-            .agent
-            .get(&self.url)
-            .call()
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        if status != 200 {
-            let hint = match status.as_u16() {
-                401 | 403 => " (check the user and password in the URL)",
-                404 => " (check the path)",
-                _ => "",
+    pub fn connect(&mut self) -> Result<Upstream, String> {
+        let (body, content_type) = get(&self.agent, &self.url)?;
+        if is_single_picture(&content_type) {
+            if !self.said_polling {
+                self.said_polling = true;
+                log::info!(
+                    "stream '{}': {} serves single pictures ({content_type}), not a stream; \
+                     polling it every {} ms (--fps)",
+                    self.stream_name,
+                    super::redact(&self.url),
+                    self.poll_every.as_millis()
+                );
+            }
+            let poller = Poller {
+                agent: self.agent.clone(),
+                url: self.url.clone(),
+                every: self.poll_every,
+                next: Instant::now() + self.poll_every,
+                body: Some(body),
             };
-            return Err(format!("HTTP {status}{hint}"));
+            return Ok(Upstream {
+                reader: Box::new(poller),
+                peer: self.authority.clone(),
+                boundary: None,
+            });
         }
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let boundary = boundary_of(&content_type);
-        let peer = format!("HTTP {content_type}");
         Ok(Upstream {
-            reader: Box::new(resp.into_body().into_reader()),
-            peer,
-            boundary,
+            reader: Box::new(body),
+            peer: self.authority.clone(),
+            boundary: boundary_of(&content_type),
         })
+    }
+}
+
+type Body = ureq::BodyReader<'static>;
+
+/// One GET: the body and its content type, or why not (`HTTP 404 (check the path)`).
+fn get(agent: &ureq::Agent, url: &str) -> Result<(Body, String), String> {
+    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if status != 200 {
+        let hint = match status.as_u16() {
+            401 | 403 => " (check the user and password in the URL)",
+            404 => " (check the path)",
+            _ => "",
+        };
+        return Err(format!("HTTP {status}{hint}"));
+    }
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((resp.into_body().into_reader(), content_type))
+}
+
+/// `image/jpeg` (or `image/jpg`, `image/pjpeg`): one picture per response.
+fn is_single_picture(content_type: &str) -> bool {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    ["image/jpeg", "image/jpg", "image/pjpeg"]
+        .iter()
+        .any(|m| mime.eq_ignore_ascii_case(m))
+}
+
+/// A snapshot URL read as a stream: each response body in turn, a new request every `every`
+/// (on a fixed schedule, skipping ahead if a request took longer). A failed request ends the
+/// "connection", and the reconnect loop takes over as for any lost upstream.
+struct Poller {
+    agent: ureq::Agent,
+    url: String,
+    every: Duration,
+    next: Instant,
+    /// The picture being read; at most one response open at a time.
+    body: Option<Body>,
+}
+
+impl Read for Poller {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(body) = &mut self.body {
+                let n = body.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.body = None;
+            }
+            // At most one poll interval (--fps ≥ 0.1: 10 s); shutdown ends the process.
+            std::thread::sleep(self.next.saturating_duration_since(Instant::now()));
+            self.next = (self.next + self.every).max(Instant::now());
+            let (body, content_type) =
+                get(&self.agent, &self.url).map_err(|e| io::Error::other(format!("poll: {e}")))?;
+            if !is_single_picture(&content_type) {
+                return Err(io::Error::other(format!(
+                    "poll: the URL now answers {content_type}, not a picture"
+                )));
+            }
+            self.body = Some(body);
+        }
     }
 }
 

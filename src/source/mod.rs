@@ -146,8 +146,8 @@ pub fn redact(spec: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub max_frame_bytes: usize,
-    /// For `testsrc`.
-    /// For `testsrc` and `file:`.
+    /// For `testsrc` and `file:`, and how often an `http://` URL that serves single
+    /// pictures is polled.
     pub fps: f64,
     pub width: u16,
     pub height: u16,
@@ -185,18 +185,14 @@ pub fn start(
             .map(|_| None)
         }
         SourceSpec::Http(url) => {
-            let client = http::Client::new(url, cfg.source_timeout);
+            let mut client = http::Client::new(&stream.name, url, cfg.source_timeout, cfg.fps);
             let what = redact(url);
             reconnect::start(stream, cfg, shutdown, what, move || client.connect()).map(|_| None)
         }
         SourceSpec::Exec(cmd) => {
-            let name = stream.name.clone();
-            let (cmd2, timeout) = (cmd.clone(), cfg.source_timeout);
+            let runner = exec::Runner::new(&stream.name, cmd, cfg.source_timeout);
             let what = format!("command '{cmd}'");
-            reconnect::start(stream, cfg, shutdown, what, move || {
-                exec::spawn(&name, &cmd2, timeout)
-            })
-            .map(|_| None)
+            reconnect::start(stream, cfg, shutdown, what, move || runner.spawn()).map(|_| None)
         }
     }
 }
@@ -210,6 +206,10 @@ pub struct Pump {
     label: String,
     drops: DropLog,
     format_logged: bool,
+    /// Appended to the "first frame" log line (the reconnect loop says how long it was down).
+    pub first_frame_note: String,
+    /// Bytes this pump was fed.
+    bytes: u64,
     /// Frames completed by the current chunk, published once the chunk's counters are in
     /// `/status` (so a viewer that got the frame after a bad part sees that part counted).
     /// Holds at most the frames of one read; emptied, capacity kept, on every chunk.
@@ -230,6 +230,8 @@ impl Pump {
             label,
             drops: DropLog::default(),
             format_logged: false,
+            first_frame_note: String::new(),
+            bytes: 0,
             ready: Vec::new(),
         }
     }
@@ -308,6 +310,7 @@ impl Pump {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
         self.stream
             .source
             .bytes_in
@@ -331,11 +334,13 @@ impl Pump {
                 crate::parser::Format::Unknown => "unknown".to_string(),
             };
             log::info!(
-                "stream '{}': first frame from {} ({format})",
+                "stream '{}': first frame from {} ({format}){}",
                 self.stream.name,
-                self.label
+                self.label,
+                self.first_frame_note
             );
             self.stream.set_format(format);
+            self.stream.set_live();
         }
         for jpeg in self.ready.drain(..) {
             self.stream.publish(&jpeg);
@@ -382,6 +387,11 @@ impl Pump {
     /// upstream is not sending MJPEG at all.
     pub fn frames(&self) -> u64 {
         self.parser.stats().frames
+    }
+
+    /// Bytes this pump was fed; zero means the upstream sent nothing at all.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 

@@ -88,90 +88,147 @@ fn run(
     mut connect: impl FnMut() -> Result<Upstream, String>,
 ) {
     let mut backoff = Backoff::default();
-    // The last failure logged at warn level; repeats of the same failure go to debug so a
-    // camera that is off for an hour costs one line, not 360.
-    let mut last_failure = String::new();
-    let mut failed_attempts = 0u64;
-    let mut lost_at: Option<Instant> = None;
+    // One WARN when the source goes down, one INFO when frames flow again, nothing in between
+    // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
+    // that connects (or starts a command) but delivers no frame is a failed attempt too.
+    let mut outage = Outage::default();
     log::info!("stream '{}': connecting to {what}", stream.name);
     loop {
-        match connect() {
+        let failure = match connect() {
             Ok(up) => {
-                let connections = stream.source.connections.fetch_add(1, Relaxed) + 1;
-                stream.set_state(SourceState::Live, Some(up.peer.clone()));
-                match lost_at {
-                    Some(t) if connections > 1 => log::info!(
-                        "stream '{}': reconnected to {what} ({}) after {:.1} s and {failed_attempts} failed attempts",
-                        stream.name,
-                        up.peer,
-                        t.elapsed().as_secs_f64()
-                    ),
-                    _ => log::info!(
-                        "stream '{}': connected to {what} ({})",
-                        stream.name,
-                        up.peer
-                    ),
-                }
-                last_failure.clear();
-                failed_attempts = 0;
+                stream.source.connections.fetch_add(1, Relaxed);
+                stream.set_peer(up.peer.clone());
+                log::debug!(
+                    "stream '{}': connected to {what} ({})",
+                    stream.name,
+                    up.peer
+                );
                 let started = Instant::now();
                 let parser = match &up.boundary {
                     Some(b) => Parser::with_boundary(max_frame, b),
                     None => Parser::new(max_frame),
                 };
                 let mut pump = Pump::with_parser(stream.clone(), parser, what.to_string());
+                pump.first_frame_note = outage.back_note();
                 let mut reader = up.reader;
                 let result = pump.run_until_silent(&mut reader, Some(timeout));
                 drop(reader); // closes the socket, or stops the command's process group
+                if stopping(shutdown) {
+                    return; // we ended it: not a loss
+                }
                 let reason = match result {
                     Ok(()) => "closed the connection".to_string(),
                     Err(e) => e.to_string(),
                 };
                 if pump.frames() > 0 {
                     backoff.reset();
-                }
-                let hint = if pump.frames() == 0 {
-                    " without sending one whole JPEG; is it sending MJPEG (multipart or raw JPEG)?"
-                } else {
-                    ""
-                };
-                let delay = backoff.next_delay();
-                log::warn!(
-                    "stream '{}': lost {what} after {:.1} s: {reason}{hint}; reconnecting in {:.1} s",
-                    stream.name,
-                    started.elapsed().as_secs_f64(),
-                    delay.as_secs_f64()
-                );
-                stream.set_state(SourceState::Lost, None);
-                lost_at = Some(Instant::now());
-                if wait(shutdown, delay) {
-                    return;
-                }
-            }
-            Err(e) => {
-                failed_attempts += 1;
-                let delay = backoff.next_delay();
-                if e != last_failure {
+                    outage = Outage::default();
+                    let delay = backoff.next_delay();
                     log::warn!(
-                        "stream '{}': cannot connect to {what}: {e}; retrying in {:.1} s \
-                         (then every {} s at most; repeats of this error are logged at debug level)",
+                        "stream '{}': lost {what} after {:.1} s: {reason}; reconnecting in {:.1} s \
+                         (then every {} s at most, logged again when it is back)",
                         stream.name,
+                        started.elapsed().as_secs_f64(),
                         delay.as_secs_f64(),
                         BACKOFF_CAP.as_secs()
                     );
-                    last_failure = e;
-                } else {
-                    log::debug!(
-                        "stream '{}': cannot connect to {what}: {e} (attempt {failed_attempts})",
-                        stream.name
-                    );
+                    outage.begin(reason.clone());
+                    stream.set_error(reason);
+                    stream.set_state(SourceState::Lost, None);
+                    if wait(shutdown, delay) {
+                        return;
+                    }
+                    continue;
                 }
-                if wait(shutdown, delay) {
-                    return;
+                if pump.bytes() == 0 {
+                    reason
+                } else {
+                    format!(
+                        "{reason} after {} bytes without one whole JPEG; is it sending MJPEG \
+                         (multipart or raw JPEG)?",
+                        pump.bytes()
+                    )
                 }
             }
+            Err(e) => e,
+        };
+        if stopping(shutdown) {
+            return;
+        }
+        let delay = backoff.next_delay();
+        if outage.failed(&failure) {
+            log::warn!(
+                "stream '{}': cannot get frames from {what}: {failure}; retrying in {:.1} s \
+                 (then every {} s at most; repeats of this error are logged at debug level)",
+                stream.name,
+                delay.as_secs_f64(),
+                BACKOFF_CAP.as_secs()
+            );
+        } else {
+            log::debug!(
+                "stream '{}': cannot get frames from {what}: {failure} (attempt {})",
+                stream.name,
+                outage.failed_attempts
+            );
+        }
+        stream.set_error(failure);
+        stream.set_state(SourceState::Lost, None);
+        if wait(shutdown, delay) {
+            return;
         }
     }
+}
+
+/// The current outage of a source, for logging it once at each end.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When frames stopped (or, at start-up, when the first attempt failed).
+    since: Option<Instant>,
+    failed_attempts: u64,
+    /// Failures already logged at warn level in this outage; the same one again goes to
+    /// debug. At most [`MAX_DISTINCT`], so errors that alternate are logged once each.
+    logged: Vec<String>,
+}
+
+/// Distinct failures logged at warn level per outage.
+const MAX_DISTINCT: usize = 8;
+
+impl Outage {
+    fn begin(&mut self, reason: String) {
+        self.since = Some(Instant::now());
+        self.logged.push(reason);
+    }
+
+    /// Counts a failed attempt; true if it should be logged at warn level (a new failure).
+    fn failed(&mut self, failure: &str) -> bool {
+        self.since.get_or_insert_with(Instant::now);
+        self.failed_attempts += 1;
+        if self.logged.len() >= MAX_DISTINCT || self.logged.iter().any(|f| f == failure) {
+            return false;
+        }
+        self.logged.push(failure.to_string());
+        true
+    }
+
+    /// Appended to the first-frame log line of the connection that ends the outage.
+    fn back_note(&self) -> String {
+        match self.since {
+            Some(t) => format!(
+                "; back after {:.1} s and {} failed attempt(s)",
+                t.elapsed().as_secs_f64(),
+                self.failed_attempts
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+/// Whether the relay is shutting down (the sender of `shutdown` is gone).
+fn stopping(shutdown: &Receiver<()>) -> bool {
+    matches!(
+        shutdown.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
 }
 
 /// Sleeps `d` unless shutdown comes first; true means stop.

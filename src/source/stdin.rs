@@ -1,7 +1,10 @@
 //! `stdin` (or `-`): MJPEG on standard input, for `gst-launch-1.0 … ! fdsink fd=1 | mjpeg-relay`.
 //!
-//! When the input ends the relay keeps serving (viewers keep the last picture, `/status` says
-//! `ended`); a shell pipeline is stopped with Ctrl-C or SIGTERM like any other server.
+//! When the input ends the relay keeps serving but the stream is over: `/status` says `ended`
+//! (with the reason in `last_error`), viewers get a SOURCE ENDED picture after
+//! `--no-signal-after`, and `/snapshot` answers 503. Nothing restarts a pipe, so an ended
+//! source is logged as the end it is; a shell pipeline is stopped with Ctrl-C or SIGTERM like
+//! any other server.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
 use crate::stream::{SourceState, Stream};
@@ -31,10 +34,12 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig) -> io::Result<()> {
             );
         } else {
             log::warn!(
-                "stream '{}': stdin {how}; still serving the last frame",
+                "stream '{}': stdin {how}: the stream has ended (viewers get a SOURCE ENDED \
+                 picture, /snapshot answers 503); restart the pipeline and the relay to resume",
                 stream.name
             );
         }
+        stream.set_error(format!("stdin {how}"));
         stream.set_state(SourceState::Ended, None);
     })?;
     Ok(())

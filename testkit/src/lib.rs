@@ -1,6 +1,9 @@
-//! Test helpers: the real binary on ephemeral ports, a paced upstream that writes frames
+//! Test helpers shared by the relay's integration tests (`tests/`) and the benchmark's
+//! (`bench/tests/`): the real binary on ephemeral ports, a paced upstream that writes frames
 //! carrying sequence numbers, and plain-socket HTTP clients.
-#![allow(dead_code)]
+//!
+//! A dev-only crate (never published, never installed): it lives in the workspace so the
+//! benchmark and the tests share one copy of these helpers instead of each keeping its own.
 
 use mjpeg_relay::parser::{Event, Parser};
 use mjpeg_relay::testjpeg::jpeg_with_seq;
@@ -14,7 +17,32 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_mjpeg-relay");
+/// The relay binary under test: `$MJPEG_RELAY_BIN`, or `mjpeg-relay` beside the running test
+/// executable's `deps/` folder (where `cargo test` puts the workspace's binaries). Cargo only
+/// gives a package's own tests the path of its binary (`CARGO_BIN_EXE_…`); this helper serves
+/// the benchmark's tests too, so it finds the binary the way cargo lays out a target folder.
+pub fn relay_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MJPEG_RELAY_BIN") {
+            return p.to_string_lossy().into_owned();
+        }
+        let exe = std::env::current_exe().expect("path of the test executable");
+        // target/<profile>/deps/<test>-<hash> -> target/<profile>/mjpeg-relay
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join("mjpeg-relay"))
+            .expect("test executable inside a cargo target folder");
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the tests with `cargo test --workspace` (scripts/test), which \
+             builds the relay, or set MJPEG_RELAY_BIN",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
+}
 
 /// The relay binary, running. Killed on drop.
 pub struct Relay {
@@ -42,7 +70,7 @@ impl Relay {
     }
 
     fn spawn(http_arg: &str, args: &[&str], stdin: Stdio) -> Relay {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(relay_bin())
             .args(["--http", http_arg])
             .args(args)
             .stdin(stdin)
@@ -436,14 +464,41 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> std::process::Out
     }
 }
 
-/// Fails clearly if a tool the suite needs is missing (CI installs them; never skip).
+/// The Debian package that provides each program the suite runs. `scripts/test` installs
+/// exactly these packages (keep the two lists in step).
+pub const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("gst-launch-1.0", "gstreamer1.0-tools"),
+    ("ffmpeg", "ffmpeg"),
+    ("curl", "curl"),
+    ("chromium", "chromium"),
+    ("firefox-esr", "firefox-esr"),
+    ("WebKitWebDriver", "webkit2gtk-driver"),
+    ("xvfb-run", "xvfb"),
+    ("xauth", "xauth"),
+    ("nginx", "nginx"),
+    ("openssl", "openssl"),
+    ("python3", "python3"),
+];
+
+/// Fails clearly if a tool the suite needs is missing, naming the Debian package to install
+/// (the suite never skips: a test that silently passes without its tool proves nothing).
 pub fn require_tool(name: &str) {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(name).is_file())
+        })
         .unwrap_or(false);
+    let package = TOOL_PACKAGES
+        .iter()
+        .find(|(tool, _)| *tool == name)
+        .map_or(name, |(_, p)| *p);
     assert!(
         found,
-        "'{name}' is not installed; run .ci/run (it installs the test tools) or apt-get install it"
+        "'{name}' is not installed. It comes with the Debian package '{package}': \
+         run scripts/test (it installs every package the suite needs), or \
+         sudo apt-get install {package}"
     );
 }
 
@@ -560,5 +615,29 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package() {
+        let e = std::panic::catch_unwind(|| require_tool("xvfb-run-that-is-not-there"))
+            .expect_err("a missing tool fails");
+        let msg = e.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("sudo apt-get install"), "{msg}");
+        // Every program the suite runs maps to a package that scripts/test installs.
+        let script =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test"))
+                .unwrap();
+        for (tool, package) in TOOL_PACKAGES {
+            assert!(
+                script.contains(&format!(" {package}")) || script.contains(&format!("({package}")),
+                "{tool}: package {package} is not in scripts/test"
+            );
+        }
+        require_tool("sh");
     }
 }

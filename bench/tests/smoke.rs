@@ -1,9 +1,7 @@
 //! A quick run of the benchmark tool, so it keeps working: 3 s against the real relay binary.
 //! It asserts what the tool reports (rows for every client kind, no errors), not speed.
 
-mod common;
-
-use common::*;
+use mjpeg_testkit::{relay_bin, run_with_timeout};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,7 +14,7 @@ fn bench_smoke_scenario_reports_every_client_kind_without_errors() {
             "--duration",
             "3",
             "--relay-bin",
-            BIN,
+            relay_bin(),
         ]),
         Duration::from_secs(60),
     );

@@ -1,0 +1,268 @@
+//! What an operator sees when a source misbehaves: one log line per outage (not one per
+//! retry), the reason in `/status` and in `/snapshot`'s answer, a clean stop that is not
+//! logged as a loss, a snapshot URL that is polled instead of refused, an ended stream that
+//! says it ended, and a `file:` with nothing to play refused at start. Needs only `sh`.
+
+use mjpeg_relay::nosignal::is_no_signal;
+use mjpeg_relay::testjpeg::{is_whole_jpeg, jpeg_with_seq, seq_of};
+use mjpeg_testkit::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn lines_with(relay: &Relay, needle: &str) -> usize {
+    relay
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_broken_exec_command_is_logged_once_and_status_says_why() {
+    let relay = Relay::start(&["--source", "exec:no-such-camera-cmd-4711"]);
+    // Attempts at 0, 0.5, 1.5, 3.5 and 7.5 s: four or five in 8 s.
+    std::thread::sleep(Duration::from_secs(8));
+    let st = relay.status();
+    let src = &st["streams"][0]["source"];
+    // The control: the command really was retried, so one line is a real bound, not luck.
+    assert!(src["connections"].as_u64().unwrap() >= 4, "{src}");
+    let log = relay.log_text();
+    assert_eq!(lines_with(&relay, "cannot get frames from"), 1, "{log}");
+    assert_eq!(lines_with(&relay, "command says:"), 1, "{log}");
+    assert_eq!(lines_with(&relay, "WARN"), 1, "{log}");
+    assert_eq!(lines_with(&relay, "back after"), 0, "{log}");
+    let err = src["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("exited with status 127"), "{src}");
+    assert!(err.contains("not found"), "{src}");
+    assert!(src["last_error_age_s"].as_f64().is_some(), "{src}");
+    assert_eq!(src["state"], "lost", "{src}");
+    let (code, _, body) = get(&relay.http, "/snapshot");
+    assert_eq!(code, 503);
+    assert!(
+        String::from_utf8_lossy(&body).contains("exited with status 127"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// A recording of raw JPEGs with rising sequence numbers, and a command that plays it in a
+/// loop, like a camera command would.
+fn looping_command(dir: &TempDir) -> String {
+    let rec = dir.0.join("rec.mjpeg");
+    let mut bytes = Vec::new();
+    for seq in 1..=10 {
+        bytes.extend(jpeg_with_seq(seq, 2000));
+    }
+    std::fs::write(&rec, bytes).unwrap();
+    format!("exec:while :; do cat {}; sleep 0.2; done", rec.display())
+}
+
+#[test]
+fn stopping_the_relay_is_not_logged_as_a_lost_command() {
+    let dir = TempDir::new("exec-stop");
+    let cmd = looping_command(&dir);
+    let mut relay = Relay::start(&["--source", &cmd]);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    assert!(viewer.next_frame(Duration::from_secs(10)).is_some());
+
+    // The control: the command dying while we run is a loss, and the log says so.
+    let pid: i32 = relay.status()["streams"][0]["source"]["address"]
+        .as_str()
+        .and_then(|a| a.strip_prefix("pid "))
+        .and_then(|p| p.parse().ok())
+        .expect("exec address is 'pid N'");
+    // SAFETY: kill(2) on the process group the relay made for its command.
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    assert!(
+        relay.wait_log("lost command", Duration::from_secs(5)),
+        "{}",
+        relay.log_text()
+    );
+    assert!(relay.wait_log("back after", Duration::from_secs(10)));
+
+    let before = relay.log_text().lines().count();
+    relay.signal(libc::SIGTERM);
+    let (status, _) = relay.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+    let after: Vec<String> = relay.log.lock().unwrap()[before..].to_vec();
+    assert!(
+        !after
+            .iter()
+            .any(|l| l.contains("WARN") || l.contains("lost") || l.contains("killed by signal")),
+        "stopping logged a loss: {after:#?}"
+    );
+    assert!(after.iter().any(|l| l.contains("stopped")), "{after:#?}");
+}
+
+/// A camera's snapshot URL: one JPEG per request, then close. Counts requests.
+fn snapshot_server(stop: Arc<AtomicBool>) -> (String, Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stop.load(SeqCst) && Instant::now() < deadline {
+            let Ok((mut s, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+            let n = count.fetch_add(1, SeqCst) + 1;
+            let jpeg = jpeg_with_seq(n, 1000);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                jpeg.len()
+            );
+            let _ = s.write_all(&jpeg);
+        }
+    });
+    (addr, served, handle)
+}
+
+#[test]
+fn an_http_snapshot_url_is_polled_at_the_frame_rate() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, served, server) = snapshot_server(stop.clone());
+    let relay = Relay::start(&[
+        "--source",
+        &format!("http://user:pw@{addr}/snapshot.jpg"),
+        "--fps",
+        "10",
+    ]);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let t0 = Instant::now();
+    let mut seqs = Vec::new();
+    while seqs.len() < 15 && t0.elapsed() < Duration::from_secs(10) {
+        if let Some(f) = viewer.next_frame(Duration::from_secs(2)) {
+            assert!(is_whole_jpeg(&f));
+            if !is_no_signal(&f) {
+                seqs.push(seq_of(&f).unwrap());
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let requests = served.load(SeqCst);
+    stop.store(true, SeqCst);
+    assert!(seqs.len() >= 15, "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // Polled at --fps (10/s), not flat out: a loop without the pause would make hundreds.
+    let rate = requests as f64 / secs;
+    assert!(
+        (5.0..=16.0).contains(&rate),
+        "{requests} requests in {secs:.1} s"
+    );
+    let log = relay.log_text();
+    assert_eq!(lines_with(&relay, "serves single pictures"), 1, "{log}");
+    assert!(log.contains("polling it every 100 ms"), "{log}");
+    assert!(!log.contains("pw@"), "password in the log: {log}");
+    let src = relay.status()["streams"][0]["source"].clone();
+    assert_eq!(src["state"], "live", "{src}");
+    // The address is where the upstream is, not its content type.
+    assert_eq!(src["address"], addr.as_str(), "{src}");
+    assert_eq!(src["format"], "raw JPEG", "{src}");
+    drop(relay);
+    server.join().unwrap();
+}
+
+#[test]
+fn an_ended_stdin_stream_says_it_ended_everywhere() {
+    let dir = TempDir::new("ended");
+    let rec = dir.0.join("rec.mjpeg");
+    let mut bytes = Vec::new();
+    for seq in 1..=20 {
+        bytes.extend(jpeg_with_seq(seq, 1000));
+    }
+    std::fs::write(&rec, bytes).unwrap();
+    // Twenty frames over two seconds, then the pipe closes.
+    let mut feeder = Command::new("sh")
+        .args(["-c", &format!("sleep 1; cat {}; sleep 1", rec.display())])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = feeder.stdout.take().unwrap();
+    let relay = Relay::start_with_stdin(&["--source", "stdin", "--no-signal-after", "0.5"], pipe);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let mut last_real = 0;
+    let ended_picture = loop {
+        let f = viewer
+            .next_frame(Duration::from_secs(10))
+            .expect("frames until the SOURCE ENDED picture");
+        if is_no_signal(&f) && last_real > 0 {
+            break f;
+        }
+        if let Some(s) = seq_of(&f) {
+            last_real = s;
+        }
+    };
+    assert!(is_whole_jpeg(&ended_picture));
+    assert_eq!(last_real, 20);
+    feeder.wait().unwrap();
+    assert!(relay.wait_log("the stream has ended", Duration::from_secs(5)));
+    let src = relay.status()["streams"][0]["source"].clone();
+    assert_eq!(src["state"], "ended", "{src}");
+    assert_eq!(
+        src["format"], "raw JPEG",
+        "format kept after the end: {src}"
+    );
+    assert!(
+        src["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("end of input")),
+        "{src}"
+    );
+    let (code, headers, body) = get(&relay.http, "/snapshot");
+    let text = String::from_utf8_lossy(&body).to_lowercase();
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("ended"), "{text}");
+    assert!(
+        !text.contains("yet") && !text.contains("try again"),
+        "{text}"
+    );
+    assert!(header(&headers, "retry-after").is_none());
+}
+
+#[test]
+fn a_file_source_without_a_jpeg_is_refused_at_start() {
+    let dir = TempDir::new("nojpeg");
+    let file = dir.0.join("notes.txt");
+    std::fs::write(&file, b"no pictures in here\n".repeat(100)).unwrap();
+    let empty = dir.0.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::write(empty.join("broken.jpg"), b"\xff\xd8 truncated").unwrap();
+    for (path, want) in [
+        (&file, "holds no whole JPEG frame"),
+        (&empty, "holds no .jpg/.jpeg file with a whole JPEG"),
+    ] {
+        let spec = format!("file:{}", path.display());
+        let out = run_with_timeout(
+            Command::new(relay_bin()).args(["--http", "127.0.0.1:0", "--source", &spec]),
+            Duration::from_secs(10),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    // The control: the same directory with one good picture starts and serves it.
+    std::fs::write(empty.join("good.jpg"), jpeg_with_seq(7, 100)).unwrap();
+    let spec = format!("file:{}", empty.display());
+    let relay = Relay::start(&["--source", &spec]);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let f = viewer.next_frame(Duration::from_secs(5)).unwrap();
+    assert_eq!(seq_of(&f), Some(7));
+}
