@@ -37,6 +37,8 @@ pub struct Config {
     pub auth: Option<String>,
     pub token: Option<String>,
     pub allow_origin: Option<String>,
+    /// `--allow-host`: names accepted in `Host` without authentication (DNS rebinding).
+    pub allow_hosts: Vec<String>,
     pub static_dir: Option<std::path::PathBuf>,
     pub header_timeout: Duration,
     pub log_level: log::LevelFilter,
@@ -65,6 +67,7 @@ impl Default for Config {
             auth: None,
             token: None,
             allow_origin: None,
+            allow_hosts: Vec::new(),
             static_dir: None,
             header_timeout: crate::http::server::HEAD_TIMEOUT,
             log_level: log::LevelFilter::Info,
@@ -121,7 +124,10 @@ OPTIONS:
                             no spaces, & or #
     --allow-origin ORIGIN   Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
                             https://dashboard.example
-    --static DIR            Serve DIR at / (the viewer moves to /viewer)
+    --allow-host NAME       Without --auth or --token, requests must name the relay by IP
+                            address or localhost in Host (against DNS rebinding); also
+                            accept NAME, e.g. camera.local (repeatable)
+    --static DIR            Serve DIR at / (the viewer moves to /viewer; dotfiles never)
     --fps N                 testsrc and file: frame rate [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
@@ -264,6 +270,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     );
                 }
                 cfg.allow_origin = Some(v);
+            }
+            Long("allow-host") => {
+                let v = string(&mut p, "--allow-host")?;
+                let ok = !v.is_empty()
+                    && v.len() <= 253
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !ok {
+                    return Err(format!(
+                        "--allow-host: '{v}' is not a host name (letters, digits, - and .)"
+                    ));
+                }
+                cfg.allow_hosts.push(v);
             }
             Long("static") => {
                 let v = string(&mut p, "--static")?;

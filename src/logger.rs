@@ -4,7 +4,7 @@
 //! Timestamps are UTC, computed here to avoid a date-time dependency.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct StderrLogger {
     level: log::LevelFilter,
@@ -67,8 +67,68 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// One kind of event that can repeat fast (a refused connection, a failed login, a dropped
+/// part), logged without flooding: the first at once, then at most one summary line per
+/// [`Throttled::PERIOD`] while it goes on, saying how many were not logged. Hostile clients
+/// and broken upstreams cannot turn the log into the attack.
+#[derive(Debug, Default)]
+pub struct Throttled {
+    /// When the last line was written, and events since.
+    state: parking_lot::Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttled {
+    pub const PERIOD: Duration = Duration::from_secs(10);
+
+    pub const fn new() -> Throttled {
+        Throttled {
+            state: parking_lot::const_mutex((None, 0)),
+        }
+    }
+
+    /// Counts one event; calls `write` when a line is due, with the number of events not
+    /// logged since the last line (0 for the first).
+    pub fn note(&self, write: impl FnOnce(u64)) {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        match st.0 {
+            Some(t) if now.duration_since(t) < Self::PERIOD => st.1 += 1,
+            _ => {
+                let suppressed = st.1;
+                *st = (Some(now), 0);
+                drop(st);
+                write(suppressed);
+            }
+        }
+    }
+}
+
+/// `" (and 12 more in the last 10 s)"`, or nothing.
+pub fn more(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(
+            " (and {suppressed} more in the last {} s)",
+            Throttled::PERIOD.as_secs()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn throttled_writes_the_first_then_nothing_within_the_period() {
+        let t = super::Throttled::new();
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            t.note(|n| lines.push(n));
+        }
+        assert_eq!(lines, [0]);
+        assert_eq!(super::more(0), "");
+        assert!(super::more(7).contains("7 more"));
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

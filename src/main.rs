@@ -42,8 +42,10 @@ fn main() {
         max_clients: cfg.max_clients,
         auth: mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
         allow_origin: cfg.allow_origin.clone(),
+        allow_hosts: cfg.allow_hosts.clone(),
         static_dir: cfg.static_dir.clone(),
         header_timeout: cfg.header_timeout,
+        inflight_bound: http::inflight::enabled(),
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! The "NO SIGNAL" picture: when a stream's source has sent no frame for `--no-signal-after`
 //! seconds, viewers get a generated JPEG about once a second saying so, with the stream's name
 //! and how long ago the picture stopped.
@@ -119,37 +120,39 @@ pub fn render(
     jpeg
 }
 
-/// Whether `jpeg` is a generated no-signal picture.
+/// Whether `jpeg` is a generated no-signal picture: a COM segment right after SOI that holds
+/// [`MARK`]. Any bytes: an upstream's frame is checked on every `/status` and `/snapshot`.
 pub fn is_no_signal(jpeg: &[u8]) -> bool {
-    jpeg.len() > 4 + MARK.len() && jpeg[2..4] == [0xFF, 0xFE] && jpeg[6..6 + MARK.len()] == *MARK
+    jpeg.get(2..4) == Some(&[0xFF, 0xFE][..]) && jpeg.get(6..).is_some_and(|r| r.starts_with(MARK))
 }
 
-/// Width and height from a JPEG's SOF segment, walking the markers before the scan.
+/// Width and height from a JPEG's SOF segment, walking the markers before the scan. Any
+/// bytes: it reads an upstream's frame.
 pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u16, u16)> {
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
+    let mut i = 2usize;
+    loop {
+        let seg = jpeg.get(i..)?;
+        let (&ff, &marker) = (seg.first()?, seg.get(1)?);
+        if ff != 0xFF {
             return None;
         }
-        let marker = jpeg[i + 1];
         if marker == 0xFF {
-            i += 1; // fill byte
+            i = i.checked_add(1)?; // fill byte
             continue;
         }
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        let len = usize::from(u16::from_be_bytes([*seg.get(2)?, *seg.get(3)?]));
         // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
         if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
-            let s = jpeg.get(i + 5..i + 9)?;
-            let h = u16::from_be_bytes([s[0], s[1]]);
-            let w = u16::from_be_bytes([s[2], s[3]]);
+            let s = seg.get(5..9)?;
+            let h = u16::from_be_bytes([*s.first()?, *s.get(1)?]);
+            let w = u16::from_be_bytes([*s.get(2)?, *s.get(3)?]);
             return (w > 0 && h > 0).then_some((w, h));
         }
         if marker == 0xDA {
             return None;
         }
-        i += 2 + len;
+        i = i.checked_add(2)?.checked_add(len)?;
     }
-    None
 }
 
 #[cfg(test)]
@@ -181,5 +184,25 @@ mod tests {
         let tiny = render("x", Duration::ZERO, false, SourceState::Connecting, 8, 8);
         assert_eq!(jpeg_dimensions(&tiny), Some((160, 120)));
         assert!(!is_no_signal(&crate::testjpeg::jpeg_with_seq(1, 0)));
+    }
+
+    #[test]
+    fn any_bytes_are_safe_to_inspect() {
+        // Issue 13: a 26-byte JPEG with a COM segment right after SOI made every /status and
+        // /snapshot panic (the check sliced past the end).
+        let mut short = vec![0xFF, 0xD8, 0xFF, 0xFE, 0x00, 0x16];
+        short.extend_from_slice(&MARK[..18]);
+        short.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(short.len(), 26);
+        assert!(!is_no_signal(&short));
+        assert_eq!(jpeg_dimensions(&short), None);
+        for n in 0..64 {
+            let bytes: Vec<u8> = (0..n)
+                .map(|i| [0xFF, 0xFE, 0xC0, 0x00, 0x05][i % 5])
+                .collect();
+            let _ = is_no_signal(&bytes);
+            let _ = jpeg_dimensions(&bytes);
+        }
+        assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0xFF, 0xFF]), None);
     }
 }

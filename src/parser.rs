@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! Sans-IO MJPEG frame parser: bytes in, whole JPEG frames out.
 //!
 //! No sockets, files or clocks in here, so it can be unit-tested, property-tested and fuzzed on
@@ -25,8 +26,34 @@
 //! # Bounds
 //!
 //! The parser holds at most one frame of `max_frame_bytes` plus one header block of
-//! [`MAX_HEADER_BLOCK`] bytes. A part announced (or found) to be larger is dropped without being
-//! buffered whole, and the parser resyncs at the next part.
+//! [`MAX_HEADER_BLOCK`] bytes between calls; while a broken part is searched again (below),
+//! at most one more `max_frame_bytes`. A part announced (or found) to be larger is dropped
+//! without being buffered whole, and the parser resyncs at the next part.
+//!
+//! # Linear time on any input
+//!
+//! The input is a network peer's, so no input may make the parser's work grow faster than the
+//! input. A broken multipart part (its JPEG walk failed, or `Content-Length` ran out first) is
+//! searched again for the next boundary, because the walk may have run past it (a bad segment
+//! length swallows what follows). Those bytes are *replayed*: run through the state machine a
+//! second time. A part that starts inside replayed bytes and breaks too is not replayed again
+//! from its start, only from the first byte that was not replayed before; so every input byte
+//! is walked at most twice, plus the one byte a failure hands back, whatever the bytes (the
+//! unit test `nested_broken_parts_cost_linear_time` builds the worst case we know: parts
+//! nested in each other's COM segments, all broken at the same byte). The price: a boundary
+//! inside a part that broke inside another broken part is not found, so a frame hidden there
+//! is lost with them.
+//!
+//! # No panic on any input
+//!
+//! Plain indexing and slicing are denied in this module (`clippy::indexing_slicing`, so
+//! `cargo clippy -D warnings` in CI refuses them): every index goes through `from`/`upto` or
+//! `get`, which cannot panic. Arithmetic is on indices and lengths bounded by the slice being
+//! read (no overflow: a slice is at most `isize::MAX` bytes) and on `u64` counters of bytes
+//! and events; the fuzz target runs with overflow checks on and found none. The same lint
+//! guards the other modules that read network bytes: the HTTP request reader
+//! (`http/server.rs`), query decoding (`http/stream.rs`), `--static` path decoding and the
+//! NO SIGNAL detector (`nosignal.rs`).
 
 use memchr::memchr;
 
@@ -108,10 +135,18 @@ pub struct Parser {
     /// Body of the frame being assembled.
     body: Vec<u8>,
     walker: Walker,
-    /// Bytes to run again after a multipart part turned out to be broken (see `fail_body`).
+    /// Bytes to run again after a multipart part turned out to be broken (see `fail_body`);
+    /// handed to `push`'s stack at once, so it is empty between calls.
     replay: Vec<u8>,
+    /// The bytes being run now are replayed ones (see "Linear time" in the module docs).
+    in_replay: bool,
+    /// How many leading bytes of `body` were replayed bytes; a failing body replays only the
+    /// rest.
+    body_replayed: usize,
     last_frame_len: usize,
     stats: Stats,
+    /// Bytes run through the state machine, replays included: the parser's work.
+    bytes_run: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +180,11 @@ impl Parser {
             body: Vec::new(),
             walker: Walker::default(),
             replay: Vec::new(),
+            in_replay: false,
+            body_replayed: 0,
             last_frame_len: 64 * 1024,
             stats: Stats::default(),
+            bytes_run: 0,
         }
     }
 
@@ -173,6 +211,14 @@ impl Parser {
         self.stats
     }
 
+    /// Bytes run through the state machine so far, replayed ones counted again: the parser's
+    /// work, for tests and the fuzz target. Never more than three times the bytes pushed
+    /// (module docs: each byte runs once, at most once more in a replay, plus one byte handed
+    /// back per broken part).
+    pub fn bytes_run(&self) -> u64 {
+        self.bytes_run
+    }
+
     /// Bytes currently held (frame in progress, line and replay buffers). Never more than
     /// `max_frame_bytes` plus a header block plus the chunk being replayed.
     pub fn buffered(&self) -> usize {
@@ -181,28 +227,46 @@ impl Parser {
 
     /// Feed bytes; every complete frame and every drop is passed to `out` as it is found.
     pub fn push(&mut self, input: &[u8], out: &mut impl FnMut(Event)) {
-        let n = self.run(input, out);
-        if self.replay.is_empty() {
-            return;
-        }
-        // A broken multipart part asked for its bytes to be searched again for a boundary.
-        // Each replay is strictly shorter than the data it came from, so this ends.
-        let mut data = std::mem::take(&mut self.replay);
-        data.extend_from_slice(&input[n..]);
+        // Replays waiting to run, newest on top; each is run before what lies below it, since
+        // its bytes came before them. Every byte is in at most one replay (module docs), so
+        // together they hold at most one `max_frame_bytes` plus one byte per failure.
+        let mut replays: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut pos = 0;
         loop {
-            let n = self.run(&data, out);
-            if self.replay.is_empty() {
-                return;
+            let n = if let Some((bytes, at)) = replays.last_mut() {
+                self.in_replay = true;
+                let n = self.run(bytes.get(*at..).unwrap_or_default(), out);
+                *at += n;
+                if *at >= bytes.len() {
+                    replays.pop();
+                }
+                n
+            } else if pos < input.len() {
+                self.in_replay = false;
+                let n = self.run(input.get(pos..).unwrap_or_default(), out);
+                pos += n;
+                n
+            } else {
+                break;
+            };
+            if !self.replay.is_empty() {
+                replays.push((std::mem::take(&mut self.replay), 0));
+            } else if n == 0 {
+                break; // cannot happen: run consumes its input unless it asks for a replay
             }
-            let mut next = std::mem::take(&mut self.replay);
-            next.extend_from_slice(&data[n..]);
-            data = next;
         }
+        self.in_replay = false;
     }
 
     /// Runs the state machine over `data`. Returns how much was consumed: all of it, unless
     /// `self.replay` was filled, in which case the caller runs `replay` + the rest.
     fn run(&mut self, data: &[u8], out: &mut impl FnMut(Event)) -> usize {
+        let i = self.run_states(data, out);
+        self.bytes_run += i as u64;
+        i
+    }
+
+    fn run_states(&mut self, data: &[u8], out: &mut impl FnMut(Event)) -> usize {
         let mut i = 0;
         while i < data.len() {
             match self.state {
@@ -224,7 +288,7 @@ impl Parser {
 
     fn detect(&mut self, data: &[u8], mut i: usize, mut prev_ff: bool) -> usize {
         while i < data.len() {
-            let b = data[i];
+            let Some(&b) = data.get(i) else { break };
             if prev_ff && b == 0xD8 {
                 self.format = Format::RawJpeg;
                 self.line.clear();
@@ -268,12 +332,12 @@ impl Parser {
         // Room for any boundary line (RFC 2046: at most 70 characters), ours or a new one.
         let cap = (self.token.len() + 16).max(80);
         while i < data.len() {
-            let rest = &data[i..];
+            let rest = from(data, i);
             let Some(nl) = memchr(b'\n', rest) else {
                 self.add_to_line(rest, cap);
                 return data.len();
             };
-            self.add_to_line(&rest[..nl], cap);
+            self.add_to_line(upto(rest, nl), cap);
             i += nl + 1;
             let mut is_boundary = !self.line_overflow && self.is_boundary_line();
             if !is_boundary && !self.line_overflow {
@@ -348,11 +412,11 @@ impl Parser {
     fn headers(&mut self, data: &[u8], mut i: usize, out: &mut impl FnMut(Event)) -> usize {
         while i < data.len() {
             // Some cameras put the JPEG right after the boundary line, with no header block.
-            if self.line.is_empty() && self.header_bytes == 0 && data[i] == 0xFF {
+            if self.line.is_empty() && self.header_bytes == 0 && data.get(i) == Some(&0xFF) {
                 self.start_body(&[]);
                 return i;
             }
-            let rest = &data[i..];
+            let rest = from(data, i);
             let (take, done) = match memchr(b'\n', rest) {
                 Some(nl) => (nl + 1, true),
                 None => (rest.len(), false),
@@ -367,7 +431,7 @@ impl Parser {
                 self.state = State::SeekBoundary;
                 return i;
             }
-            self.line.extend_from_slice(&rest[..take]);
+            self.line.extend_from_slice(upto(rest, take));
             i += take;
             if !done {
                 return i;
@@ -398,6 +462,7 @@ impl Parser {
 
     fn start_body(&mut self, prefix: &[u8]) {
         self.body.clear();
+        self.body_replayed = 0;
         let hint = self.content_length.unwrap_or(self.last_frame_len + 4096);
         self.body.reserve(hint.min(self.max_frame));
         self.walker = Walker::default();
@@ -410,22 +475,30 @@ impl Parser {
     }
 
     fn body(&mut self, data: &[u8], i: usize, out: &mut impl FnMut(Event)) -> usize {
-        let mut chunk = &data[i..];
+        let mut chunk = from(data, i);
         // Content-Length is an upper bound: never read past it as part of this JPEG.
         if let Some(cl) = self.content_length {
             let left = cl.saturating_sub(self.body.len());
-            chunk = &chunk[..chunk.len().min(left)];
+            chunk = upto(chunk, left);
         }
         // Walk only what we may keep, so the walker has seen exactly the consumed bytes.
         let room = self.max_frame - self.body.len();
         let over = chunk.len() > room;
         if over {
-            chunk = &chunk[..room];
+            chunk = upto(chunk, room);
         }
         let walked = self.walker.walk(chunk);
+        let kept = match walked {
+            Walk::Done(n) => n,
+            Walk::Error { at, .. } => at,
+            Walk::More => chunk.len(),
+        };
+        if self.in_replay {
+            self.body_replayed += kept;
+        }
         match walked {
             Walk::Done(n) => {
-                self.body.extend_from_slice(&chunk[..n]);
+                self.body.extend_from_slice(upto(chunk, n));
                 if self.walker.saw_scan {
                     self.emit(out);
                 } else {
@@ -435,7 +508,7 @@ impl Parser {
                 i + n
             }
             Walk::Error { at, .. } => {
-                self.body.extend_from_slice(&chunk[..at]);
+                self.body.extend_from_slice(upto(chunk, at));
                 self.fail_body(data, i + at, walked, out)
             }
             Walk::More => {
@@ -490,6 +563,7 @@ impl Parser {
         out: &mut impl FnMut(Event),
     ) -> usize {
         let body = std::mem::take(&mut self.body);
+        let replayed = self.body_replayed;
         self.drop_part(DropReason::NotJpeg, out);
         self.after_part();
         // A truncated frame is followed by the next boundary (multipart) or SOI (raw), and the
@@ -497,29 +571,30 @@ impl Parser {
         // bytes we took again (and the byte that failed, if one did). In a raw stream that can
         // find an EXIF thumbnail's SOI; emitting the thumbnail after a broken frame is harmless.
         let mut at = at;
-        let mut replay = body;
+        let mut replay = self.replayable(body, replayed);
         if let Walk::Error { .. } = walked {
-            replay.push(data[at]);
-            at += 1;
+            if let Some(&b) = data.get(at) {
+                replay.push(b);
+                at += 1;
+            }
         }
-        self.replay_from(replay);
+        self.replay = replay;
         at
     }
 
-    /// Searches a dropped body again for a boundary or SOI. The first byte is skipped, so every
-    /// replay is shorter than what it replays and `push` always ends.
-    fn replay_from(&mut self, mut body: Vec<u8>) {
-        if body.len() > 1 {
-            body.drain(..1);
-            self.stats.garbage_bytes += 1;
-            self.replay = body;
-        } else {
-            self.stats.garbage_bytes += body.len() as u64;
-        }
+    /// The part of a dropped body to search again: not its first byte (the `FF` of its SOI,
+    /// so every replay is shorter than the data it came from), and not the bytes that were
+    /// replayed already (so no byte is walked a third time). The rest counts as garbage.
+    fn replayable(&mut self, mut body: Vec<u8>, replayed: usize) -> Vec<u8> {
+        let skip = replayed.max(1).min(body.len());
+        self.stats.garbage_bytes += skip as u64;
+        body.drain(..skip);
+        body
     }
 
     fn oversized_body(&mut self, i: usize, out: &mut impl FnMut(Event)) -> usize {
         let body = std::mem::take(&mut self.body);
+        let replayed = self.body_replayed;
         self.drop_part(DropReason::Oversized, out);
         if self.format == Format::RawJpeg {
             // Keep walking to its EOI without keeping the bytes.
@@ -527,13 +602,13 @@ impl Parser {
             self.state = State::Discard;
         } else {
             self.after_part();
-            self.replay_from(body);
+            self.replay = self.replayable(body, replayed);
         }
         i
     }
 
     fn discard(&mut self, data: &[u8], i: usize) -> usize {
-        let chunk = &data[i..];
+        let chunk = from(data, i);
         match self.walker.walk(chunk) {
             Walk::More => {
                 self.stats.garbage_bytes += chunk.len() as u64;
@@ -556,20 +631,20 @@ impl Parser {
     fn seek_soi(&mut self, data: &[u8], mut i: usize, mut prev_ff: bool) -> usize {
         while i < data.len() {
             if prev_ff {
-                if data[i] == 0xD8 {
+                if data.get(i) == Some(&0xD8) {
                     self.start_body(&[0xFF]);
                     self.stats.garbage_bytes = self.stats.garbage_bytes.saturating_sub(1);
                     return i;
                 }
                 prev_ff = false;
-                if data[i] == 0xFF {
+                if data.get(i) == Some(&0xFF) {
                     prev_ff = true;
                 }
                 self.stats.garbage_bytes += 1;
                 i += 1;
                 continue;
             }
-            match memchr(0xFF, &data[i..]) {
+            match memchr(0xFF, from(data, i)) {
                 Some(j) => {
                     self.stats.garbage_bytes += j as u64 + 1;
                     i += j + 1;
@@ -586,6 +661,18 @@ impl Parser {
     }
 }
 
+/// `data[i..]`, empty past the end. With [`upto`], how this module slices: network bytes
+/// must never make it panic, so plain indexing is denied here (`clippy::indexing_slicing`,
+/// checked in CI) and every index that the code proves in bounds goes through these instead.
+fn from(data: &[u8], i: usize) -> &[u8] {
+    data.get(i..).unwrap_or_default()
+}
+
+/// `data[..n]`, all of it when `n` is past the end.
+fn upto(data: &[u8], n: usize) -> &[u8] {
+    data.get(..n).unwrap_or(data)
+}
+
 fn is_blank(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -596,21 +683,19 @@ fn trim_line(line: &[u8]) -> &[u8] {
         .iter()
         .rposition(|&b| !is_blank(b))
         .map_or(0, |p| p + 1);
-    let start = line[..end]
-        .iter()
-        .position(|&b| !is_blank(b))
-        .unwrap_or(end);
-    &line[start..end]
+    let line = upto(line, end);
+    let start = line.iter().position(|&b| !is_blank(b)).unwrap_or(end);
+    from(line, start)
 }
 
 fn trim_dashes(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b'-').unwrap_or(s.len());
-    &s[start..]
+    from(s, start)
 }
 
 fn parse_content_length(line: &[u8]) -> Option<usize> {
     let colon = memchr(b':', line)?;
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    let (name, value) = (upto(line, colon), from(line, colon + 1));
     if !name.trim_ascii().eq_ignore_ascii_case(b"content-length") {
         return None;
     }
@@ -673,7 +758,7 @@ impl Walker {
     fn walk(&mut self, data: &[u8]) -> Walk {
         let mut i = 0;
         while i < data.len() {
-            let b = data[i];
+            let Some(&b) = data.get(i) else { break };
             match self.st {
                 WalkState::Soi0 => {
                     if b != 0xFF {
@@ -749,7 +834,7 @@ impl Walker {
                     }
                     continue;
                 }
-                WalkState::Entropy => match memchr(0xFF, &data[i..]) {
+                WalkState::Entropy => match memchr(0xFF, from(data, i)) {
                     Some(j) => {
                         i += j;
                         self.st = WalkState::EntropyFf;
@@ -1084,6 +1169,68 @@ mod tests {
         assert_eq!(parse_all(&data).0, j);
     }
 
+    /// The worst case for a parser that searches a broken part again: `cells` COM segments,
+    /// each carrying a boundary line, a blank line and an SOI at its end, so every cell starts
+    /// a "part" nested in the one before; all of them break at the same byte at the end (a
+    /// `00` where a marker must start). Public through the fuzz target's seeds too.
+    pub fn nested_broken_part(cells: usize) -> Vec<u8> {
+        let mut s = b"--b\r\nContent-Type: image/jpeg\r\n\r\n\xFF\xD8".to_vec();
+        let payload = b"\r\n--b\r\n\r\n\xFF\xD8";
+        for _ in 0..cells {
+            s.extend_from_slice(&[0xFF, 0xFE, 0, (payload.len() + 2) as u8]);
+            s.extend_from_slice(payload);
+        }
+        s.push(0x00);
+        s
+    }
+
+    #[test]
+    fn nested_broken_parts_cost_linear_time() {
+        // What the construction does: a part found inside the broken one is tried, and with
+        // it every byte after it is walked a second time, but not a third.
+        let small = nested_broken_part(3);
+        let (frames, drops) = parse_all(&small);
+        assert!(frames.is_empty());
+        assert_eq!(drops, [DropReason::NotJpeg, DropReason::NotJpeg]);
+        // A few MB of it against as many bytes of ordinary frames, same limit, same chunks.
+        let bad = nested_broken_part(4 << 20 >> 4);
+        let mut good = Vec::new();
+        let frame = multipart(&sample(1), "b", true, "\r\n");
+        while good.len() < bad.len() {
+            good.extend_from_slice(&frame);
+        }
+        let time = |data: &[u8]| {
+            let t = std::time::Instant::now();
+            let mut p = Parser::new(8 << 20);
+            let mut held = 0;
+            for c in data.chunks(64 * 1024) {
+                p.push(c, &mut |_| {});
+                held = held.max(p.buffered());
+            }
+            // Between calls: at most one frame and a header block, replays or not.
+            assert!(held <= (8 << 20) + MAX_HEADER_BLOCK, "{held}");
+            t.elapsed().as_secs_f64()
+        };
+        let (t_good, t_bad) = (time(&good), time(&bad));
+        // The work itself, counted: at most three runs of each byte, whatever the bytes.
+        let mut p = Parser::new(8 << 20);
+        for c in bad.chunks(64 * 1024) {
+            p.push(c, &mut |_| {});
+        }
+        assert!(
+            p.bytes_run() <= 3 * bad.len() as u64,
+            "{} for {}",
+            p.bytes_run(),
+            bad.len()
+        );
+        // Walking a byte twice costs about twice; the quadratic parser took 600x and more.
+        assert!(
+            t_bad < 10.0 * t_good.max(0.002),
+            "{} MB nested: {t_bad:.3} s, ordinary frames: {t_good:.3} s",
+            bad.len() >> 20
+        );
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_and_stay_bounded() {
         let mut seed = 12345u64;
@@ -1109,6 +1256,7 @@ mod tests {
                 p.push(c, &mut |_| {});
                 assert!(p.buffered() <= 512 + MAX_HEADER_BLOCK + 32);
             }
+            assert!(p.bytes_run() <= 3 * data.len() as u64);
         }
     }
 

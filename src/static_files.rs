@@ -1,6 +1,8 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! `--static DIR`: serve a directory (a dashboard page, icons) next to the streams.
 //!
-//! Only files inside DIR are ever served. The URL path is percent-decoded first (so `%2e%2e`
+//! Only files inside DIR are ever served, and never a dotfile (`.git`, `.env`, `.htpasswd`) or
+//! anything in a dot-directory, asked for directly or through a symlink (`404`). The URL path is percent-decoded first (so `%2e%2e`
 //! is seen as `..`), any `..` segment is refused outright, and the final path is resolved with
 //! symlinks followed and must still lie inside DIR, so a symlink pointing out of it is refused
 //! too. Sans-IO apart from the file system lookups, so it is unit-tested here.
@@ -28,6 +30,8 @@ pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, Refusal> {
         match seg {
             "" | "." => {}
             ".." => return Err(Refusal::Forbidden),
+            // Dotfiles (.git, .htpasswd, .env) are never content meant for viewers.
+            s if s.starts_with('.') => return Err(Refusal::NotFound),
             s => path.push(s),
         }
     }
@@ -35,8 +39,15 @@ pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, Refusal> {
         path.push("index.html");
     }
     let real = path.canonicalize().map_err(|_| Refusal::NotFound)?;
-    if !real.starts_with(root) {
+    let Ok(inside) = real.strip_prefix(root) else {
         return Err(Refusal::Forbidden);
+    };
+    // Also through a symlink: no component of what is served may be a dotfile.
+    if inside
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    {
+        return Err(Refusal::NotFound);
     }
     if !real.is_file() {
         return Err(Refusal::NotFound);
@@ -46,17 +57,18 @@ pub fn resolve(root: &Path, url_path: &str) -> Result<PathBuf, Refusal> {
 
 /// `%XX` decoding; `None` for a malformed escape.
 pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail
+                .get(..2)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = tail.get(2..).unwrap_or_default();
         } else {
-            out.push(b[i]);
-            i += 1;
+            out.push(b);
+            rest = tail;
         }
     }
     Some(out)

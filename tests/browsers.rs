@@ -693,3 +693,59 @@ fn firefox_paints_at_once_in_both_layouts() {
         }
     }
 }
+
+/// CORS from a real page of another origin (issue 13): with `--allow-origin` that origin's
+/// script may read `/status`, but never with the browser's credentials (no
+/// `Access-Control-Allow-Credentials`); without the flag (the control) it may not read it at
+/// all. The page is served by a second relay's `--static`, on another port: another origin.
+#[test]
+fn chromium_reads_status_cross_origin_only_when_allowed_and_never_with_credentials() {
+    let dir = TempDir::new("cors-page");
+    std::fs::write(
+        dir.0.join("cors.html"),
+        r#"<!doctype html><script>
+const q = new URLSearchParams(location.search);
+async function attempt(label, target, opts) {
+  try {
+    const r = await fetch(target + "/status", opts);
+    const j = await r.json();
+    console.log(`cors ${label} read ${j.version}`);
+  } catch (e) {
+    console.log(`cors ${label} blocked`);
+  }
+}
+(async () => {
+  await attempt("allowed", q.get("allowed"), {});
+  await attempt("allowed-credentials", q.get("allowed"), { credentials: "include" });
+  await attempt("not-allowed", q.get("other"), {});
+  console.log("cors done");
+})();
+</script>"#,
+    )
+    .unwrap();
+    let root = dir.0.display().to_string();
+    let page = Relay::start(&["--static", &root, "--fps", "2", "--size", "160x120"]);
+    let origin = format!("http://{}", page.http);
+    let allowed = Relay::start(&["--allow-origin", &origin, "--fps", "2", "--size", "160x120"]);
+    let other = Relay::start(&["--fps", "2", "--size", "160x120"]);
+    let url = format!(
+        "{origin}/cors.html?allowed=http://{}&other=http://{}",
+        allowed.http, other.http
+    );
+    let (_browser, lines) = chromium(&url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("cors done")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, line) = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the page did not finish: {seen:#?}"));
+        if line.contains("cors ") {
+            seen.push(line);
+        }
+    }
+    let has = |needle: &str| seen.iter().any(|l| l.contains(needle));
+    assert!(has("cors allowed read "), "{seen:#?}");
+    assert!(has("cors allowed-credentials blocked"), "{seen:#?}");
+    assert!(has("cors not-allowed blocked"), "{seen:#?}");
+}

@@ -231,11 +231,16 @@ fn auth_protects_every_endpoint_and_cors_is_sent() {
         assert_eq!(head_of(&relay.http, &with_token, "").0, 200, "{with_token}");
     }
     // A CORS preflight needs no credentials (browsers send none).
-    let (code, _, _) = request(
+    let (code, headers, _) = request(
         &relay.http,
-        "OPTIONS /status HTTP/1.1\r\nHost: x\r\nOrigin: https://dash.example\r\nConnection: close\r\n\r\n",
+        "OPTIONS /status HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://dash.example\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 204);
+    // Caches must key on Origin; credentials are never allowed cross-origin (use ?token=).
+    assert_eq!(header(&headers, "vary"), Some("Origin"));
+    assert_eq!(header(&headers, "access-control-allow-credentials"), None);
+    let (_, headers) = head_of(&relay.http, "/stream?token=tok-123456", "");
+    assert_eq!(header(&headers, "vary"), Some("Origin"));
     // The password never shows up in ps: it came from the file.
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", relay.pid())).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains("s3cret"));
@@ -276,7 +281,7 @@ fn static_directory_is_served_and_traversal_is_refused() {
     ] {
         let (code, _, body) = request(
             &relay.http,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         );
         assert!(code == 403 || code == 404, "{path}: {code}");
         let text = String::from_utf8_lossy(&body);
@@ -465,7 +470,7 @@ ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 t = ctx.wrap_socket(s)
-t.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-test\r\n\r\n")
+t.sendall(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow-test\r\n\r\n")
 start, got, buf, newest = time.time(), 0, b"", 0
 marks = [3.0, 6.0, 9.0, 12.0]
 while marks:

@@ -19,6 +19,7 @@ fn run(data: &[u8], chunk: usize, limit: usize) -> Vec<Vec<u8>> {
         });
         assert!(p.buffered() <= limit + MAX_HEADER_BLOCK + c.len());
     }
+    assert!(p.bytes_run() <= 3 * data.len() as u64 + 3, "not linear");
     frames
 }
 

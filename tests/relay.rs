@@ -60,7 +60,7 @@ fn framed_layout_is_exactly_right_on_the_wire() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         sock,
-        "GET /stream HTTP/1.1\r\nHost: x\r\nUser-Agent: {CURL_UA}\r\n\r\n"
+        "GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {CURL_UA}\r\n\r\n"
     )
     .unwrap();
     let (code, headers, rest, status) = read_head(&mut sock);
@@ -198,7 +198,7 @@ fn snapshot_status_head_errors_and_http10() {
     for path in ["/stream", "/snapshot", "/status", "/"] {
         let (code, headers, body) = request(
             &relay.http,
-            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
         );
         assert_eq!(code, 200, "HEAD {path}");
         assert!(body.is_empty(), "HEAD {path} has no body");
@@ -209,7 +209,7 @@ fn snapshot_status_head_errors_and_http10() {
     assert_eq!(code, 404);
     let (code, headers, _) = request(
         &relay.http,
-        "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 405);
     assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
@@ -247,7 +247,7 @@ fn slow_client_stays_live_and_others_are_unaffected() {
     let mut slow = StreamClient::open(&relay.http, "/stream", CURL_UA, Some(8 * 1024));
     let stalled = connect(&relay.http, Some(8 * 1024));
     (&stalled)
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
 
     let up = Upstream::start(relay.upstream.as_ref().unwrap(), fps, total, base);
@@ -338,7 +338,7 @@ fn sigterm_with_clients_connected_exits_zero_promptly() {
     let stalled: Vec<_> = (0..20)
         .map(|_| {
             let s = connect(&relay.http, Some(4096));
-            (&s).write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            (&s).write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 .unwrap();
             s
         })
@@ -427,14 +427,24 @@ fn garbage_and_oversized_input_is_dropped_and_counted() {
 fn default_test_pattern_serves_jpegs() {
     let relay = Relay::start(&["--fps", "20", "--size", "320x240"]);
     let mut c = StreamClient::open(&relay.http, "/stream", CURL_UA, None);
-    let mut sizes = Vec::new();
+    let mut frames = Vec::new();
     for _ in 0..5 {
         let f = c
             .next_frame(Duration::from_secs(5))
             .expect("test pattern frame");
         assert!(is_whole_jpeg(&f));
-        sizes.push(f.len());
+        assert_eq!(
+            mjpeg_relay::nosignal::jpeg_dimensions(&f),
+            Some((320, 240)),
+            "--size is honoured"
+        );
+        frames.push(f);
     }
+    // A moving pattern: no two consecutive frames are the same picture.
+    assert!(
+        frames.windows(2).all(|w| w[0] != w[1]),
+        "the test pattern does not move"
+    );
     let status = relay.status();
     assert_eq!(status["streams"][0]["source"]["spec"], "testsrc");
     assert_eq!(status["streams"][0]["source"]["state"], "live");

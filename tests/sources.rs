@@ -83,12 +83,61 @@ impl ManualUpstream {
     }
 }
 
+/// An HTTP upstream that writes each part only when asked to, and the boundary that opens a
+/// part together with that part: never the next boundary early. A parser that found a frame's
+/// end by waiting for the next boundary would hold each frame back a whole interval here.
+fn paced_http_upstream() -> (String, std::sync::mpsc::Sender<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/video", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = [0u8; 4096];
+        let _ = std::io::Read::read(&mut s, &mut head);
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=paced\r\n\r\n",
+        )
+        .unwrap();
+        // Ends when the test drops the sender.
+        for seq in rx {
+            let mut part = b"--paced\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+            part.extend_from_slice(&frame(seq, 3000));
+            part.extend_from_slice(b"\r\n");
+            if s.write_all(&part).is_err() {
+                return;
+            }
+        }
+    });
+    (url, tx)
+}
+
+#[test]
+fn http_source_passes_each_frame_on_before_the_next_part_begins() {
+    // No Content-Length and no early boundary: the relay's parser must find each frame's end
+    // by itself (the JPEG's end marker) and pass it on at once.
+    let (url, parts) = paced_http_upstream();
+    let relay = Relay::start(&["--source", &url, "--no-signal-after", "0"]);
+    parts.send(1).unwrap();
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    for seq in 2..=5u64 {
+        parts.send(seq).unwrap();
+        frames_until(&mut viewer, Duration::from_millis(900), |f| {
+            seq_of(f) == Some(seq)
+        })
+        .unwrap_or_else(|| panic!("frame {seq} was held back until the next part"));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+}
+
 #[test]
 fn chained_relays_pass_frames_intact_in_order_and_at_once() {
     let origin = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
     let up_addr = origin.upstream.clone().unwrap();
-    // The edge pulls the origin's advance layout: no Content-Length, so the edge's parser must
-    // find each frame's end by itself and pass it on at once, not when the next part begins.
+    // The edge pulls the origin's advance layout (no Content-Length). Both of the relay's
+    // layouts write the next boundary line right after each frame, so this shows the chain
+    // adds no frame of delay, not how the parser finds a frame's end: that is
+    // http_source_passes_each_frame_on_before_the_next_part_begins, whose upstream holds the
+    // next boundary back.
     let url = format!("http://{}/stream?advance_headers=1", origin.http);
     let edge = Relay::start(&["--source", &url, "--no-signal-after", "0"]);
     let mut up = ManualUpstream(TcpStream::connect(&up_addr).unwrap());

@@ -14,6 +14,10 @@
 //!   thread and never holds anything another client needs.
 //! * `TCP_NODELAY`: the boundary written after a frame must leave now, not wait for an ACK.
 //!
+//! * the in-flight bound ([`inflight`]): bytes sent but not yet acknowledged are a queue too,
+//!   on a real slow link the longest one; each client waits for its link to drain to about one
+//!   bandwidth-delay product before choosing its next frame.
+//!
 //! A Unix socket has no low-water mark and its accepted sockets do not inherit a send buffer
 //! size, so each accepted one gets [`UNIX_SNDBUF`] set directly.
 //!
@@ -23,6 +27,7 @@
 //! [`pages`] makes `/status`, `/state`, `/metrics` and the HTML pages. Routing, including the
 //! URLs other servers use, is in [`route`].
 
+pub mod inflight;
 mod pages;
 pub mod server;
 mod stream;
@@ -61,6 +66,12 @@ pub struct HttpConfig {
     pub static_dir: Option<PathBuf>,
     /// `--header-timeout`: time allowed for a whole request head.
     pub header_timeout: Duration,
+    /// `--allow-host NAME`: host names (besides IP literals and `localhost`) accepted in
+    /// `Host` when there is no authentication; see [`host_allowed`].
+    pub allow_hosts: Vec<String>,
+    /// Bound the bytes in flight to each TCP client ([`inflight`]); on unless the benchmark
+    /// switches it off.
+    pub inflight_bound: bool,
 }
 
 /// Where HTTP is served: a TCP address, or a Unix socket for a reverse proxy on the same host.
@@ -191,6 +202,8 @@ fn setsockopt_timeout(fd: i32, name: i32, d: Duration) -> io::Result<()> {
 
 /// Everything a request thread needs.
 struct Shared {
+    /// Served on a Unix socket (behind a proxy, which routes by its own server names).
+    unix: bool,
     streams: Vec<Arc<Stream>>,
     /// Streams are served under `/NAME/` (from `--stream`), not at the plain paths.
     named: bool,
@@ -227,11 +240,14 @@ pub fn serve(
 ) -> io::Result<()> {
     let limits = server::Limits {
         max_clients: cfg.max_clients,
+        max_pending: server::Limits::pending_for(cfg.max_clients),
+        send_timeout: cfg.send_timeout,
         client_stack: CLIENT_STACK,
         head_timeout: cfg.header_timeout,
         on_accept,
     };
     let shared = Arc::new(Shared {
+        unix: matches!(listener, HttpListener::Unix(..)),
         streams,
         named,
         cfg,
@@ -260,6 +276,34 @@ pub fn serve(
     Ok(())
 }
 
+/// Failed logins and refused `Host`s: logged once, then summarised.
+static LOGIN_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+static REBIND_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+
+/// The host name of a `Host` value: without its port, brackets kept off an IPv6 literal.
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Without authentication, a web page the user visits could read `/snapshot` and `/status`
+/// through a hostname it rebinds to this relay's address (DNS rebinding). A browser sends the
+/// name it resolved in `Host`, so the relay answers only IP literals, `localhost` (and
+/// `*.localhost`, which resolves to loopback) and the names given with `--allow-host`.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = host_name(host).trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 /// Authentication, CORS preflight and the method check, then [`route`].
 fn handle(rq: Request, shared: &Shared) {
     let url = rq.target.clone();
@@ -271,12 +315,44 @@ fn handle(rq: Request, shared: &Shared) {
             .with_header("Access-Control-Max-Age", "600");
         return send(rq, resp, shared);
     }
+    if shared.cfg.auth.is_open() && !shared.unix {
+        if let Some(host) = rq
+            .header("Host")
+            .filter(|h| !host_allowed(h, &shared.cfg.allow_hosts))
+        {
+            let host = host.to_string();
+            REBIND_LOG.note(|more| {
+                log::warn!(
+                    "{}: refused Host '{host}' (not an IP address, localhost or an --allow-host \
+                     name){}",
+                    rq.peer,
+                    crate::logger::more(more)
+                )
+            });
+            let msg = format!(
+                "This relay has no authentication, so it answers only requests addressed to an \
+                 IP address or localhost (a defence against DNS rebinding). To use the name \
+                 '{host}', start it with --allow-host {}, or set --auth or --token.\n",
+                host_name(&host)
+            );
+            return send(rq, text(403, &msg), shared);
+        }
+    }
     if !shared.cfg.auth.is_open() {
         let token = query_param(query, "token");
-        let verdict = shared.cfg.auth.check(rq.header("Authorization"), token);
+        let verdict = shared
+            .cfg
+            .auth
+            .check(rq.header("Authorization"), token.as_deref());
         if verdict != Verdict::Allowed {
             if verdict == Verdict::Wrong {
-                log::warn!("{}: wrong credentials for {path}", rq.peer);
+                LOGIN_LOG.note(|more| {
+                    log::warn!(
+                        "{}: wrong credentials for {path}{}",
+                        rq.peer,
+                        crate::logger::more(more)
+                    )
+                });
             }
             let challenge = if shared.cfg.auth.has_basic() {
                 r#"Basic realm="mjpeg-relay", charset="UTF-8""#
@@ -312,7 +388,7 @@ fn first(shared: &Shared) -> &Arc<Stream> {
 /// | `/api/stream.mjpeg?src=NAME`, `/api/frame.jpeg?src=NAME` | go2rtc (Frigate, Home Assistant) | stream NAME (first without `src`) |
 /// | `/stream.mjpeg` | the classic Twisted relay | first stream |
 fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
-    match (path, query_param(query, "action")) {
+    match (path, query_param(query, "action").as_deref()) {
         ("/", Some("stream")) => return stream::serve_stream(rq, first(shared), query, shared),
         ("/", Some("snapshot")) => return stream::serve_snapshot(rq, first(shared), shared),
         _ => {}
@@ -326,7 +402,7 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
         }
         "/snapshot" => return stream::serve_snapshot(rq, first(shared), shared),
         "/api/stream.mjpeg" | "/api/frame.jpeg" => {
-            let stream = match query_param(query, "src") {
+            let stream = match query_param(query, "src").as_deref() {
                 None | Some("") => first(shared),
                 Some(name) => match shared.streams.iter().find(|s| s.name == name) {
                     Some(s) => s,
@@ -345,7 +421,7 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
         "/viewer" => return send(rq, html(pages::VIEWER_HTML), shared),
         "/" if shared.cfg.static_dir.is_none() => {
             let page = if shared.named {
-                pages::index_html(&shared.streams)
+                pages::index_html(&shared.streams, query_param(query, "token").as_deref())
             } else {
                 pages::VIEWER_HTML.to_string()
             };
@@ -414,10 +490,15 @@ fn serve_static(rq: Request, root: &std::path::Path, path: &str, shared: &Shared
     }
 }
 
-/// Every response goes out through here, so CORS applies to all of them.
+/// Every response goes out through here, so CORS and `nosniff` apply to all of them. No
+/// `Access-Control-Allow-Credentials`: another origin's page may read what the relay serves
+/// without credentials (with `?token=` in the URL), never with the browser's stored login.
 fn send(rq: Request, resp: Response, shared: &Shared) {
+    let resp = resp.with_header("X-Content-Type-Options", "nosniff");
     let resp = match &shared.cfg.allow_origin {
-        Some(origin) => resp.with_header("Access-Control-Allow-Origin", origin),
+        Some(origin) => resp
+            .with_header("Access-Control-Allow-Origin", origin)
+            .with_header("Vary", "Origin"),
         None => resp,
     };
     let status = resp.status();

@@ -162,22 +162,42 @@ fn round3(x: f64) -> f64 {
 /// The stream list for `--stream` setups. Browsers open at most six HTTP/1.1 connections per
 /// host, and every live MJPEG preview holds one for good; past four streams the previews are
 /// snapshots refreshed every second, so the page never starves its own links.
-pub(super) fn index_html(streams: &[Arc<Stream>]) -> String {
+///
+/// A `?token=` the page was opened with is carried into every URL it makes, so a relay with
+/// `--token` alone works from its own index page.
+pub(super) fn index_html(streams: &[Arc<Stream>], token: Option<&str>) -> String {
     let live = streams.len() <= 4;
+    // Percent-encoded: only unreserved characters are left, so it is also safe in HTML.
+    let q = token.map_or(String::new(), |t| format!("?token={}", url_encode(t)));
     let mut cards = String::new();
     for s in streams {
         // Names are letters, digits, - and _ (checked at start-up): safe in HTML and URLs.
         let n = &s.name;
         let img = if live {
-            format!("<img src=\"/{n}/stream\" alt=\"{n}\">")
+            format!("<img src=\"/{n}/stream{q}\" alt=\"{n}\">")
         } else {
-            format!("<img class=\"snap\" data-src=\"/{n}/snapshot\" alt=\"{n}\">")
+            format!("<img class=\"snap\" data-src=\"/{n}/snapshot{q}\" alt=\"{n}\">")
         };
         cards.push_str(&format!(
-            "<a class=\"card\" href=\"/{n}/\">{img}<span>{n}</span></a>\n"
+            "<a class=\"card\" href=\"/{n}/{q}\">{img}<span>{n}</span></a>\n"
         ));
     }
-    INDEX_HTML.replace("{{cards}}", &cards)
+    INDEX_HTML
+        .replace("{{cards}}", &cards)
+        .replace("{{status}}", &format!("/status{q}"))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(super) fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 const INDEX_HTML: &str = r#"<!doctype html>
@@ -191,14 +211,15 @@ main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:
 .card img{width:100%;display:block;aspect-ratio:4/3;object-fit:contain}
 .card span{display:block;padding:6px}
 </style></head><body>
-<h1>mjpeg-relay &middot; <a href="/status" style="color:#8af">status</a></h1>
+<h1>mjpeg-relay &middot; <a href="{{status}}" style="color:#8af">status</a></h1>
 <main>
 {{cards}}</main>
 <script>
 // Snapshot previews (more than four streams): refresh each once a second.
 function refresh() {
   for (const img of document.querySelectorAll("img.snap")) {
-    img.src = img.dataset.src + "?t=" + Date.now();
+    const u = img.dataset.src;
+    img.src = u + (u.includes("?") ? "&" : "?") + "t=" + Date.now();
   }
 }
 refresh();

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! The HTTP/1.x connection layer: accept, read one request head within a deadline, hand the
 //! request to a thread, write one response, close.
 //!
@@ -9,10 +10,19 @@
 //! thread also died on the listener's read timeout, and a pool wake-up race made some
 //! connections in a burst wait seconds. Here:
 //!
-//! * one acceptor thread; at most `max_clients` connection threads, counted from accept to
-//!   close (beyond that: `503` written by the acceptor, with a short write timeout, and close);
+//! * one acceptor thread; a connection is *pending* until its request head is complete and
+//!   *served* after; at most `max_clients` served (beyond that: `503` and close). Pending
+//!   connections have their own budget, [`Limits::max_pending`] in all and
+//!   [`PENDING_PER_ADDR`] per source address: a new connection over it closes the oldest
+//!   *idle* pending one (nothing to read: no request sent, or stalled half way), of its own
+//!   address first. A real client's request arrives within a round trip, so an idle flood
+//!   closes only its own connections and cannot lock viewers out (it used to: 150 idle
+//!   connections made `--max-clients 100` refuse every viewer for `--header-timeout`).
+//!   Threads: at most `max_clients + max_pending` (beyond that, `503` at accept);
 //! * a request head must be complete within [`HEAD_TIMEOUT`] and [`MAX_HEAD`] bytes, else
 //!   `408` or `431` and close; a malformed one gets `400`;
+//! * refusals and evictions are logged once and then summarised every 10 s
+//!   ([`crate::logger::Throttled`]), never a line each;
 //! * one request per connection (`Connection: close`): a streaming response never ends anyway,
 //!   and a browser simply opens a new connection for the next request. Pipelined requests
 //!   after the first are not read.
@@ -36,8 +46,11 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most header lines accepted in one request.
 const MAX_HEADERS: usize = 64;
-/// How long the acceptor spends writing a `503` to a client over the limit.
+/// How long a `503` to a client over the limit may take to write.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pending connections (request head not complete yet) from one source address. A browser
+/// opens at most six connections to a host at once.
+pub const PENDING_PER_ADDR: usize = 8;
 
 /// A client connection: TCP, or a Unix socket behind a local proxy.
 #[derive(Debug)]
@@ -47,6 +60,13 @@ pub enum Conn {
 }
 
 impl Conn {
+    fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+
     fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.set_read_timeout(d),
@@ -302,14 +322,113 @@ impl Listener<'_> {
 /// Limits of the connection layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connection threads alive at once, from accept to close.
+    /// Connections past their request head (being answered, streaming) at once.
     pub max_clients: usize,
+    /// Connections still sending their request head, at once (see the module docs).
+    pub max_pending: usize,
     pub client_stack: usize,
     /// Time allowed for a whole request head.
     pub head_timeout: Duration,
+    /// `--send-timeout`, set on every connection: accepted Unix sockets do not inherit the
+    /// listener's `SO_SNDTIMEO`, and a never-reading client must not block a write forever.
+    pub send_timeout: Duration,
     /// Called on every accepted connection before its thread starts (socket options).
     pub on_accept: fn(&Conn),
 }
+
+impl Limits {
+    /// The pending budget that goes with `max_clients`: a quarter of it, 16 to 256.
+    pub fn pending_for(max_clients: usize) -> usize {
+        (max_clients / 4).clamp(16, 256)
+    }
+}
+
+/// The pending connections, oldest first: an id, the source address (`None` for a Unix
+/// socket: every peer of a proxy's socket looks the same), when it came, and a second handle
+/// to close it by. At most `max_pending` entries; owned by [`run`], entries removed by their thread's
+/// [`PendingGuard`] once the head is read (or the connection ends).
+#[derive(Default)]
+struct Pending {
+    next_id: std::sync::atomic::AtomicU64,
+    #[allow(clippy::type_complexity)]
+    list: parking_lot::Mutex<
+        std::collections::VecDeque<(u64, Option<std::net::IpAddr>, Instant, Conn)>,
+    >,
+}
+
+impl Pending {
+    /// Registers a new connection. If its address already has [`PENDING_PER_ADDR`] pending
+    /// connections, or all addresses together `max`, or `full` (the thread bound is reached),
+    /// the oldest *idle* pending one (of that address first) is closed. Idle: pending for
+    /// [`IDLE_AFTER`] with nothing waiting to be read, i.e. it sent no request or stalled half
+    /// way. A connection whose request is waiting for its thread is never closed, so a burst
+    /// of real requests from one host (a dashboard, a NAT, a benchmark) is not hurt. Returns
+    /// the new entry's id and whether it closed one, or `None` when `full` and nothing idle.
+    fn admit(
+        &self,
+        addr: Option<std::net::IpAddr>,
+        handle: Conn,
+        max: usize,
+        full: bool,
+    ) -> Option<(u64, bool)> {
+        let id = self.next_id.fetch_add(1, SeqCst);
+        let mut list = self.list.lock();
+        let now = Instant::now();
+        let same = |a: &Option<std::net::IpAddr>| addr.is_some() && *a == addr;
+        let idle =
+            |t: &Instant, c: &Conn| now.duration_since(*t) >= IDLE_AFTER && nothing_to_read(c);
+        let mine = list.iter().filter(|(_, a, _, _)| same(a)).count();
+        let mut victim = None;
+        if mine >= PENDING_PER_ADDR || full {
+            victim = list.iter().position(|(_, a, t, c)| same(a) && idle(t, c));
+        }
+        if victim.is_none() && (list.len() >= max || full) {
+            victim = list.iter().position(|(_, _, t, c)| idle(t, c));
+        }
+        let evicted = match victim.and_then(|i| list.remove(i)) {
+            Some((_, _, _, old)) => {
+                old.shutdown();
+                true
+            }
+            None if full => return None,
+            None => false,
+        };
+        list.push_back((id, addr, now, handle));
+        Some((id, evicted))
+    }
+
+    fn remove(&self, id: u64) {
+        self.list.lock().retain(|(i, _, _, _)| *i != id);
+    }
+}
+
+/// How long a pending connection with nothing to read must have waited before a newer one
+/// may close it: more than a round trip on any network a viewer uses.
+const IDLE_AFTER: Duration = Duration::from_millis(250);
+
+/// Whether a connection has no bytes waiting to be read (`FIONREAD`).
+fn nothing_to_read(conn: &Conn) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int for a socket we own.
+    let rc = unsafe { libc::ioctl(conn.as_raw_fd(), libc::FIONREAD, &mut n) };
+    rc == 0 && n == 0
+}
+
+/// Removes its connection from [`Pending`] when the head is read or the thread ends.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.remove(self.id);
+    }
+}
+
+/// Log lines of the connection layer that a flood could repeat.
+static REFUSED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+static EVICTED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 
 /// Accepts until `shutdown` is set; each connection gets its own thread running `handler`.
 /// `active` counts the connection threads alive, for the caller to wait on at shutdown.
@@ -321,6 +440,9 @@ pub fn run(
     handler: Arc<dyn Fn(Request) + Send + Sync>,
 ) {
     let mut last_error: Option<Instant> = None;
+    let pending = Arc::new(Pending::default());
+    // Connections past their head; never more than max_clients.
+    let served = Arc::new(AtomicUsize::new(0));
     while !shutdown.load(SeqCst) {
         // Wait for a connection at most 100 ms, so shutdown is noticed.
         let mut pfd = libc::pollfd {
@@ -348,23 +470,47 @@ pub fn run(
             }
         };
         (limits.on_accept)(&conn);
-        if active.fetch_add(1, SeqCst) >= limits.max_clients {
-            active.fetch_sub(1, SeqCst);
-            log::warn!(
-                "refusing {peer}: {} clients already connected (--max-clients)",
-                limits.max_clients
-            );
+        let addr = match &conn {
+            Conn::Tcp(s) => s.peer_addr().ok().map(|a| a.ip()),
+            Conn::Unix(_) => None,
+        };
+        let Ok(handle) = conn.try_clone() else {
+            continue; // out of descriptors: dropping the connection is all we can do
+        };
+        // A hard bound on threads: pending plus served. At the bound, a new connection gets
+        // in only in place of an idle pending one.
+        let full = active.load(SeqCst) >= limits.max_clients + limits.max_pending;
+        let Some((id, evicted)) = pending.admit(addr, handle, limits.max_pending, full) else {
+            refused(&peer, limits.max_clients);
             refuse(conn, "Too many clients; try again later.\n");
             continue;
+        };
+        active.fetch_add(1, SeqCst);
+        if evicted {
+            EVICTED_LOG.note(|more| {
+                log::warn!(
+                    "closed the oldest unfinished connection to admit {peer}: too many \
+                     connections that sent no request yet ({PENDING_PER_ADDR} per address, {} in \
+                     all){}",
+                    limits.max_pending,
+                    crate::logger::more(more)
+                )
+            });
         }
         let guard = ActiveGuard(active.clone());
         let handler = handler.clone();
+        let (pending, served) = (pending.clone(), served.clone());
         let spawned = std::thread::Builder::new()
             .name("http-client".into())
             .stack_size(limits.client_stack)
             .spawn(move || {
                 let _guard = guard;
-                serve_connection(conn, peer, limits.head_timeout, &*handler);
+                let admitted = Admitted {
+                    pending: &pending,
+                    id,
+                    served,
+                };
+                serve_connection(conn, peer, &limits, admitted, &*handler);
             });
         if let Err(e) = spawned {
             // The closure (and the guard and connection in it) is dropped with the error.
@@ -373,7 +519,24 @@ pub fn run(
     }
 }
 
-/// A `503` from the acceptor thread, which must not wait on a slow client.
+/// A connection's places in the books: its pending entry, and the served count it joins
+/// once its head is read.
+struct Admitted<'a> {
+    pending: &'a Pending,
+    id: u64,
+    served: Arc<AtomicUsize>,
+}
+
+fn refused(peer: &str, max_clients: usize) {
+    REFUSED_LOG.note(|more| {
+        log::warn!(
+            "refusing {peer}: {max_clients} clients already connected (--max-clients){}",
+            crate::logger::more(more)
+        )
+    });
+}
+
+/// A `503` to a client over the limit, which must not keep us waiting.
 fn refuse(mut conn: Conn, msg: &str) {
     let _ = conn.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
     let resp = Response::bytes(503, msg)
@@ -391,16 +554,40 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn serve_connection(mut conn: Conn, peer: String, limit: Duration, handler: &dyn Fn(Request)) {
-    match read_head(&mut conn, limit) {
-        Ok(head) => handler(Request {
-            method: head.method,
-            target: head.target,
-            minor_version: head.minor_version,
-            headers: head.headers,
-            peer,
-            conn,
-        }),
+fn serve_connection(
+    mut conn: Conn,
+    peer: String,
+    limits: &Limits,
+    admitted: Admitted<'_>,
+    handler: &dyn Fn(Request),
+) {
+    let _ = conn.set_write_timeout(Some(limits.send_timeout));
+    let head = {
+        let _pending = PendingGuard {
+            pending: admitted.pending,
+            id: admitted.id,
+        };
+        read_head(&mut conn, limits.head_timeout)
+    };
+    match head {
+        Ok(head) => {
+            let served = admitted.served;
+            if served.fetch_add(1, SeqCst) >= limits.max_clients {
+                served.fetch_sub(1, SeqCst);
+                refused(&peer, limits.max_clients);
+                refuse(conn, "Too many clients; try again later.\n");
+                return;
+            }
+            let _served = ActiveGuard(served);
+            handler(Request {
+                method: head.method,
+                target: head.target,
+                minor_version: head.minor_version,
+                headers: head.headers,
+                peer,
+                conn,
+            })
+        }
         Err(HeadError::Closed) => log::debug!("{peer}: closed before sending a request"),
         Err(e) => {
             let (status, msg) = match e {
@@ -453,7 +640,7 @@ pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
         // Read no further than the head could reach, so a body or a pipelined request stays
         // unread in the socket.
         let want = chunk.len().min(MAX_HEAD + 1 - buf.len());
-        let n = match conn.read(&mut chunk[..want]) {
+        let n = match conn.read(chunk.get_mut(..want).unwrap_or_default()) {
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -469,12 +656,13 @@ pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
         };
         let first = buf.is_empty();
         let scan_from = buf.len().saturating_sub(2);
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
         // Parse the first read (a TLS hello or other garbage gets its 400 at once) and then only
         // when a blank line may have arrived: re-parsing the whole head on every read would let
         // a client sending a byte at a time make us parse ~MAX_HEAD²/2 bytes.
-        let may_end = memchr::memmem::find(&buf[scan_from..], b"\n\n").is_some()
-            || memchr::memmem::find(&buf[scan_from..], b"\n\r\n").is_some();
+        let fresh = buf.get(scan_from..).unwrap_or_default();
+        let may_end = memchr::memmem::find(fresh, b"\n\n").is_some()
+            || memchr::memmem::find(fresh, b"\n\r\n").is_some();
         if !first && !may_end {
             if buf.len() > MAX_HEAD {
                 return Err(HeadError::TooLarge);

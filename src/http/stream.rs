@@ -1,12 +1,15 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! The two frame endpoints: the long-lived `/stream` response, one thread per client, and
 //! `/snapshot`. See the parent module for the socket options that keep `/stream` live.
 
+use super::inflight::Drained;
 use super::server::{Body, Method, Request, Response};
 use super::{send, text, NoCache, Shared};
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
 use crate::slot::{Frame, Next};
 use crate::stream::{SourceState, Stream};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// If no new frame arrives for this long, the current one is sent again, so a still scene or a
 /// paused source stays painted and proxies do not time the connection out.
 pub const REPEAT_AFTER: Duration = Duration::from_secs(1);
+
+/// Bounds of `?fps=`: one frame in 100 s, up to more than any camera sends.
+const MIN_FPS: f64 = 0.01;
+const MAX_FPS: f64 = 1000.0;
 
 /// How long `/snapshot` waits for a first frame before answering 503.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
@@ -41,7 +48,7 @@ impl Layout {
     /// Browsers (`User-Agent: Mozilla/…`) get `Advance`, everything else `Framed`;
     /// `?advance_headers=1|0` (ustreamer's name) overrides.
     pub fn choose(user_agent: &str, query: &str) -> Layout {
-        match query_param(query, "advance_headers") {
+        match query_param(query, "advance_headers").as_deref() {
             Some("1") | Some("true") | Some("yes") => return Layout::Advance,
             Some("0") | Some("false") | Some("no") => return Layout::Framed,
             _ => {}
@@ -54,12 +61,41 @@ impl Layout {
     }
 }
 
-/// The value of `name` in a query string (no percent-decoding: our values are plain).
-pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The value of `name` in a query string, decoded: `%XX` escapes (a malformed one is kept as
+/// it is) and `+` for a space, as browsers encode forms and `URLSearchParams`.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
+        (decode_component(k) == name).then(|| decode_component(v))
     })
+}
+
+/// `%XX` and `+` decoding of one query component; invalid UTF-8 becomes U+FFFD.
+fn decode_component(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = tail
+                    .get(..2)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        rest = tail.get(2..).unwrap_or_default();
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A frame's bytes as a response body, without copying them.
@@ -150,13 +186,15 @@ fn timestamp(t: SystemTime) -> String {
 /// The long-lived `/stream` response. Runs until the client goes away, a frame cannot be
 /// delivered within `--send-timeout`, or the server shuts down.
 pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
-    // ?fps=N caps this client's rate; the source's rate is the natural upper bound.
-    let fps_cap = match query_param(query, "fps") {
+    // ?fps=N caps this client's rate; the source's rate is the natural upper bound. Bounded
+    // both ways so the interval is a sane Duration (?fps=1e-300 would not be one).
+    let fps_cap = match query_param(query, "fps").as_deref() {
         None => None,
         Some(v) => match v.parse::<f64>() {
-            Ok(f) if f > 0.0 && f <= 1000.0 => Some(f),
+            Ok(f) if (MIN_FPS..=MAX_FPS).contains(&f) => Some(f),
             _ => {
-                let msg = format!("?fps={v} is not a frame rate between 0 and 1000.\n");
+                let msg =
+                    format!("?fps={v} is not a frame rate between {MIN_FPS} and {MAX_FPS}.\n");
                 return send(rq, text(400, &msg), shared);
             }
         },
@@ -178,6 +216,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
          Pragma: no-cache\r\n\
          Expires: 0\r\n\
          X-Accel-Buffering: no\r\n\
+         X-Content-Type-Options: nosniff\r\n\
          {cors}\
          Connection: close\r\n\r\n",
         if http10 { 0 } else { 1 },
@@ -185,7 +224,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             .cfg
             .allow_origin
             .as_ref()
-            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\n"))
+            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
             .unwrap_or_default(),
     );
     let deadline = Instant::now() + shared.cfg.send_timeout;
@@ -219,6 +258,13 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         stream.name,
         layout.as_str()
     );
+    // The in-flight bound (see the inflight module), for TCP clients; owned by this thread.
+    let mut inflight = match &w {
+        super::server::Conn::Tcp(s) if shared.cfg.inflight_bound => {
+            super::inflight::InFlight::new(s.as_raw_fd())
+        }
+        _ => None,
+    };
     let mut seen_gen = 0;
     let mut last: Option<Arc<Frame>> = None;
     let mut last_write = Instant::now();
@@ -232,7 +278,27 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         // Repeat the current frame once nothing was written for a while.
         let wait = (last_write + repeat_after).saturating_duration_since(Instant::now());
         let (frame, repeat) = match stream.slot.wait_newer(seen_gen, wait) {
-            Next::Frame(frame, generation) => {
+            Next::Frame(mut frame, mut generation) => {
+                // Choose the frame only once the link has room for it: the newest then.
+                if let Some(bound) = &mut inflight {
+                    let deadline = Instant::now() + shared.cfg.send_timeout;
+                    let waited = match bound.wait(&stream.slot, deadline) {
+                        Drained::Ready { waited } => waited,
+                        Drained::Closed => break "server shutting down".to_string(),
+                        Drained::Stalled => {
+                            break format!(
+                                "its unacknowledged data did not drain within --send-timeout \
+                                 ({:.1} s)",
+                                shared.cfg.send_timeout.as_secs_f64()
+                            )
+                        }
+                    };
+                    if let Some((newest, g)) = waited.then(|| stream.slot.latest()).flatten() {
+                        if g > generation {
+                            (frame, generation) = (newest, g);
+                        }
+                    }
+                }
                 seen_gen = generation;
                 (frame, false)
             }
@@ -316,7 +382,7 @@ pub fn write_all_by(w: &mut dyn Write, mut buf: &[u8], deadline: Instant) -> io:
     while !buf.is_empty() {
         match w.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -330,6 +396,19 @@ pub fn write_all_by(w: &mut dyn Write, mut buf: &[u8], deadline: Instant) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        let q = "token=ab%2Fc%2B%3D%3D&fps=5&x=a+b&bad=%zz%4&src=door";
+        assert_eq!(query_param(q, "token").as_deref(), Some("ab/c+=="));
+        assert_eq!(query_param(q, "fps").as_deref(), Some("5"));
+        assert_eq!(query_param(q, "x").as_deref(), Some("a b"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz%4"));
+        assert_eq!(query_param("a=%+1", "a").as_deref(), Some("% 1"));
+        assert_eq!(query_param(q, "none"), None);
+        assert_eq!(query_param("%74oken=t", "token").as_deref(), Some("t"));
+        assert_eq!(query_param("a=%FF", "a").as_deref(), Some("\u{FFFD}"));
+    }
 
     #[test]
     fn layout_choice() {

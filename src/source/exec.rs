@@ -138,7 +138,8 @@ fn forward_stderr(
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
+        // Camera commands print their input URLs, passwords and all (ffmpeg does).
+        let text = super::redact(&String::from_utf8_lossy(&line));
         let text = text.trim_end();
         if text.is_empty() {
             continue;

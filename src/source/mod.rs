@@ -126,20 +126,88 @@ impl SourceSpec {
     }
 }
 
-/// `spec` with any password in a URL replaced by `***`, for logs and `/status`.
+/// Query parameter names whose values are secrets (matched case-insensitively, also as the
+/// end of a longer name such as `api_key` or `access_token`), as cheap IP cameras put them in
+/// URLs: `?user=admin&pwd=…`.
+const SECRET_PARAMS: &[&str] = &[
+    "pass",
+    "password",
+    "passwd",
+    "pwd",
+    "pw",
+    "token",
+    "key",
+    "auth",
+    "secret",
+    "sig",
+    "signature",
+    "credential",
+    "credentials",
+    "apikey",
+];
+
+/// `spec` with every secret replaced by `***`, for logs and `/status`: the password of every
+/// URL in it (`scheme://user:pass@host`, also inside an `exec:` command line) and the value of
+/// every query parameter named like a secret (`?pwd=…`, `&token=…`). Linear in the length.
 pub fn redact(spec: &str) -> String {
-    let Some((scheme, rest)) = spec.split_once("://") else {
-        return spec.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let user = authority[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+    let mut out = String::with_capacity(spec.len());
+    let mut rest = spec;
+    // URLs: userinfo between "://" and the next "@" before any "/", space or quote.
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        let (authority, after) = tail.split_at(end);
+        match authority.rfind('@') {
+            Some(at) => {
+                let user = authority
+                    .get(..at)
+                    .unwrap_or("")
+                    .split(':')
+                    .next()
+                    .unwrap_or("");
+                out.push_str(user);
+                out.push_str(":***");
+                out.push_str(authority.get(at..).unwrap_or(""));
+            }
+            None => out.push_str(authority),
         }
-        None => spec.to_string(),
+        rest = after;
     }
+    out.push_str(rest);
+    redact_params(&out)
+}
+
+/// Replaces the value of each `?name=value` / `&name=value` whose name means a secret.
+fn redact_params(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(['?', '&', ';']) {
+        let (head, tail) = rest.split_at(i + 1);
+        out.push_str(head);
+        let name_end = tail
+            .find(|c: char| c == '=' || c == '&' || c == '?' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let (name, after) = tail.split_at(name_end);
+        out.push_str(name);
+        rest = after;
+        let lower = name.to_ascii_lowercase();
+        let secret = !lower.is_empty()
+            && SECRET_PARAMS
+                .iter()
+                .any(|p| lower == *p || lower.ends_with(&format!("_{p}")));
+        if let (true, Some(value)) = (secret, after.strip_prefix('=')) {
+            let end = value
+                .find(|c: char| c == '&' || c == '#' || c.is_whitespace() || c == '\'' || c == '"')
+                .unwrap_or(value.len());
+            out.push_str("=***");
+            rest = value.get(end..).unwrap_or("");
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Settings every source needs.
@@ -191,7 +259,7 @@ pub fn start(
         }
         SourceSpec::Exec(cmd) => {
             let runner = exec::Runner::new(&stream.name, cmd, cfg.source_timeout);
-            let what = format!("command '{cmd}'");
+            let what = format!("command '{}'", redact(cmd));
             reconnect::start(stream, cfg, shutdown, what, move || runner.spawn()).map(|_| None)
         }
     }
@@ -395,34 +463,20 @@ impl Pump {
     }
 }
 
-/// Logs dropped parts without flooding: the first drop at once, then at most one summary line
-/// every ten seconds while drops continue.
+/// Logs dropped parts without flooding (see [`crate::logger::Throttled`]).
 #[derive(Debug, Default)]
-struct DropLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
+struct DropLog(crate::logger::Throttled);
 
 impl DropLog {
     fn note(&mut self, stream: &Stream, label: &str, reason: DropReason) {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(10) => self.suppressed += 1,
-            _ => {
-                let more = if self.suppressed > 0 {
-                    format!(" ({} more dropped in the last 10 s)", self.suppressed)
-                } else {
-                    String::new()
-                };
-                log::warn!(
-                    "stream '{}': dropped a part from {label}: {}{more}; see /status for totals",
-                    stream.name,
-                    reason.as_str()
-                );
-                self.last = Some(now);
-                self.suppressed = 0;
-            }
-        }
+        self.0.note(|suppressed| {
+            log::warn!(
+                "stream '{}': dropped a part from {label}: {}{}; see /status for totals",
+                stream.name,
+                reason.as_str(),
+                crate::logger::more(suppressed)
+            )
+        });
     }
 }
 
@@ -495,5 +549,33 @@ mod tests {
         assert_eq!(redact("http://cam/video"), "http://cam/video");
         assert_eq!(redact("exec:echo a@b"), "exec:echo a@b");
         assert_eq!(redact("http://cam/a@b"), "http://cam/a@b");
+        // Issue 13: command lines and credential query parameters.
+        assert_eq!(
+            redact("exec:ffmpeg -i rtsp://admin:pw@10.0.0.9/s -f mjpeg -"),
+            "exec:ffmpeg -i rtsp://admin:***@10.0.0.9/s -f mjpeg -"
+        );
+        assert_eq!(
+            redact("http://cam/snap.cgi?user=admin&pwd=hunter2&res=1"),
+            "http://cam/snap.cgi?user=admin&pwd=***&res=1"
+        );
+        assert_eq!(
+            redact("exec:curl 'http://c/v?Password=x1&api_key=k2' -o - | cat"),
+            "exec:curl 'http://c/v?Password=***&api_key=***' -o - | cat"
+        );
+        assert_eq!(
+            redact("http://c/v?token=abc#frag"),
+            "http://c/v?token=***#frag"
+        );
+        assert_eq!(
+            redact("http://c/v?monkey=1&keyboard=2"),
+            "http://c/v?monkey=1&keyboard=2"
+        );
+        assert_eq!(
+            redact("exec:a https://u:p@h/x?sig=s http://v:q@i/"),
+            "exec:a https://u:***@h/x?sig=*** http://v:***@i/"
+        );
+        for s in ["", "://", "@", "?=", "&&==", "http://@", "a?pwd", "a?pwd="] {
+            let _ = redact(s);
+        }
     }
 }

@@ -45,7 +45,6 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
                 }
             };
             let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let id = current.0.fetch_add(1, SeqCst) + 1;
             // A second handle, kept only to shut this upstream down when a new one replaces it.
             let handle = match conn.try_clone() {
                 Ok(h) => h,
@@ -54,7 +53,14 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
                     continue;
                 }
             };
-            let old = current.1.lock().replace(handle);
+            // Which upstream is current, and the state that says so, change together under
+            // this lock: a reader that ends at the same moment cannot mark the new one lost.
+            let mut guard = current.1.lock();
+            let id = current.0.fetch_add(1, SeqCst) + 1;
+            let old = guard.replace(handle);
+            stream.source.connections.fetch_add(1, SeqCst);
+            stream.set_state(SourceState::Live, Some(peer.clone()));
+            drop(guard);
             if let Some(old) = old {
                 log::info!(
                     "stream '{}': new upstream from {peer} replaces the previous one",
@@ -64,8 +70,6 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
             } else {
                 log::info!("stream '{}': upstream connected from {peer}", stream.name);
             }
-            stream.source.connections.fetch_add(1, SeqCst);
-            stream.set_state(SourceState::Live, Some(peer.clone()));
             let stream = stream.clone();
             let current = current.clone();
             let thread = format!("src-{}-read", stream.name);
@@ -96,20 +100,22 @@ fn read_upstream(
         Ok(()) => pump.run_until_silent(&mut conn, Some(silence)),
         Err(e) => Err(e),
     };
+    let how = match &result {
+        Ok(()) => "closed the connection".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => format!("dropped: {e}"),
+        Err(e) => format!("connection failed: {e}"),
+    };
     {
         let mut handle = current.1.lock();
         if current.0.load(SeqCst) != id {
             return; // replaced: the new upstream owns the state now
         }
         // Our connection is over: drop the shutdown handle too, or its descriptor stays open
-        // until the next upstream arrives.
+        // until the next upstream arrives. The state changes under the same lock as above.
         *handle = None;
+        stream.set_error(format!("upstream {peer} {how}"));
+        stream.set_state(SourceState::Lost, None);
     }
-    let how = match result {
-        Ok(()) => "closed the connection".to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => format!("dropped: {e}"),
-        Err(e) => format!("connection failed: {e}"),
-    };
     if pump.frames() == 0 {
         log::warn!(
             "stream '{}': upstream {peer} {how} after {:.1} s without sending one whole JPEG; \
@@ -124,5 +130,4 @@ fn read_upstream(
             started.elapsed().as_secs_f64()
         );
     }
-    stream.set_state(SourceState::Lost, None);
 }

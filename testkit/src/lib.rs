@@ -146,10 +146,36 @@ impl Relay {
     }
 
     /// Threads of the relay process, from /proc.
+    /// Threads of the relay; panics if the relay is no longer running (a crashed relay must
+    /// never pass a check that its threads went back down).
     pub fn threads(&self) -> usize {
+        self.assert_alive();
         std::fs::read_dir(format!("/proc/{}/task", self.pid()))
             .map(|d| d.count())
-            .unwrap_or(0)
+            .expect("relay's /proc/PID/task")
+    }
+
+    /// Open descriptors of the relay; panics if it is no longer running.
+    pub fn fds(&self) -> usize {
+        self.assert_alive();
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .expect("relay's /proc/PID/fd")
+    }
+
+    /// Panics unless the relay process runs (exists and is not a zombie).
+    pub fn assert_alive(&self) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .unwrap_or_else(|_| panic!("the relay is gone; log: {}", self.log_text()));
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start())
+            .unwrap_or("");
+        assert!(
+            !state.starts_with('Z') && !state.starts_with('X'),
+            "the relay exited; log: {}",
+            self.log_text()
+        );
     }
 
     pub fn signal(&self, sig: i32) {
@@ -478,6 +504,9 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),
     ("openssl", "openssl"),
     ("python3", "python3"),
+    ("tc", "iproute2"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
 ];
 
 /// Fails clearly if a tool the suite needs is missing, naming the Debian package to install

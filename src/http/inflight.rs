@@ -1,0 +1,211 @@
+//! The second bound on what queues for a TCP client: bytes *in flight*, not only unsent ones.
+//!
+//! `TCP_NOTSENT_LOWAT` (see the parent module) keeps the kernel from holding more than ~16 KiB
+//! that it has not sent yet. Bytes that it has sent but that the client has not acknowledged
+//! are a queue too: they sit in the congestion window and, on a real slow link (Wi-Fi, 4G, a
+//! VPN), in the bottleneck router's buffer. A congestion control that fills queues (cubic,
+//! the default on most distributions) with a deep router buffer keeps seconds of old frames
+//! there. Measured on a shaped 2 Mbit/s link with a 100-packet queue: 549 ms median lag
+//! with the unsent bound alone, against about 100 ms that the link allows (80 ms to carry a
+//! 20 KB frame plus up to one frame interval of waiting for it).
+//!
+//! So before a client thread chooses its next frame it waits, here, until the bytes in flight
+//! to that client (`ioctl(SIOCOUTQ)`: unsent plus unacknowledged) are within an allowance, and
+//! only then takes the newest frame. The frame it takes is then as new as it can be when the
+//! link is ready for it, instead of being chosen early and waiting in a queue.
+//!
+//! The allowance must not cost throughput, so it is the larger of
+//!
+//! * two segments (`2 × tcpi_snd_mss`): on loopback that is 128 KiB and nothing ever waits, on
+//!   an Ethernet-sized path ~2.9 KB, enough to keep the link busy while the next frame starts;
+//! * one bandwidth-delay product, `tcpi_delivery_rate × tcpi_min_rtt`: the bytes a path with a
+//!   long round trip needs in flight to stay full. A 5 Mbit/s path with a 100 ms RTT keeps
+//!   62 KB in flight and its frame rate; a 2 Mbit/s one with 50 ms, 12.5 KB.
+//!
+//! The check costs one `ioctl` per frame; `TCP_INFO` is read only when the queue is over the
+//! allowance (it refreshes the estimate). Waiting is not a busy poll: the thread sleeps for the
+//! time the link needs to drain the excess at its measured delivery rate (at least 1 ms, at most
+//! [`MAX_NAP`] before it looks again), and a new frame or shutdown wakes it. A client whose
+//! queue does not drain within `--send-timeout` is dropped, as a stalled write would be.
+//!
+//! Unix-socket clients (a reverse proxy on the same host) have no such queue behind them; they
+//! keep the small send buffer the parent module gives them.
+
+use crate::slot::{FrameSlot, Next};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// Longest single sleep before the queue is looked at again.
+const MAX_NAP: Duration = Duration::from_millis(50);
+/// Delivery rate assumed before the kernel has measured one (bytes/s): 1 Mbit/s.
+const RATE_FLOOR: u64 = 125_000;
+/// Longest round trip believed for the allowance: a 2 s "minimum RTT" is a measurement error,
+/// and a huge allowance would switch the bound off.
+const MAX_MIN_RTT_US: u64 = 1_000_000;
+
+/// Set the environment variable `MJPEG_RELAY_NO_INFLIGHT_BOUND=1` to switch the bound off.
+/// For the benchmark and the control test only, so both measure with and without it in one
+/// run; not a documented flag.
+pub const DISABLE_ENV: &str = "MJPEG_RELAY_NO_INFLIGHT_BOUND";
+
+/// Whether the bound is on for this process.
+pub fn enabled() -> bool {
+    std::env::var_os(DISABLE_ENV).is_none_or(|v| v.is_empty() || v == "0")
+}
+
+/// The bound for one TCP client connection. Owned by the client's thread.
+#[derive(Debug)]
+pub struct InFlight {
+    fd: RawFd,
+    /// Bytes allowed in flight before the next frame is chosen; refreshed from `TCP_INFO`.
+    allowance: u64,
+    /// The latest delivery rate estimate, bytes/s.
+    rate: u64,
+}
+
+/// How a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// The queue is within the allowance: choose the next frame now. `waited`: it was not at
+    /// first, so a newer frame may have arrived meanwhile.
+    Ready { waited: bool },
+    /// The server is shutting down.
+    Closed,
+    /// The queue did not drain by the deadline: the client is stalled.
+    Stalled,
+}
+
+impl InFlight {
+    /// For a TCP socket; `None` when the socket tells nothing (not TCP).
+    pub fn new(fd: RawFd) -> Option<InFlight> {
+        let info = tcp_info(fd)?;
+        let mut b = InFlight {
+            fd,
+            allowance: 0,
+            rate: RATE_FLOOR,
+        };
+        b.update(&info);
+        Some(b)
+    }
+
+    fn update(&mut self, info: &libc::tcp_info) {
+        let mss = u64::from(info.tcpi_snd_mss.max(536));
+        if info.tcpi_delivery_rate > 0 {
+            self.rate = info.tcpi_delivery_rate.max(RATE_FLOOR);
+        }
+        let min_rtt_us = u64::from(info.tcpi_min_rtt).min(MAX_MIN_RTT_US);
+        let bdp = self.rate.saturating_mul(min_rtt_us) / 1_000_000;
+        self.allowance = (2 * mss).max(bdp);
+    }
+
+    /// The bytes allowed in flight now (for tests and logs).
+    pub fn allowance(&self) -> u64 {
+        self.allowance
+    }
+
+    /// Waits until the bytes in flight are within the allowance. Sleeps on `slot` so that
+    /// shutdown (and a new frame, after which it looks again) wakes it.
+    pub fn wait(&mut self, slot: &FrameSlot, deadline: Instant) -> Drained {
+        let mut waited = false;
+        loop {
+            let Some(queued) = outq(self.fd) else {
+                // The socket tells nothing: never hold a client back.
+                return Drained::Ready { waited };
+            };
+            if queued <= self.allowance {
+                return Drained::Ready { waited };
+            }
+            if let Some(info) = tcp_info(self.fd) {
+                self.update(&info);
+                if queued <= self.allowance {
+                    return Drained::Ready { waited };
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Drained::Stalled;
+            }
+            let excess = queued - self.allowance;
+            let drain = Duration::from_micros(excess.saturating_mul(1_000_000) / self.rate);
+            let nap = drain
+                .clamp(Duration::from_millis(1), MAX_NAP)
+                .min(deadline - now);
+            let generation = slot.latest().map_or(0, |(_, g)| g);
+            if let Next::Closed = slot.wait_newer(generation, nap) {
+                return Drained::Closed;
+            }
+            waited = true;
+        }
+    }
+}
+
+/// Bytes in the socket's send queue: not yet sent plus sent but not acknowledged.
+fn outq(fd: RawFd) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one c_int for a socket we own.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then(|| u64::try_from(n).unwrap_or(0))
+}
+
+fn tcp_info(fd: RawFd) -> Option<libc::tcp_info> {
+    // SAFETY: an all-zero tcp_info is a valid value (plain integers).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`; older kernels write fewer and
+    // leave the rest zero (then the allowance is two segments).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn loopback_never_waits_for_a_reading_client_and_a_stalled_one_is_reported() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut server, _) = l.accept().unwrap();
+        let mut b = InFlight::new(server.as_raw_fd()).expect("TCP");
+        // Loopback's segment is 64 KiB: two of them allowed without waiting.
+        assert!(b.allowance() >= 64 * 1024, "{}", b.allowance());
+        let slot = FrameSlot::new();
+        let frame = vec![7u8; 50_000];
+        server.write_all(&frame).unwrap();
+        let mut got = vec![0u8; frame.len()];
+        client.read_exact(&mut got).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            b.wait(&slot, Instant::now() + Duration::from_secs(1)),
+            Drained::Ready { waited: false }
+        );
+        assert!(t.elapsed() < Duration::from_millis(50));
+        // A client that reads nothing: the queue stays full and the wait gives up in time.
+        client
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        server.set_nonblocking(true).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while server.write(&chunk).is_ok() {}
+        let t = Instant::now();
+        let r = b.wait(&slot, Instant::now() + Duration::from_millis(200));
+        assert_eq!(r, Drained::Stalled);
+        assert!(t.elapsed() >= Duration::from_millis(190));
+        slot.close();
+        assert_eq!(
+            b.wait(&slot, Instant::now() + Duration::from_secs(5)),
+            Drained::Closed
+        );
+    }
+}
