@@ -1,24 +1,65 @@
 //! mjpeg-relay: take one live MJPEG stream per source, serve it to any number of HTTP clients,
 //! always live.
 //!
-//! Data flows one way: a source ([`source`]) reads bytes, the sans-IO [`parser`] cuts them into
-//! whole JPEG frames, the newest frame goes into a [`slot`] owned by its [`stream`], and each
-//! HTTP client thread ([`http`]) takes the newest frame whenever its socket is ready for one. A
-//! slow client skips frames instead of queueing them, and the kernel's socket buffer is kept
-//! small too (`TCP_NOTSENT_LOWAT`), because a multi-megabyte send buffer is itself a queue of
-//! old frames.
+//! Data flows one way, **source → parser → hub/slot → HTTP → client**, and the imports form no
+//! circle: `parser`, `jpeg`, `slot` and `multipart` use nothing of the crate but each other's
+//! basics; the hub uses only `slot`, `frame` and `jpeg`; sources and the HTTP side use the hub
+//! and never each other; the features (NO SIGNAL, metrics, auth, static files) use the core,
+//! and the core none of them.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`source`] | where bytes come from: one file per kind, each owning its threads and I/O |
+//! | [`parser`] | sans-IO multipart framing: bytes in, whole JPEG frames out |
+//! | [`jpeg`] | the JPEG marker walk (where an image ends), header segments, comments |
+//! | [`hub`] | one served stream: its [`slot`], source state and counters, its clients |
+//! | [`slot`] | the newest frame, a generation counter and a timed wait; nothing else |
+//! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
+//! | [`http`] | the connection layer, routing, the `/stream` loop, the in-flight bound, pages |
+//! | [`shutdown`] | the one stop token every long-running thread holds |
+//! | [`nosignal`], [`metrics`], [`auth`], [`static_files`] | features on top of the hub |
+//! | [`cli`], [`logger`], [`font`], [`testjpeg`] | flags, the log, a pixel font, test frames |
+//!
+//! The parser, the way a source drives it (bytes in any chunking, frames out the moment their
+//! last byte is in):
+//!
+//! ```
+//! use mjpeg_relay::parser::{Event, Parser};
+//! use mjpeg_relay::testjpeg::jpeg_with_seq;
+//!
+//! let jpeg = jpeg_with_seq(7, 100);
+//! let mut stream = b"--spionisto\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+//! stream.extend_from_slice(&jpeg);
+//! let mut parser = Parser::new(1 << 20);
+//! let mut frames = Vec::new();
+//! for chunk in stream.chunks(10) {
+//!     parser.push(chunk, &mut |event| {
+//!         if let Event::Frame(f) = event {
+//!             frames.push(f);
+//!         }
+//!     });
+//! }
+//! assert_eq!(frames, [jpeg]);
+//! ```
+//!
+//! A slow client skips frames instead of queueing them, and the kernel's queues are kept small
+//! too: `TCP_NOTSENT_LOWAT` for unsent bytes, the in-flight bound ([`http::inflight`]) for
+//! bytes on the wire, because a megabyte of old frames in any queue is a picture from the past.
 
 pub mod auth;
 pub mod cli;
 pub mod font;
+pub mod frame;
 pub mod http;
+pub mod hub;
+pub mod jpeg;
 pub mod logger;
 pub mod metrics;
 pub mod multipart;
 pub mod nosignal;
 pub mod parser;
+pub mod shutdown;
 pub mod slot;
 pub mod source;
 pub mod static_files;
-pub mod stream;
 pub mod testjpeg;

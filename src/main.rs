@@ -1,8 +1,8 @@
 //! The `mjpeg-relay` binary: parse flags, start one source and the HTTP server, stop cleanly on
 //! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
 
-use crossbeam_channel::bounded;
-use mjpeg_relay::{cli, http, logger, nosignal, source, stream::Stream};
+use mjpeg_relay::shutdown::{self, Trigger};
+use mjpeg_relay::{cli, http, hub::Stream, logger, nosignal, source};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -32,8 +32,10 @@ fn main() {
     raise_fd_limit();
     limit_malloc_arenas();
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    if let Err(e) = watch_signals(shutdown.clone()) {
+    // The one way to stop: every thread that runs until the end holds a clone of `stop`.
+    let (trigger, stop) = shutdown::channel();
+    let trigger = Arc::new(trigger);
+    if let Err(e) = watch_signals(trigger.clone()) {
         log::error!("cannot install signal handlers: {e}");
         exit(1);
     }
@@ -60,9 +62,6 @@ fn main() {
         .iter()
         .map(|s| Stream::new(&s.name, &s.source_text))
         .collect();
-    // Dropping the sender tells sources that sleep (between frames, or between reconnect
-    // attempts) and the no-signal watchdog to stop.
-    let (stop_sources, sources_stopped) = bounded::<()>(0);
     let source_cfg = source::SourceConfig {
         max_frame_bytes: cfg.max_frame_bytes,
         fps: cfg.fps,
@@ -71,25 +70,22 @@ fn main() {
         source_timeout: cfg.source_timeout,
     };
     for (sc, stream) in cfg.streams.iter().zip(&streams) {
-        let started = source::start(
-            &sc.source,
-            stream.clone(),
-            &source_cfg,
-            sources_stopped.clone(),
-        );
+        let started = source::start(&sc.source, stream.clone(), &source_cfg, stop.clone());
         if let Err(e) = started {
             log::error!(
                 "cannot start the source of stream '{}' ({}): {e}",
                 sc.name,
                 sc.source_text
             );
+            trigger.pull();
             source::exec::kill_all();
             exit(1);
         }
     }
     if !cfg.no_signal_after.is_zero() {
-        if let Err(e) = nosignal::start(streams.clone(), cfg.no_signal_after, sources_stopped) {
+        if let Err(e) = nosignal::start(streams.clone(), cfg.no_signal_after, stop.clone()) {
             log::error!("cannot start the no-signal watchdog: {e}");
+            trigger.pull();
             source::exec::kill_all();
             exit(1);
         }
@@ -119,15 +115,10 @@ fn main() {
              (see --auth and --token)"
         );
     }
-    let served = http::serve(listener, streams, cfg.named, http_cfg, &shutdown);
-    // Sources first learn that we are stopping, then their commands are stopped: a command
-    // that ends now is not logged as a lost source.
-    drop(stop_sources);
+    http::serve(listener, streams, cfg.named, http_cfg, &stop);
+    // The token stopped the server, so sources know we are stopping before their commands
+    // are: a command that ends now is not logged as a lost source.
     source::exec::kill_all();
-    if let Err(e) = served {
-        log::error!("HTTP server failed: {e}");
-        exit(1);
-    }
     log::info!("stopped");
     // Client threads still blocked in a write to a stalled socket end with the process.
     exit(0);
@@ -136,9 +127,12 @@ fn main() {
 /// SIGINT/SIGTERM ask for a clean stop (a second SIGINT stops at once); SIGHUP is logged and
 /// ignored, since there is no configuration file to reload and logs go to stderr. SIGPIPE is
 /// already ignored by the Rust runtime, so a vanished client is a write error, not a crash.
-fn watch_signals(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+fn watch_signals(trigger: Arc<Trigger>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, shutdown.clone())?;
+    // Only for "a second SIGINT exits at once": signal-hook exits with 130 if this is set
+    // when SIGINT arrives. Stopping itself is the trigger's job.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, interrupted.clone())?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -150,7 +144,8 @@ fn watch_signals(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                     continue;
                 }
                 log::info!("signal {sig} received; shutting down");
-                shutdown.store(true, SeqCst);
+                interrupted.store(true, SeqCst);
+                trigger.pull();
             }
         })?;
     Ok(())

@@ -1,48 +1,14 @@
 //! `/metrics` in Prometheus text format, and the counters behind it that outlive clients.
 //!
 //! Per-client counters vanish when a client leaves, so each stream also keeps totals
-//! ([`OutStats`]) that client threads bump after every write. The relay-internal delay — from a
-//! frame's arrival to the end of its write to a client — goes into a fixed-bucket histogram of
-//! atomics: no lock, no allocation, whatever the number of clients.
+//! ([`OutStats`](crate::hub::OutStats), in the hub) that client threads bump after every write;
+//! this module only renders them.
 
-use crate::stream::{SourceState, Stream};
+use crate::hub::{SourceState, Stream, DELAY_BUCKETS};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Upper bounds of the delay histogram's buckets, in seconds.
-pub const DELAY_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// What a stream's clients were sent, in total, including clients that have left.
-#[derive(Debug, Default)]
-pub struct OutStats {
-    pub frames_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub frames_skipped: AtomicU64,
-    pub repeats: AtomicU64,
-    /// Clients served since start.
-    pub clients_total: AtomicU64,
-    /// Cumulative counts per bucket of [`DELAY_BUCKETS`], plus +Inf last.
-    delay_buckets: [AtomicU64; DELAY_BUCKETS.len() + 1],
-    delay_sum_us: AtomicU64,
-}
-
-impl OutStats {
-    /// Records one frame written: arrival to write complete.
-    pub fn observe_delay(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = DELAY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(DELAY_BUCKETS.len());
-        self.delay_buckets[i].fetch_add(1, Relaxed);
-        self.delay_sum_us
-            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
-    }
-}
 
 /// The whole `/metrics` body.
 pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {

@@ -13,8 +13,8 @@
 //! second, and only while a source is down.
 
 use crate::font::{draw_text, fill, text_width};
-use crate::stream::{SourceState, Stream};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::hub::{SourceState, Stream};
+use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,14 +24,16 @@ pub const MARK: &[u8] = b"mjpeg-relay no-signal";
 
 /// How often a still-down stream gets a fresh picture (the time-since-loss text changes).
 const REFRESH: Duration = Duration::from_secs(1);
+/// The watchdog thread's stack: it renders one small JPEG at a time, nothing recursive.
+const WATCHDOG_STACK: usize = 256 * 1024;
 /// How often the watchdog looks at the streams.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Starts the watchdog for `streams`; it ends when `shutdown`'s sender is dropped.
-pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Receiver<()>) -> io::Result<()> {
+pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> io::Result<()> {
     std::thread::Builder::new()
         .name("no-signal".into())
-        .stack_size(crate::source::SOURCE_STACK)
+        .stack_size(WATCHDOG_STACK)
         .spawn(move || {
             let mut last_sent: Vec<Option<Instant>> = vec![None; streams.len()];
             loop {
@@ -53,9 +55,8 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Receiver<()>)
                     s.publish_generated(&jpeg, frames_before);
                     *last = Some(Instant::now());
                 }
-                match shutdown.recv_timeout(TICK) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                if shutdown.sleep(TICK) {
+                    return;
                 }
             }
         })?;
@@ -113,46 +114,17 @@ pub fn render(
         .encode(&px, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
         .expect("encoding into a Vec cannot fail");
     // The marker comment, right after SOI, where decoders ignore it.
-    let mut com = vec![0xFF, 0xFE];
-    com.extend_from_slice(&((MARK.len() + 2) as u16).to_be_bytes());
-    com.extend_from_slice(MARK);
+    let mut com = Vec::with_capacity(MARK.len() + 4);
+    crate::jpeg::push_com(&mut com, MARK);
     jpeg.splice(2..2, com);
     jpeg
 }
 
-/// Whether `jpeg` is a generated no-signal picture: a COM segment right after SOI that holds
-/// [`MARK`]. Any bytes: an upstream's frame is checked on every `/status` and `/snapshot`.
+/// Whether `jpeg` is a generated no-signal picture: its first header segment is a comment
+/// holding [`MARK`]. Any bytes: an upstream's frame is checked on every `/status` and
+/// `/snapshot`.
 pub fn is_no_signal(jpeg: &[u8]) -> bool {
-    jpeg.get(2..4) == Some(&[0xFF, 0xFE][..]) && jpeg.get(6..).is_some_and(|r| r.starts_with(MARK))
-}
-
-/// Width and height from a JPEG's SOF segment, walking the markers before the scan. Any
-/// bytes: it reads an upstream's frame.
-pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u16, u16)> {
-    let mut i = 2usize;
-    loop {
-        let seg = jpeg.get(i..)?;
-        let (&ff, &marker) = (seg.first()?, seg.get(1)?);
-        if ff != 0xFF {
-            return None;
-        }
-        if marker == 0xFF {
-            i = i.checked_add(1)?; // fill byte
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([*seg.get(2)?, *seg.get(3)?]));
-        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-        if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
-            let s = seg.get(5..9)?;
-            let h = u16::from_be_bytes([*s.first()?, *s.get(1)?]);
-            let w = u16::from_be_bytes([*s.get(2)?, *s.get(3)?]);
-            return (w > 0 && h > 0).then_some((w, h));
-        }
-        if marker == 0xDA {
-            return None;
-        }
-        i = i.checked_add(2)?.checked_add(len)?;
-    }
+    crate::jpeg::segments(jpeg).next() == Some((crate::jpeg::COM, MARK))
 }
 
 #[cfg(test)]
@@ -171,7 +143,7 @@ mod tests {
         );
         assert!(crate::testjpeg::is_whole_jpeg(&j));
         assert!(is_no_signal(&j));
-        assert_eq!(jpeg_dimensions(&j), Some((320, 240)));
+        assert_eq!(crate::jpeg::dimensions(&j), Some((320, 240)));
         let big = render(
             "x",
             Duration::ZERO,
@@ -180,9 +152,9 @@ mod tests {
             3840,
             2160,
         );
-        assert_eq!(jpeg_dimensions(&big), Some((1280, 720)));
+        assert_eq!(crate::jpeg::dimensions(&big), Some((1280, 720)));
         let tiny = render("x", Duration::ZERO, false, SourceState::Connecting, 8, 8);
-        assert_eq!(jpeg_dimensions(&tiny), Some((160, 120)));
+        assert_eq!(crate::jpeg::dimensions(&tiny), Some((160, 120)));
         assert!(!is_no_signal(&crate::testjpeg::jpeg_with_seq(1, 0)));
     }
 
@@ -195,14 +167,17 @@ mod tests {
         short.extend_from_slice(&[0xFF, 0xD9]);
         assert_eq!(short.len(), 26);
         assert!(!is_no_signal(&short));
-        assert_eq!(jpeg_dimensions(&short), None);
+        assert_eq!(crate::jpeg::dimensions(&short), None);
         for n in 0..64 {
             let bytes: Vec<u8> = (0..n)
                 .map(|i| [0xFF, 0xFE, 0xC0, 0x00, 0x05][i % 5])
                 .collect();
             let _ = is_no_signal(&bytes);
-            let _ = jpeg_dimensions(&bytes);
+            let _ = crate::jpeg::dimensions(&bytes);
         }
-        assert_eq!(jpeg_dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0xFF, 0xFF]), None);
+        assert_eq!(
+            crate::jpeg::dimensions(&[0xFF, 0xD8, 0xFF, 0xC0, 0xFF, 0xFF]),
+            None
+        );
     }
 }

@@ -52,9 +52,10 @@
 //! read (no overflow: a slice is at most `isize::MAX` bytes) and on `u64` counters of bytes
 //! and events; the fuzz target runs with overflow checks on and found none. The same lint
 //! guards the other modules that read network bytes: the HTTP request reader
-//! (`http/server.rs`), query decoding (`http/stream.rs`), `--static` path decoding and the
+//! (`http/server.rs`), query decoding (`http/endpoints.rs`), `--static` path decoding and the
 //! NO SIGNAL detector (`nosignal.rs`).
 
+use crate::jpeg::{Walk, Walker};
 use memchr::memchr;
 
 /// Largest multipart header block we keep (headers of one part, from boundary to blank line).
@@ -71,6 +72,17 @@ pub enum Format {
     Multipart { boundary: String },
     /// JPEG images back to back, no framing.
     RawJpeg,
+}
+
+impl std::fmt::Display for Format {
+    /// As `/status` and the log show it: `multipart boundary=spionisto`, `raw JPEG`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Format::Multipart { boundary } => write!(f, "multipart boundary={boundary}"),
+            Format::RawJpeg => f.write_str("raw JPEG"),
+            Format::Unknown => f.write_str("unknown"),
+        }
+    }
 }
 
 /// Why a part was thrown away. Each drop is reported once, as one [`Event::Dropped`].
@@ -499,7 +511,7 @@ impl Parser {
         match walked {
             Walk::Done(n) => {
                 self.body.extend_from_slice(upto(chunk, n));
-                if self.walker.saw_scan {
+                if self.walker.saw_scan() {
                     self.emit(out);
                 } else {
                     self.drop_part(DropReason::NotJpeg, out);
@@ -705,156 +717,6 @@ fn parse_content_length(line: &[u8]) -> Option<usize> {
         return Some(usize::MAX);
     }
     value.parse().ok()
-}
-
-/// Result of walking a slice of a JPEG.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Walk {
-    /// Everything consumed; the image is not finished.
-    More,
-    /// The image ended; `n` bytes of the slice (through the EOI) belong to it.
-    Done(usize),
-    /// Byte `at` cannot be part of a JPEG here. `after_ff`: it was a marker code (the byte
-    /// before it was `FF`), so a raw stream can resync at it if it is `D8`.
-    Error { at: usize, after_ff: bool },
-}
-
-/// Incremental walk over JPEG markers. Knows just enough of the format to find where an image
-/// ends: every marker segment has a 16-bit length, entropy-coded data is escaped so that `FF`
-/// is followed only by `00` or a restart marker, and `EOI` ends the image.
-#[derive(Debug, Clone, Default)]
-struct Walker {
-    st: WalkState,
-    marker: u8,
-    len_hi: u8,
-    skip: usize,
-    saw_scan: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum WalkState {
-    #[default]
-    Soi0,
-    Soi1,
-    /// Expecting the `FF` that starts the next marker.
-    Marker,
-    /// Saw `FF`; expecting a marker code (more `FF`s are fill bytes).
-    Code,
-    Len0,
-    Len1,
-    /// Inside a segment's payload.
-    Skip,
-    /// Inside entropy-coded scan data.
-    Entropy,
-    /// Saw `FF` inside scan data.
-    EntropyFf,
-}
-
-const SOI: u8 = 0xD8;
-const EOI: u8 = 0xD9;
-const SOS: u8 = 0xDA;
-
-impl Walker {
-    fn walk(&mut self, data: &[u8]) -> Walk {
-        let mut i = 0;
-        while i < data.len() {
-            let Some(&b) = data.get(i) else { break };
-            match self.st {
-                WalkState::Soi0 => {
-                    if b != 0xFF {
-                        return Walk::Error {
-                            at: i,
-                            after_ff: false,
-                        };
-                    }
-                    self.st = WalkState::Soi1;
-                }
-                WalkState::Soi1 => {
-                    if b != SOI {
-                        return Walk::Error {
-                            at: i,
-                            after_ff: true,
-                        };
-                    }
-                    self.st = WalkState::Marker;
-                }
-                WalkState::Marker => {
-                    if b != 0xFF {
-                        return Walk::Error {
-                            at: i,
-                            after_ff: false,
-                        };
-                    }
-                    self.st = WalkState::Code;
-                }
-                WalkState::Code | WalkState::EntropyFf => {
-                    let in_scan = self.st == WalkState::EntropyFf;
-                    match b {
-                        0xFF => {} // fill byte
-                        0x00 if in_scan => self.st = WalkState::Entropy,
-                        0xD0..=0xD7 if in_scan => self.st = WalkState::Entropy,
-                        0xD0..=0xD7 | 0x01 => self.st = WalkState::Marker,
-                        EOI => return Walk::Done(i + 1),
-                        SOI | 0x00 => {
-                            return Walk::Error {
-                                at: i,
-                                after_ff: true,
-                            }
-                        }
-                        _ => {
-                            self.marker = b;
-                            self.st = WalkState::Len0;
-                        }
-                    }
-                }
-                WalkState::Len0 => {
-                    self.len_hi = b;
-                    self.st = WalkState::Len1;
-                }
-                WalkState::Len1 => {
-                    let len = (usize::from(self.len_hi) << 8) | usize::from(b);
-                    if len < 2 {
-                        return Walk::Error {
-                            at: i,
-                            after_ff: false,
-                        };
-                    }
-                    self.skip = len - 2;
-                    self.st = WalkState::Skip;
-                    if self.skip == 0 {
-                        self.end_segment();
-                    }
-                }
-                WalkState::Skip => {
-                    let n = self.skip.min(data.len() - i);
-                    self.skip -= n;
-                    i += n;
-                    if self.skip == 0 {
-                        self.end_segment();
-                    }
-                    continue;
-                }
-                WalkState::Entropy => match memchr(0xFF, from(data, i)) {
-                    Some(j) => {
-                        i += j;
-                        self.st = WalkState::EntropyFf;
-                    }
-                    None => return Walk::More,
-                },
-            }
-            i += 1;
-        }
-        Walk::More
-    }
-
-    fn end_segment(&mut self) {
-        if self.marker == SOS {
-            self.saw_scan = true;
-            self.st = WalkState::Entropy;
-        } else {
-            self.st = WalkState::Marker;
-        }
-    }
 }
 
 #[cfg(test)]

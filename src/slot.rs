@@ -10,64 +10,38 @@
 //! a separate mutex + condvar pair, and the writer bumps the generation under the write lock and
 //! then notifies under the mutex, so a reader that checked the generation and went to sleep can
 //! never miss the wake-up.
+//!
+//! The slot holds any `Arc<T>` and does not look inside it; the generation is the only count
+//! (it is what clients compare, and `generation - last_sent - 1` is how many they skipped).
+//! Besides the frame and the counter, one thing: `close`, which wakes every waiter for good
+//! when the server stops (waiters sleep on the condvar, which no channel can wake).
 
-use crate::multipart::Wire;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-/// One JPEG frame as received from the upstream, shared by every client that sends it.
-#[derive(Debug)]
-pub struct Frame {
-    /// Counts frames accepted from this stream's sources, from 1.
-    pub seq: u64,
-    /// Wall-clock arrival time (for `X-Timestamp`).
-    pub arrived: SystemTime,
-    /// Monotonic arrival time (for ages and latency).
-    pub arrived_at: Instant,
-    /// The JPEG in the form clients send it; see [`Wire`].
-    pub wire: Wire,
-}
-
-impl Frame {
-    pub fn new(seq: u64, jpeg: &[u8]) -> Frame {
-        let arrived = SystemTime::now();
-        Frame {
-            seq,
-            arrived,
-            arrived_at: Instant::now(),
-            wire: Wire::new(jpeg, arrived),
-        }
-    }
-
-    /// The JPEG, `FFD8` … `FFD9`.
-    pub fn jpeg(&self) -> &[u8] {
-        self.wire.jpeg()
-    }
-}
+use std::time::{Duration, Instant};
 
 /// What a waiting client gets back.
 #[derive(Debug)]
-pub enum Next {
+pub enum Next<T> {
     /// A frame newer than the one asked about, with its generation.
-    Frame(Arc<Frame>, u64),
+    Frame(Arc<T>, u64),
     /// Nothing newer arrived within the timeout.
     Timeout,
     /// The slot was closed: the server is shutting down.
     Closed,
 }
 
-#[derive(Debug, Default)]
-struct Latest {
+#[derive(Debug)]
+struct Latest<T> {
     generation: u64,
-    frame: Option<Arc<Frame>>,
+    frame: Option<Arc<T>>,
 }
 
-/// The newest frame of one stream. Share it as `Arc<FrameSlot>`.
-#[derive(Debug, Default)]
-pub struct FrameSlot {
-    latest: RwLock<Latest>,
+/// The newest frame of one stream. Owned by its stream (the hub), shared by reference.
+#[derive(Debug)]
+pub struct FrameSlot<T> {
+    latest: RwLock<Latest<T>>,
     /// Guards nothing but the sleep/wake hand-off (and holds "closed"); see the module docs.
     wake: Mutex<bool>,
     cond: Condvar,
@@ -75,13 +49,27 @@ pub struct FrameSlot {
     closed: AtomicBool,
 }
 
-impl FrameSlot {
-    pub fn new() -> FrameSlot {
-        FrameSlot::default()
+impl<T> Default for FrameSlot<T> {
+    fn default() -> Self {
+        FrameSlot {
+            latest: RwLock::new(Latest {
+                generation: 0,
+                frame: None,
+            }),
+            wake: Mutex::new(false),
+            cond: Condvar::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> FrameSlot<T> {
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Replaces the newest frame and wakes every waiting client.
-    pub fn publish(&self, frame: Arc<Frame>) -> u64 {
+    /// Replaces the newest frame and wakes every waiting client. Returns its generation.
+    pub fn publish(&self, frame: Arc<T>) -> u64 {
         let generation = {
             let mut latest = self.latest.write();
             latest.generation += 1;
@@ -94,14 +82,14 @@ impl FrameSlot {
     }
 
     /// The newest frame and its generation, if any frame arrived yet.
-    pub fn latest(&self) -> Option<(Arc<Frame>, u64)> {
+    pub fn latest(&self) -> Option<(Arc<T>, u64)> {
         let latest = self.latest.read();
         latest.frame.clone().map(|f| (f, latest.generation))
     }
 
     /// Waits until a frame newer than generation `seen` is there, and returns the newest.
     /// `seen = 0` returns the current frame at once if there is one.
-    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Next {
+    pub fn wait_newer(&self, seen: u64, timeout: Duration) -> Next<T> {
         // Fast path, the common one for a busy client: a newer frame is already there. Only the
         // read lock; the wake mutex is for sleeping, and every client taking it for every frame
         // made it the most contended lock in the process.
@@ -135,12 +123,12 @@ impl FrameSlot {
         }
     }
 
-    /// Wakes every waiter for good; later waits return [`Next::Closed`] at once.
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Wakes every waiter for good; later waits return [`Next::Closed`] at once.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         *self.wake.lock() = true;
@@ -155,13 +143,13 @@ mod tests {
 
     #[test]
     fn waiter_gets_only_the_newest() {
-        let slot = FrameSlot::new();
-        for i in 1..=5 {
-            slot.publish(Arc::new(Frame::new(i, &[i as u8])));
+        let slot = FrameSlot::<u64>::new();
+        for i in 1..=5u64 {
+            slot.publish(Arc::new(i));
         }
         match slot.wait_newer(0, Duration::from_millis(10)) {
             Next::Frame(f, g) => {
-                assert_eq!(f.seq, 5);
+                assert_eq!(*f, 5);
                 assert_eq!(g, 5);
             }
             other => panic!("{other:?}"),
@@ -174,7 +162,7 @@ mod tests {
 
     #[test]
     fn publish_wakes_a_sleeping_waiter_and_close_ends_it() {
-        let slot = Arc::new(FrameSlot::new());
+        let slot = Arc::new(FrameSlot::<u64>::new());
         let s = slot.clone();
         let t = thread::spawn(move || {
             let mut got = Vec::new();
@@ -182,7 +170,7 @@ mod tests {
             loop {
                 match s.wait_newer(seen, Duration::from_secs(5)) {
                     Next::Frame(f, g) => {
-                        got.push(f.seq);
+                        got.push(*f);
                         seen = g;
                     }
                     Next::Timeout => panic!("missed a wake-up"),
@@ -190,8 +178,8 @@ mod tests {
                 }
             }
         });
-        for i in 1..=200 {
-            slot.publish(Arc::new(Frame::new(i, &[0xFF])));
+        for i in 1..=200u64 {
+            slot.publish(Arc::new(i));
             if i % 20 == 0 {
                 thread::sleep(Duration::from_millis(2));
             }

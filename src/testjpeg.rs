@@ -3,6 +3,7 @@
 //! The number sits in a COM segment (`FFFE`) right after SOI, where every decoder ignores it,
 //! so a receiver can check order, gaps and duplicates byte-exactly without decoding pixels.
 
+use crate::jpeg::{comments, push_com};
 use std::sync::OnceLock;
 
 /// COM payload prefix that marks our sequence numbers.
@@ -26,15 +27,21 @@ pub fn jpeg_with_seq(seq: u64, pad: usize) -> Vec<u8> {
     jpeg_with_payload(format!("{seq}").as_bytes(), pad)
 }
 
-/// Like [`jpeg_with_seq`] but with any text after the tag (the benchmark adds a send time).
+/// Like [`jpeg_with_seq`] but with any text after the tag.
 pub fn jpeg_with_payload(text: &[u8], pad: usize) -> Vec<u8> {
-    let base = base();
+    tagged(base(), text, pad)
+}
+
+/// `base` (a whole JPEG) with our tag and `text` in a comment right after SOI, and `pad`
+/// bytes of comment: the benchmark's frames are this over a real picture, with a send time.
+pub fn tagged(base: &[u8], text: &[u8], pad: usize) -> Vec<u8> {
     let mut com = TAG.to_vec();
     com.extend_from_slice(text);
     com.push(b';');
     // COM segments hold at most 65533 bytes; spread big pads over several.
+    let (soi, rest) = base.split_at(2.min(base.len()));
     let mut out = Vec::with_capacity(base.len() + com.len() + pad + 16);
-    out.extend_from_slice(&base[..2]);
+    out.extend_from_slice(soi);
     push_com(&mut out, &com);
     let mut left = pad;
     while left > 0 {
@@ -42,35 +49,15 @@ pub fn jpeg_with_payload(text: &[u8], pad: usize) -> Vec<u8> {
         push_com(&mut out, &vec![b'.'; n]);
         left -= n;
     }
-    out.extend_from_slice(&base[2..]);
+    out.extend_from_slice(rest);
     out
-}
-
-fn push_com(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&[0xFF, 0xFE]);
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(payload);
 }
 
 /// The text after the tag in the first of our COM segments before the scan, if any.
 pub fn payload_of(jpeg: &[u8]) -> Option<&[u8]> {
-    if jpeg.get(..2)? != [0xFF, 0xD8] {
-        return None;
-    }
-    let mut i = 2;
-    // Walk the marker segments that precede the first scan.
-    while jpeg.get(i)? == &0xFF && jpeg.get(i + 1)? != &0xDA {
-        let len = usize::from(u16::from_be_bytes([*jpeg.get(i + 2)?, *jpeg.get(i + 3)?]));
-        let seg = jpeg.get(i + 4..i + 2 + len)?;
-        if jpeg[i + 1] == 0xFE {
-            if let Some(rest) = seg.strip_prefix(TAG) {
-                let end = rest.iter().position(|&b| b == b';')?;
-                return Some(&rest[..end]);
-            }
-        }
-        i += 2 + len;
-    }
-    None
+    let rest = comments(jpeg).find_map(|c| c.strip_prefix(TAG))?;
+    let end = rest.iter().position(|&b| b == b';')?;
+    rest.get(..end)
 }
 
 /// The sequence number written by [`jpeg_with_seq`].

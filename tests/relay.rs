@@ -434,7 +434,7 @@ fn default_test_pattern_serves_jpegs() {
             .expect("test pattern frame");
         assert!(is_whole_jpeg(&f));
         assert_eq!(
-            mjpeg_relay::nosignal::jpeg_dimensions(&f),
+            mjpeg_relay::jpeg::dimensions(&f),
             Some((320, 240)),
             "--size is honoured"
         );

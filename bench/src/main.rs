@@ -12,10 +12,10 @@
 
 use mjpeg_relay::parser::{Event, Parser};
 use mjpeg_relay::source::testsrc;
-use mjpeg_relay::testjpeg::payload_of;
+use mjpeg_relay::testjpeg::{self, payload_of};
+use mjpeg_testkit::{free_port, gst_part, try_connect};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
@@ -55,15 +55,16 @@ LOAD OPTIONS:
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = || Args::parse(args.get(1..).unwrap_or_default());
     let result = match args.first().map(String::as_str) {
-        Some("scenario") => scenario(&args[1..]),
-        Some("load") => parse_load(&args[1..]).map(|cfg| {
+        Some("scenario") => rest().and_then(|a| scenario(&a)),
+        Some("load") => rest().and_then(|a| parse_load(&a)).map(|cfg| {
             let report = run_load(&cfg, None);
             println!("{}", table_header());
             print!("{}", report.rows(&cfg.label));
         }),
-        Some("naive-server") => naive_server(&args[1..]),
-        Some("raw-server") => raw_server(&args[1..]),
+        Some("naive-server") => rest().and_then(|a| naive_server(&a)),
+        Some("raw-server") => rest().and_then(|a| raw_server(&a)),
         Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())
@@ -76,14 +77,83 @@ fn main() {
     }
 }
 
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
+/// Every option any command takes; each takes a value.
+const OPTIONS: &[&str] = &[
+    "server",
+    "duration",
+    "relay-bin",
+    "clients",
+    "clients-n",
+    "rate",
+    "queue",
+    "frame-bytes",
+    "size",
+    "servers",
+    "url",
+    "push",
+    "listen",
+    "serve-http",
+    "fps",
+    "fast",
+    "slow",
+    "stalled",
+    "churn",
+    "slow-rate",
+    "pid",
+    "label",
+    "http",
+    "upstream",
+];
+
+/// A command's arguments, parsed once by lexopt: `--name value` (or `--name=value`) options
+/// from [`OPTIONS`] and positional words. Strict, so a value is never taken for an option
+/// and a mistyped option is an error, not silently ignored.
+struct Args {
+    /// As given, for re-running this tool with them (the link scenario's namespace).
+    raw: Vec<String>,
+    positional: Vec<String>,
+    options: Vec<(String, String)>,
 }
 
-fn num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+impl Args {
+    fn parse(raw: &[String]) -> Result<Args, String> {
+        use lexopt::prelude::*;
+        let mut p = lexopt::Parser::from_args(raw.iter().cloned());
+        let (mut positional, mut options) = (Vec::new(), Vec::new());
+        while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+            match arg {
+                Long(name) if OPTIONS.contains(&name) => {
+                    let name = name.to_string();
+                    let value = p
+                        .value()
+                        .map_err(|_| format!("--{name} needs a value"))?
+                        .into_string()
+                        .map_err(|_| format!("--{name}: not UTF-8"))?;
+                    options.push((name, value));
+                }
+                Value(v) => positional.push(v.to_string_lossy().into_owned()),
+                other => return Err(format!("{}; see --help", other.unexpected())),
+            }
+        }
+        Ok(Args {
+            raw: raw.to_vec(),
+            positional,
+            options,
+        })
+    }
+}
+
+/// The value of `--name` (given with its dashes), the last one if repeated.
+fn flag<'a>(args: &'a Args, name: &str) -> Option<&'a str> {
+    let name = name.trim_start_matches('-');
+    args.options
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn num<T: std::str::FromStr>(args: &Args, name: &str, default: T) -> Result<T, String> {
     match flag(args, name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| format!("{name}: bad value '{v}'")),
@@ -125,39 +195,8 @@ impl FrameMaker {
         let text = format!("{seq},{}", now_us());
         let overhead = self.base.len() + 40 + text.len();
         let pad = self.target.saturating_sub(overhead);
-        // Same layout as testjpeg::jpeg_with_payload, but over a real picture.
-        let mut out = Vec::with_capacity(self.target.max(overhead) + 16);
-        out.extend_from_slice(&self.base[..2]);
-        let mut com = b"mjpeg-relay seq=".to_vec();
-        com.extend_from_slice(text.as_bytes());
-        com.push(b';');
-        push_com(&mut out, &com);
-        let mut left = pad;
-        while left > 0 {
-            let n = left.min(65_000);
-            push_com(&mut out, &vec![b'.'; n]);
-            left -= n;
-        }
-        out.extend_from_slice(&self.base[2..]);
-        out
+        testjpeg::tagged(&self.base, text.as_bytes(), pad)
     }
-}
-
-fn push_com(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&[0xFF, 0xFE]);
-    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
-fn part(jpeg: &[u8]) -> Vec<u8> {
-    let mut p = format!(
-        "--spionisto\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-        jpeg.len()
-    )
-    .into_bytes();
-    p.extend_from_slice(jpeg);
-    p.extend_from_slice(b"\r\n");
-    p
 }
 
 /// Sends frames on absolute deadlines until `until`, keeping the last sequence number sent in
@@ -205,7 +244,7 @@ fn run_upstream(mode: UpMode, maker: FrameMaker, fps: f64, until: Instant, sent:
             std::thread::sleep(w);
         }
         let seq = first + u64::from(n);
-        if sock.write_all(&part(&maker.make(seq))).is_err() {
+        if sock.write_all(&gst_part(&maker.make(seq))).is_err() {
             break;
         }
         sent.store(seq, SeqCst);
@@ -248,47 +287,6 @@ struct ClientLog {
     failed: u64,
 }
 
-fn connect(addr: &str, rcvbuf: Option<i32>) -> std::io::Result<TcpStream> {
-    let sa: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-    let std::net::SocketAddr::V4(v4) = sa else {
-        return Err(std::io::Error::other("IPv4 loopback only"));
-    };
-    // SAFETY: socket syscalls on a descriptor we own until TcpStream takes it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if let Some(size) = rcvbuf {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&size as *const i32).cast(),
-                4,
-            );
-        }
-        let sin = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let s = TcpStream::from_raw_fd(fd);
-        let rc = libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(s)
-    }
-}
-
 struct Url {
     addr: String,
     path: String,
@@ -311,7 +309,7 @@ fn parse_url(url: &str) -> Result<Url, String> {
 
 /// Opens the stream; returns the socket, the parser for its boundary, and bytes after the head.
 fn open_stream(url: &Url, rcvbuf: Option<i32>) -> std::io::Result<(TcpStream, Parser, Vec<u8>)> {
-    let mut s = connect(&url.addr, rcvbuf)?;
+    let mut s = try_connect(&url.addr, rcvbuf)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
@@ -466,7 +464,7 @@ fn spawn_client(
                 ),
                 Kind::Stalled => {
                     log.connects += 1;
-                    match connect(&url.addr, Some(16 * 1024)) {
+                    match try_connect(&url.addr, Some(16 * 1024)) {
                         Ok(mut s) => {
                             let _ =
                                 write!(s, "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", url.path);
@@ -557,7 +555,7 @@ struct LoadCfg {
     label: String,
 }
 
-fn parse_load(a: &[String]) -> Result<LoadCfg, String> {
+fn parse_load(a: &Args) -> Result<LoadCfg, String> {
     let (w, h) = flag(a, "--size")
         .unwrap_or("640x480")
         .split_once('x')
@@ -832,14 +830,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_relay(bin: &str) -> Server {
     start_relay_env(bin, &[])
 }
@@ -923,7 +913,7 @@ type NaiveClients = Arc<Mutex<Vec<mpsc::Sender<Arc<[u8]>>>>>;
 
 /// The naive forwarder: every upstream chunk goes to every client through an unbounded queue.
 /// This is the design that drifts; it exists here only to be measured side by side.
-fn naive_server(a: &[String]) -> Result<(), String> {
+fn naive_server(a: &Args) -> Result<(), String> {
     let http = flag(a, "--http").ok_or("--http")?;
     let upstream = flag(a, "--upstream").ok_or("--upstream")?;
     let clients: NaiveClients = Arc::default();
@@ -969,11 +959,11 @@ fn naive_server(a: &[String]) -> Result<(), String> {
 
 /// The ceiling: one prepared multipart part written to each client as fast as it takes it,
 /// a thread per client, no parsing and no HTTP handling beyond one fixed response head.
-fn raw_server(a: &[String]) -> Result<(), String> {
+fn raw_server(a: &Args) -> Result<(), String> {
     let http = flag(a, "--http").ok_or("--http")?;
     let size: usize = num(a, "--frame-bytes", 50_000)?;
     let maker = FrameMaker::new(640, 480, size);
-    let part: Arc<[u8]> = Arc::from(part(&maker.make(1)).into_boxed_slice());
+    let part: Arc<[u8]> = Arc::from(gst_part(&maker.make(1)).into_boxed_slice());
     let l = TcpListener::bind(http).map_err(|e| e.to_string())?;
     println!("ready");
     for conn in l.incoming() {
@@ -995,8 +985,12 @@ fn raw_server(a: &[String]) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-fn scenario(a: &[String]) -> Result<(), String> {
-    let name = a.first().ok_or("scenario needs a name")?.as_str();
+fn scenario(a: &Args) -> Result<(), String> {
+    let name = a
+        .positional
+        .first()
+        .ok_or("scenario needs a name")?
+        .as_str();
     let server_kind = flag(a, "--server").unwrap_or("relay");
     let relay_bin = flag(a, "--relay-bin")
         .unwrap_or("target/release/mjpeg-relay")
@@ -1157,7 +1151,7 @@ const IN_NETNS: &str = "MJPEG_BENCH_IN_NETNS";
 /// after another on the same link. Runs inside a private network namespace: this process
 /// re-executes itself through `unshare --net` (and `--map-root-user` when not root), so the
 /// shaping never touches the machine's own loopback and all traffic stays inside it.
-fn link_scenario(a: &[String], relay_bin: &str, duration: f64) -> Result<(), String> {
+fn link_scenario(a: &Args, relay_bin: &str, duration: f64) -> Result<(), String> {
     if std::env::var_os(IN_NETNS).is_none() {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
@@ -1170,7 +1164,7 @@ fn link_scenario(a: &[String], relay_bin: &str, duration: f64) -> Result<(), Str
         let status = cmd
             .arg(me)
             .arg("scenario")
-            .args(a)
+            .args(&a.raw)
             .env(IN_NETNS, "1")
             .status()
             .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;

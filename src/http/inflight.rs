@@ -105,7 +105,7 @@ impl InFlight {
 
     /// Waits until the bytes in flight are within the allowance. Sleeps on `slot` so that
     /// shutdown (and a new frame, after which it looks again) wakes it.
-    pub fn wait(&mut self, slot: &FrameSlot, deadline: Instant) -> Drained {
+    pub fn wait<T>(&mut self, slot: &FrameSlot<T>, deadline: Instant) -> Drained {
         let mut waited = false;
         loop {
             let Some(queued) = outq(self.fd) else {
@@ -180,7 +180,7 @@ mod tests {
         let mut b = InFlight::new(server.as_raw_fd()).expect("TCP");
         // Loopback's segment is 64 KiB: two of them allowed without waiting.
         assert!(b.allowance() >= 64 * 1024, "{}", b.allowance());
-        let slot = FrameSlot::new();
+        let slot = FrameSlot::<u8>::new();
         let frame = vec![7u8; 50_000];
         server.write_all(&frame).unwrap();
         let mut got = vec![0u8; frame.len()];

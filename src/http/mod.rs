@@ -23,26 +23,27 @@
 //!
 //! Streams go out as `multipart/x-mixed-replace` in one of two part layouts, see [`Layout`].
 //!
-//! Submodules: [`server`] is the connection layer; [`stream`] writes `/stream` and `/snapshot`;
-//! [`pages`] makes `/status`, `/state`, `/metrics` and the HTML pages. Routing, including the
-//! URLs other servers use, is in [`route`].
+//! Submodules: [`server`] is the connection layer; [`endpoints`] writes `/stream` and `/snapshot`;
+//! [`pages`] makes `/status`, `/state`, `/metrics` and the HTML pages; [`inflight`] is the
+//! in-flight bound. Routing, including the URLs other servers use, is in [`route`].
 
+mod endpoints;
 pub mod inflight;
 mod pages;
 pub mod server;
-mod stream;
 
-pub use stream::{query_param, write_all_by, Layout, REPEAT_AFTER, SNAPSHOT_WAIT};
+pub use endpoints::{query_param, write_all_by, Layout, REPEAT_AFTER, SNAPSHOT_WAIT};
 
 use crate::auth::{Auth, Verdict};
-use crate::stream::Stream;
+use crate::hub::Stream;
+use crate::shutdown::Shutdown;
 use server::{Body, Conn, Method, Request, Response};
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,15 +230,16 @@ fn on_accept(conn: &Conn) {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` is set, then wakes every client and returns once
-/// they have ended (or after a short grace period; the caller exits the process either way).
+/// Serves HTTP on `listener` until `shutdown` says stop, then wakes every client (by closing
+/// the slots they sleep on) and returns once they have ended, or after a short grace period
+/// (the caller exits the process either way).
 pub fn serve(
     listener: HttpListener,
     streams: Vec<Arc<Stream>>,
     named: bool,
     cfg: HttpConfig,
-    shutdown: &AtomicBool,
-) -> io::Result<()> {
+    shutdown: &Shutdown,
+) {
     let limits = server::Limits {
         max_clients: cfg.max_clients,
         max_pending: server::Limits::pending_for(cfg.max_clients),
@@ -253,7 +255,7 @@ pub fn serve(
         cfg,
         started: Instant::now(),
     });
-    // Connection threads alive now; never more than --max-clients.
+    // Connection threads alive now; bounded by the connection layer (server.rs).
     let active = Arc::new(AtomicUsize::new(0));
     let handler_shared = shared.clone();
     let handler: Arc<dyn Fn(Request) + Send + Sync> =
@@ -273,7 +275,6 @@ pub fn serve(
     if let HttpListener::Unix(_, path) = &listener {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
 }
 
 /// Failed logins and refused `Host`s: logged once, then summarised.
@@ -389,8 +390,8 @@ fn first(shared: &Shared) -> &Arc<Stream> {
 /// | `/stream.mjpeg` | the classic Twisted relay | first stream |
 fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
     match (path, query_param(query, "action").as_deref()) {
-        ("/", Some("stream")) => return stream::serve_stream(rq, first(shared), query, shared),
-        ("/", Some("snapshot")) => return stream::serve_snapshot(rq, first(shared), shared),
+        ("/", Some("stream")) => return endpoints::serve_stream(rq, first(shared), query, shared),
+        ("/", Some("snapshot")) => return endpoints::serve_snapshot(rq, first(shared), shared),
         _ => {}
     }
     match path {
@@ -398,9 +399,9 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
         "/metrics" => return pages::serve_metrics(rq, shared),
         "/state" => return pages::serve_state(rq, shared),
         "/stream" | "/stream.mjpeg" => {
-            return stream::serve_stream(rq, first(shared), query, shared)
+            return endpoints::serve_stream(rq, first(shared), query, shared)
         }
-        "/snapshot" => return stream::serve_snapshot(rq, first(shared), shared),
+        "/snapshot" => return endpoints::serve_snapshot(rq, first(shared), shared),
         "/api/stream.mjpeg" | "/api/frame.jpeg" => {
             let stream = match query_param(query, "src").as_deref() {
                 None | Some("") => first(shared),
@@ -413,9 +414,9 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
                 },
             };
             return if path == "/api/stream.mjpeg" {
-                stream::serve_stream(rq, stream, query, shared)
+                endpoints::serve_stream(rq, stream, query, shared)
             } else {
-                stream::serve_snapshot(rq, stream, shared)
+                endpoints::serve_snapshot(rq, stream, shared)
             };
         }
         "/viewer" => return send(rq, html(pages::VIEWER_HTML), shared),
@@ -441,8 +442,8 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
                     send(rq, resp, shared)
                 }
                 Some("") => send(rq, html(pages::VIEWER_HTML), shared),
-                Some("stream") => stream::serve_stream(rq, stream, query, shared),
-                Some("snapshot") => stream::serve_snapshot(rq, stream, shared),
+                Some("stream") => endpoints::serve_stream(rq, stream, query, shared),
+                Some("snapshot") => endpoints::serve_snapshot(rq, stream, shared),
                 Some("status") => pages::serve_status(rq, shared, Some(stream)),
                 Some(_) => {
                     let msg =

@@ -3,7 +3,7 @@
 
 use super::server::{Request, Response};
 use super::{send, NoCache, Shared};
-use crate::stream::Stream;
+use crate::hub::Stream;
 use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
         "result": {
             "source": {
                 "resolution": {"width": w, "height": h},
-                "online": s.source_info().state == crate::stream::SourceState::Live,
+                "online": s.source_info().state == crate::hub::SourceState::Live,
                 "captured_fps": fps.round(),
             },
             "stream": {

@@ -30,12 +30,13 @@
 //! Request heads are parsed by `httparse` (sans-IO, already in the dependency tree through the
 //! HTTP client), responses are written here: they are a status line, a few headers and a body.
 
+use crate::shutdown::Shutdown as Stop;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -430,12 +431,12 @@ impl Drop for PendingGuard<'_> {
 static REFUSED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 static EVICTED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 
-/// Accepts until `shutdown` is set; each connection gets its own thread running `handler`.
+/// Accepts until `shutdown` says stop; each connection gets its own thread running `handler`.
 /// `active` counts the connection threads alive, for the caller to wait on at shutdown.
 pub fn run(
     listener: Listener<'_>,
     limits: Limits,
-    shutdown: &AtomicBool,
+    shutdown: &Stop,
     active: Arc<AtomicUsize>,
     handler: Arc<dyn Fn(Request) + Send + Sync>,
 ) {
@@ -443,7 +444,7 @@ pub fn run(
     let pending = Arc::new(Pending::default());
     // Connections past their head; never more than max_clients.
     let served = Arc::new(AtomicUsize::new(0));
-    while !shutdown.load(SeqCst) {
+    while !shutdown.is_stopping() {
         // Wait for a connection at most 100 ms, so shutdown is noticed.
         let mut pfd = libc::pollfd {
             fd: listener.fd(),

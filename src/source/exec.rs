@@ -14,20 +14,18 @@
 
 use super::reconnect::Upstream;
 use super::spawn_source_thread;
+use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Process groups of running commands; emptied by [`kill_all`]. At most one per exec source.
 static GROUPS: Mutex<BTreeSet<i32>> = parking_lot::const_mutex(BTreeSet::new());
-/// Set by [`kill_all`]: no command may start after shutdown began.
-static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Longest stderr line forwarded to the log; longer lines are cut.
 const MAX_LOG_LINE: usize = 1000;
@@ -46,15 +44,18 @@ pub struct Runner {
     cmd: String,
     silence: Duration,
     recent: Arc<Mutex<VecDeque<(String, Instant)>>>,
+    /// No command starts once the relay is stopping.
+    shutdown: Shutdown,
 }
 
 impl Runner {
-    pub fn new(stream_name: &str, cmd: &str, silence: Duration) -> Runner {
+    pub fn new(stream_name: &str, cmd: &str, silence: Duration, shutdown: Shutdown) -> Runner {
         Runner {
             stream_name: stream_name.to_string(),
             cmd: cmd.to_string(),
             silence,
             recent: Arc::default(),
+            shutdown,
         }
     }
 
@@ -67,9 +68,10 @@ impl Runner {
 /// Starts `sh -c cmd`; its stdout is the upstream.
 fn spawn(runner: &Runner) -> Result<Upstream, String> {
     let (stream_name, cmd, silence) = (&runner.stream_name, &runner.cmd, runner.silence);
-    // Held while spawning so kill_all cannot miss a group created at the same moment.
+    // Held while spawning so kill_all cannot miss a group created at the same moment: either
+    // this sees the shutdown, or kill_all (which runs after it) sees the group.
     let mut groups = GROUPS.lock();
-    if STOPPING.load(SeqCst) {
+    if runner.shutdown.is_stopping() {
         return Err("shutting down".into());
     }
     let mut command = Command::new("sh");
@@ -273,10 +275,9 @@ fn group_alive(pgid: i32) -> bool {
     })
 }
 
-/// Stops every running command's process group, and keeps new ones from starting. Called
-/// once on shutdown, before the process exits.
+/// Stops every running command's process group. Called once on shutdown, after the
+/// [`Shutdown`] trigger is pulled (so no new command starts), before the process exits.
 pub fn kill_all() {
-    STOPPING.store(true, SeqCst);
     let groups: Vec<i32> = GROUPS.lock().iter().copied().collect();
     for pgid in &groups {
         // SAFETY: plain kill(2) on process groups we created.

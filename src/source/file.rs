@@ -8,9 +8,9 @@
 //! Frames go out on absolute deadlines (no drift); the recording's own timing is not kept.
 
 use super::{spawn_source_thread, SourceConfig};
+use crate::hub::{SourceState, Stream};
 use crate::parser::{Event, Parser};
-use crate::stream::{SourceState, Stream};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::shutdown::Shutdown;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ pub fn start(
     stream: Arc<Stream>,
     path: PathBuf,
     cfg: &SourceConfig,
-    shutdown: Receiver<()>,
+    shutdown: Shutdown,
 ) -> io::Result<()> {
     check_playable(&path, cfg.max_frame_bytes)?;
     let interval = Duration::from_secs_f64(1.0 / cfg.fps);
@@ -146,7 +146,7 @@ fn jpeg_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 struct Player<'a> {
     stream: &'a Stream,
-    shutdown: &'a Receiver<()>,
+    shutdown: &'a Shutdown,
     interval: Duration,
     next: Instant,
 }
@@ -156,9 +156,8 @@ impl Player<'_> {
     fn show(&mut self, jpeg: &[u8]) -> bool {
         let now = Instant::now();
         if self.next > now {
-            match self.shutdown.recv_timeout(self.next - now) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return false,
+            if self.shutdown.sleep(self.next - now) {
+                return false;
             }
         } else {
             self.next = now; // fell behind: skip ahead, do not burst
@@ -194,13 +193,7 @@ impl Player<'_> {
                 continue;
             }
             if shown == 0 && !found.is_empty() {
-                let format = match parser.format() {
-                    crate::parser::Format::Multipart { boundary } => {
-                        format!("multipart boundary={boundary}")
-                    }
-                    _ => "raw JPEG".into(),
-                };
-                self.stream.set_format(format!("file, {format}"));
+                self.stream.set_format(format!("file, {}", parser.format()));
             }
             for j in found.drain(..) {
                 if !self.show(&j) {

@@ -13,15 +13,15 @@
 
 pub mod exec;
 pub mod file;
-pub mod http;
+pub mod http_pull;
 pub mod reconnect;
 pub mod stdin;
 pub mod tcp_listen;
 pub mod testsrc;
 
+use crate::hub::Stream;
 use crate::parser::{DropReason, Event, Parser, Stats};
-use crate::stream::Stream;
-use crossbeam_channel::Receiver;
+use crate::shutdown::Shutdown;
 use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl SourceSpec {
             return Ok(SourceSpec::Unix(path.into()));
         }
         if spec.starts_with("http://") {
-            return http::check_url(spec).map(|()| SourceSpec::Http(spec.to_string()));
+            return http_pull::check_url(spec).map(|()| SourceSpec::Http(spec.to_string()));
         }
         if spec.starts_with("https://") {
             return Err(format!(
@@ -223,26 +223,24 @@ pub struct SourceConfig {
     pub source_timeout: Duration,
 }
 
-/// Starts the source of `stream`. Returns what should be printed for the user (e.g. the
-/// address actually bound), or an error the caller reports before exiting.
+/// Starts the source of `stream`, or says why it cannot (the caller reports it and exits).
 pub fn start(
     spec: &SourceSpec,
     stream: Arc<Stream>,
     cfg: &SourceConfig,
-    shutdown: Receiver<()>,
-) -> io::Result<Option<String>> {
+    shutdown: Shutdown,
+) -> io::Result<()> {
     match spec {
-        SourceSpec::TestSrc => testsrc::start(stream, cfg, shutdown).map(|_| None),
-        SourceSpec::Stdin => stdin::start(stream, cfg).map(|_| None),
-        SourceSpec::TcpListen(addr) => tcp_listen::start(stream, addr, cfg).map(Some),
-        SourceSpec::File(path) => file::start(stream, path.clone(), cfg, shutdown).map(|_| None),
+        SourceSpec::TestSrc => testsrc::start(stream, cfg, shutdown),
+        SourceSpec::Stdin => stdin::start(stream, cfg),
+        SourceSpec::TcpListen(addr) => tcp_listen::start(stream, addr, cfg).map(drop),
+        SourceSpec::File(path) => file::start(stream, path.clone(), cfg, shutdown),
         SourceSpec::Tcp(addr) => {
             let (addr, timeout) = (addr.clone(), cfg.source_timeout);
             let what = format!("tcp {addr}");
             reconnect::start(stream, cfg, shutdown, what, move || {
                 reconnect::connect_tcp(&addr, timeout)
             })
-            .map(|_| None)
         }
         SourceSpec::Unix(path) => {
             let (path, timeout) = (path.clone(), cfg.source_timeout);
@@ -250,17 +248,16 @@ pub fn start(
             reconnect::start(stream, cfg, shutdown, what, move || {
                 reconnect::connect_unix(&path, timeout)
             })
-            .map(|_| None)
         }
         SourceSpec::Http(url) => {
-            let mut client = http::Client::new(&stream.name, url, cfg.source_timeout, cfg.fps);
+            let mut client = http_pull::Client::new(&stream.name, url, cfg.source_timeout, cfg.fps);
             let what = redact(url);
-            reconnect::start(stream, cfg, shutdown, what, move || client.connect()).map(|_| None)
+            reconnect::start(stream, cfg, shutdown, what, move || client.connect())
         }
         SourceSpec::Exec(cmd) => {
-            let runner = exec::Runner::new(&stream.name, cmd, cfg.source_timeout);
+            let runner = exec::Runner::new(&stream.name, cmd, cfg.source_timeout, shutdown.clone());
             let what = format!("command '{}'", redact(cmd));
-            reconnect::start(stream, cfg, shutdown, what, move || runner.spawn()).map(|_| None)
+            reconnect::start(stream, cfg, shutdown, what, move || runner.spawn())
         }
     }
 }
@@ -394,13 +391,7 @@ impl Pump {
         self.sync_stats();
         if !self.ready.is_empty() && !self.format_logged {
             self.format_logged = true;
-            let format = match self.parser.format() {
-                crate::parser::Format::Multipart { boundary } => {
-                    format!("multipart boundary={boundary}")
-                }
-                crate::parser::Format::RawJpeg => "raw JPEG".to_string(),
-                crate::parser::Format::Unknown => "unknown".to_string(),
-            };
+            let format = self.parser.format().to_string();
             log::info!(
                 "stream '{}': first frame from {} ({format}){}",
                 self.stream.name,

@@ -9,9 +9,9 @@
 //! ([`crate::nosignal`]) tells them why the picture stopped.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
+use crate::hub::{SourceState, Stream};
 use crate::parser::Parser;
-use crate::stream::{SourceState, Stream};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::shutdown::Shutdown;
 use std::io::{self, Read};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -67,7 +67,7 @@ impl Backoff {
 pub fn start(
     stream: Arc<Stream>,
     cfg: &SourceConfig,
-    shutdown: Receiver<()>,
+    shutdown: Shutdown,
     what: String,
     connect: impl FnMut() -> Result<Upstream, String> + Send + 'static,
 ) -> io::Result<()> {
@@ -83,7 +83,7 @@ fn run(
     stream: &Arc<Stream>,
     max_frame: usize,
     timeout: Duration,
-    shutdown: &Receiver<()>,
+    shutdown: &Shutdown,
     what: &str,
     mut connect: impl FnMut() -> Result<Upstream, String>,
 ) {
@@ -113,7 +113,7 @@ fn run(
                 let mut reader = up.reader;
                 let result = pump.run_until_silent(&mut reader, Some(timeout));
                 drop(reader); // closes the socket, or stops the command's process group
-                if stopping(shutdown) {
+                if shutdown.is_stopping() {
                     return; // we ended it: not a loss
                 }
                 let reason = match result {
@@ -135,7 +135,7 @@ fn run(
                     outage.begin(reason.clone());
                     stream.set_error(reason);
                     stream.set_state(SourceState::Lost, None);
-                    if wait(shutdown, delay) {
+                    if shutdown.sleep(delay) {
                         return;
                     }
                     continue;
@@ -152,7 +152,7 @@ fn run(
             }
             Err(e) => e,
         };
-        if stopping(shutdown) {
+        if shutdown.is_stopping() {
             return;
         }
         let delay = backoff.next_delay();
@@ -173,7 +173,7 @@ fn run(
         }
         stream.set_error(failure);
         stream.set_state(SourceState::Lost, None);
-        if wait(shutdown, delay) {
+        if shutdown.sleep(delay) {
             return;
         }
     }
@@ -221,19 +221,6 @@ impl Outage {
             None => String::new(),
         }
     }
-}
-
-/// Whether the relay is shutting down (the sender of `shutdown` is gone).
-fn stopping(shutdown: &Receiver<()>) -> bool {
-    matches!(
-        shutdown.try_recv(),
-        Err(crossbeam_channel::TryRecvError::Disconnected)
-    )
-}
-
-/// Sleeps `d` unless shutdown comes first; true means stop.
-fn wait(shutdown: &Receiver<()>, d: Duration) -> bool {
-    !matches!(shutdown.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
 
 /// `tcp:HOST:PORT`. The name is resolved on every attempt: a camera's address may change.

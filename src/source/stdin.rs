@@ -7,7 +7,7 @@
 //! any other server.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
-use crate::stream::{SourceState, Stream};
+use crate::hub::{SourceState, Stream};
 use std::io;
 use std::sync::Arc;
 

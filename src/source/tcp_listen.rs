@@ -5,7 +5,7 @@
 //! have noticed yet that its peer is gone. Viewers are not touched; they just see the next frame.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
-use crate::stream::{SourceState, Stream};
+use crate::hub::{SourceState, Stream};
 use parking_lot::Mutex;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};

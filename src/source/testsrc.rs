@@ -9,8 +9,8 @@
 
 use super::{spawn_source_thread, SourceConfig};
 use crate::font::{draw_text, fill};
-use crate::stream::{SourceState, Stream};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crate::hub::{SourceState, Stream};
+use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Number of cells in the bottom bar code.
 pub const BARCODE_BITS: u32 = 16;
 
-pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Receiver<()>) -> io::Result<()> {
+pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Shutdown) -> io::Result<()> {
     let (w, h, fps) = (cfg.width, cfg.height, cfg.fps);
     let name = format!("src-{}-testsrc", stream.name);
     spawn_source_thread(name, move || {
@@ -50,9 +50,8 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Receiver<()>) ->
             if next < now {
                 next = now; // fell behind: skip, do not burst
             }
-            match shutdown.recv_timeout(next - now) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
+            if shutdown.sleep(next - now) {
+                return;
             }
         }
     })?;

@@ -287,15 +287,29 @@ impl Drop for Upstream {
 
 /// A TCP connection to `addr`, with `SO_RCVBUF` set before connecting when given (the
 /// receive window is negotiated at connect time, so it must be set first).
+/// A TCP connection to an IPv4 `addr` with `SO_RCVBUF` set before connecting (a small
+/// receive buffer makes a slow reader's backlog visible to the sender sooner). Panics on error.
 pub fn connect(addr: &str, rcvbuf: Option<i32>) -> TcpStream {
-    let sa = addr.to_socket_addrs().unwrap().next().unwrap();
+    try_connect(addr, rcvbuf).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+/// [`connect`], returning the error (the benchmark counts failed connections).
+pub fn try_connect(addr: &str, rcvbuf: Option<i32>) -> std::io::Result<TcpStream> {
+    let sa = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
     let std::net::SocketAddr::V4(v4) = sa else {
-        panic!("tests use IPv4 loopback")
+        return Err(std::io::Error::other("IPv4 loopback only"));
     };
-    // SAFETY: plain socket syscalls on a descriptor we own until TcpStream takes it.
+    // SAFETY: plain socket syscalls on a descriptor we own; TcpStream takes it (and closes it
+    // on every error path below).
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
         if let Some(size) = rcvbuf {
             libc::setsockopt(
                 fd,
@@ -305,7 +319,7 @@ pub fn connect(addr: &str, rcvbuf: Option<i32>) -> TcpStream {
                 4,
             );
         }
-        let addr = libc::sockaddr_in {
+        let sin = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: v4.port().to_be(),
             sin_addr: libc::in_addr {
@@ -315,11 +329,13 @@ pub fn connect(addr: &str, rcvbuf: Option<i32>) -> TcpStream {
         };
         let rc = libc::connect(
             fd,
-            (&addr as *const libc::sockaddr_in).cast(),
+            (&sin as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         );
-        assert_eq!(rc, 0, "connect {sa}: {}", std::io::Error::last_os_error());
-        TcpStream::from_raw_fd(fd)
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`Stream::publish`]; client threads wait on [`Stream::slot`] and register themselves in
 //! [`Stream::clients`] so `/status` can list them.
 
-use crate::slot::{Frame, FrameSlot};
+use crate::frame::Frame;
+use crate::slot::FrameSlot;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -85,12 +86,11 @@ pub struct Stream {
     pub name: String,
     /// The source spec as given on the command line.
     pub spec: String,
-    pub slot: FrameSlot,
+    pub slot: FrameSlot<Frame>,
     pub source: SourceStats,
     pub clients: ClientRegistry,
     /// Totals over all clients, past and present, for `/metrics`.
-    pub out: crate::metrics::OutStats,
-    next_seq: AtomicU64,
+    pub out: OutStats,
     rate: Mutex<Rate>,
     /// The newest frame from the source (not a generated one). Its lock also orders real
     /// frames against generated ones, so a no-signal picture never covers a newer real frame.
@@ -125,7 +125,6 @@ impl Stream {
             },
             clients: ClientRegistry::default(),
             out: Default::default(),
-            next_seq: AtomicU64::new(1),
             rate: Mutex::new(Rate {
                 window_start: now,
                 frames_at_start: 0,
@@ -140,7 +139,7 @@ impl Stream {
 
     /// Makes `jpeg` the newest frame. Called by source threads only.
     pub fn publish(&self, jpeg: &[u8]) -> Arc<Frame> {
-        let frame = Arc::new(Frame::new(self.next_seq.fetch_add(1, Relaxed), jpeg));
+        let frame = Arc::new(Frame::new(jpeg));
         let mut last_real = self.last_real.lock();
         let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
         self.slot.publish(frame.clone());
@@ -168,7 +167,7 @@ impl Stream {
         if self.source.frames_in.load(Relaxed) != frames_before {
             return false;
         }
-        let frame = Arc::new(Frame::new(self.next_seq.fetch_add(1, Relaxed), jpeg));
+        let frame = Arc::new(Frame::new(jpeg));
         self.slot.publish(frame);
         drop(last_real);
         true
@@ -177,7 +176,7 @@ impl Stream {
     /// Width and height of the newest real frame, if it says.
     pub fn last_dimensions(&self) -> Option<(u16, u16)> {
         let frame = self.last_real.lock().clone()?;
-        crate::nosignal::jpeg_dimensions(frame.jpeg())
+        crate::jpeg::dimensions(frame.jpeg())
     }
 
     /// `since` (how long the source has been in this state) moves only when the state does.
@@ -235,6 +234,42 @@ impl Stream {
             .lock()
             .as_ref()
             .map(|f| f.arrived_at.elapsed())
+    }
+}
+
+/// Upper bounds of the delay histogram's buckets, in seconds.
+pub const DELAY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// What a stream's clients were sent, in total, including clients that have left (for
+/// `/metrics`, rendered by [`crate::metrics`]). The relay-internal delay, from a frame's
+/// arrival to the end of its write to a client, goes into a fixed-bucket histogram of atomics:
+/// no lock, no allocation, whatever the number of clients.
+#[derive(Debug, Default)]
+pub struct OutStats {
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub repeats: AtomicU64,
+    /// Clients served since start.
+    pub clients_total: AtomicU64,
+    /// Cumulative counts per bucket of [`DELAY_BUCKETS`], plus +Inf last.
+    pub delay_buckets: [AtomicU64; DELAY_BUCKETS.len() + 1],
+    pub delay_sum_us: AtomicU64,
+}
+
+impl OutStats {
+    /// Records one frame written: arrival to write complete.
+    pub fn observe_delay(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DELAY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DELAY_BUCKETS.len());
+        self.delay_buckets[i].fetch_add(1, Relaxed);
+        self.delay_sum_us
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
     }
 }
 

@@ -5,9 +5,10 @@
 use super::inflight::Drained;
 use super::server::{Body, Method, Request, Response};
 use super::{send, text, NoCache, Shared};
+use crate::frame::Frame;
+use crate::hub::{SourceState, Stream};
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
-use crate::slot::{Frame, Next};
-use crate::stream::{SourceState, Stream};
+use crate::slot::{FrameSlot, Next};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
@@ -265,7 +266,8 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         }
         _ => None,
     };
-    let mut seen_gen = 0;
+    // The newest generation taken from the slot, and the one last written.
+    let (mut seen_gen, mut sent_gen) = (0, 0);
     let mut last: Option<Arc<Frame>> = None;
     let mut last_write = Instant::now();
     let mut last_new = Instant::now();
@@ -311,13 +313,13 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             },
             Next::Closed => break "server shutting down".to_string(),
         };
-        if let Some(prev) = &last {
-            if !repeat && frame.seq > prev.seq + 1 {
-                let skipped = frame.seq - prev.seq - 1;
-                info.frames_skipped.fetch_add(skipped, SeqCst);
-                out.frames_skipped.fetch_add(skipped, SeqCst);
-            }
+        // Generations count the stream's frames: a gap is what this client skipped.
+        if last.is_some() && !repeat && seen_gen > sent_gen + 1 {
+            let skipped = seen_gen - sent_gen - 1;
+            info.frames_skipped.fetch_add(skipped, SeqCst);
+            out.frames_skipped.fetch_add(skipped, SeqCst);
         }
+        sent_gen = seen_gen;
         let bytes = match layout {
             Layout::Framed => frame.wire.framed(),
             Layout::Advance => frame.wire.advance(),
@@ -351,7 +353,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
 }
 
 /// Sleeps until `t` in short steps, so shutdown is noticed; false once the slot is closed.
-fn sleep_until(slot: &crate::slot::FrameSlot, t: Instant) -> bool {
+fn sleep_until(slot: &FrameSlot<Frame>, t: Instant) -> bool {
     loop {
         if slot.is_closed() {
             return false;

@@ -1,0 +1,33 @@
+//! One frame as a stream hands it to its clients: the JPEG, when it arrived, and the bytes a
+//! client writes for it, laid out once for all clients ([`crate::multipart`]). Shared as
+//! `Arc<Frame>` by the slot and every client that sends it, never copied per client.
+
+use crate::multipart::Wire;
+use std::time::{Instant, SystemTime};
+
+/// One JPEG frame as received from the upstream, shared by every client that sends it.
+#[derive(Debug)]
+pub struct Frame {
+    /// Wall-clock arrival time (for `X-Timestamp`).
+    pub arrived: SystemTime,
+    /// Monotonic arrival time (for ages and latency).
+    pub arrived_at: Instant,
+    /// The JPEG in the form clients send it; see [`Wire`].
+    pub wire: Wire,
+}
+
+impl Frame {
+    pub fn new(jpeg: &[u8]) -> Frame {
+        let arrived = SystemTime::now();
+        Frame {
+            arrived,
+            arrived_at: Instant::now(),
+            wire: Wire::new(jpeg, arrived),
+        }
+    }
+
+    /// The JPEG, `FFD8` … `FFD9`.
+    pub fn jpeg(&self) -> &[u8] {
+        self.wire.jpeg()
+    }
+}
