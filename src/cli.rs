@@ -147,7 +147,8 @@ ENDPOINTS:
     /stream?fps=N caps one client's frame rate. Also answered, for existing configurations:
     /?action=stream /?action=snapshot (mjpg-streamer), /state (ustreamer), /stream.mjpeg,
     /api/stream.mjpeg?src=NAME /api/frame.jpeg?src=NAME (go2rtc)
-    With --stream: / lists the streams; /NAME/ /NAME/stream /NAME/snapshot /NAME/status
+    With --stream: / shows every stream live (one /mux connection); /NAME/ /NAME/stream
+    /NAME/snapshot /NAME/status; /mux?streams=a,b (or *) several streams on one connection
 
 EXAMPLES:
     # The test pattern, no camera needed:

@@ -145,6 +145,7 @@ impl Stream {
         self.slot.publish(frame.clone());
         *last_real = Some(frame.clone());
         drop(last_real);
+        ANY_FRAME.bump();
         let bytes = self.source.bytes_in.load(Relaxed);
         let mut rate = self.rate.lock();
         let elapsed = frame.arrived_at.duration_since(rate.window_start);
@@ -170,6 +171,7 @@ impl Stream {
         let frame = Arc::new(Frame::new(jpeg));
         self.slot.publish(frame);
         drop(last_real);
+        ANY_FRAME.bump();
         true
     }
 
@@ -270,6 +272,52 @@ impl OutStats {
         self.delay_buckets[i].fetch_add(1, Relaxed);
         self.delay_sum_us
             .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+}
+
+/// Wakes whoever waits for a new frame of *any* stream: the `/mux` writer, which carries
+/// several streams on one connection and so cannot sleep on one slot. One per process, bumped
+/// by every publish (a lock and a notify per frame, not per client).
+#[derive(Debug)]
+pub struct AnyFrame {
+    /// Frames published so far, and whether the server is stopping.
+    state: Mutex<(u64, bool)>,
+    cond: parking_lot::Condvar,
+}
+
+pub static ANY_FRAME: AnyFrame = AnyFrame {
+    state: parking_lot::const_mutex((0, false)),
+    cond: parking_lot::Condvar::new(),
+};
+
+impl AnyFrame {
+    fn bump(&self) {
+        self.state.lock().0 += 1;
+        self.cond.notify_all();
+    }
+
+    /// Frames published so far (by all streams).
+    pub fn epoch(&self) -> u64 {
+        self.state.lock().0
+    }
+
+    /// Waits until the epoch passes `seen` or `timeout` ends; the epoch then, or `None` once
+    /// the server is stopping.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state.lock();
+        while st.0 <= seen && !st.1 {
+            if self.cond.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
+        }
+        (!st.1).then_some(st.0)
+    }
+
+    /// Wakes every waiter for good (the HTTP side calls it when it stops).
+    pub fn close(&self) {
+        self.state.lock().1 = true;
+        self.cond.notify_all();
     }
 }
 

@@ -172,16 +172,18 @@ fn tokens_are_percent_decoded_and_carried_through_every_link() {
     assert_eq!(code, 200);
     let page = String::from_utf8(body).unwrap();
     for url in [
-        format!("/door/stream?token={enc}"),
-        format!("/yard/stream?token={enc}"),
+        format!("/door/snapshot?token={enc}"),
+        format!("/yard/snapshot?token={enc}"),
         format!("/door/?token={enc}"),
         format!("/status?token={enc}"),
+        // The /mux connection the page opens.
+        format!("const token = \"?token={enc}\""),
     ] {
         assert!(page.contains(&url), "{url} not in the index page:\n{page}");
     }
     let mut c = StreamClient::open(
         &relay.http,
-        &format!("/door/stream?token={enc}"),
+        &format!("/mux?token={enc}&streams=door"),
         "curl/8.0",
         None,
     );

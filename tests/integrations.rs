@@ -389,61 +389,10 @@ fn serves_on_a_unix_socket() {
 fn through_nginx_with_tls_a_slow_client_stays_live() {
     require_tool("openssl");
     require_tool("python3");
-    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("nginx is not installed: it comes with the Debian package 'nginx' (scripts/test installs it)");
     let dir = TempDir::new("nginx");
     let d = |f: &str| dir.0.join(f).display().to_string();
-    let gen = run_with_timeout(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &d("key.pem"),
-            "-out",
-            &d("cert.pem"),
-        ]),
-        Duration::from_secs(30),
-    );
-    assert!(
-        gen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gen.stderr)
-    );
     let relay = Relay::start_unix(&d("relay.sock"), &["--source", "tcp-listen:127.0.0.1:0"]);
-    let port = free_port();
-    let site = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/nginx/mjpeg-relay.conf"
-    ))
-    .unwrap()
-    .replace("/run/mjpeg-relay/http.sock", &d("relay.sock"))
-    .replace("/etc/ssl/certs/mjpeg-relay.pem", &d("cert.pem"))
-    .replace("/etc/ssl/private/mjpeg-relay.key", &d("key.pem"))
-    .replace("listen 443 ", &format!("listen 127.0.0.1:{port} "));
-    std::fs::write(d("site.conf"), site).unwrap();
-    let main = format!(
-        "daemon off; master_process off; pid {pid}; error_log {err} warn;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{ access_log off; client_body_temp_path {t}; proxy_temp_path {t};\n\
-         fastcgi_temp_path {t}; uwsgi_temp_path {t}; scgi_temp_path {t};\n\
-         include {site}; }}\n",
-        pid = d("nginx.pid"),
-        err = d("error.log"),
-        t = d("tmp"),
-        site = d("site.conf"),
-    );
-    std::fs::write(d("nginx.conf"), main).unwrap();
-    let _nginx =
-        Helper::spawn(Command::new(nginx).args(["-c", &d("nginx.conf"), "-e", &d("error.log")]));
+    let (_nginx, port) = nginx_in_front(&dir, &d("relay.sock"));
     let up = Upstream::start(relay.upstream.as_ref().unwrap(), 30.0, 100_000, 10_000);
     // Any client: frames arrive through TLS.
     let url = format!("https://127.0.0.1:{port}/stream");
@@ -456,7 +405,7 @@ fn through_nginx_with_tls_a_slow_client_stays_live() {
         frames.len() >= 5,
         "only {} frames through nginx; {}",
         frames.len(),
-        std::fs::read_to_string(d("error.log")).unwrap_or_default()
+        std::fs::read_to_string(d("nginx-error.log")).unwrap_or_default()
     );
     // A slow client: 16 KiB receive buffer, 30 KB/s of a ~300 KB/s stream, for 12 s. It
     // prints the newest sequence number it has every 3 s.

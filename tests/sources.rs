@@ -418,7 +418,9 @@ fn two_named_streams_each_viewer_gets_only_its_own() {
     let page = String::from_utf8_lossy(&body);
     assert_eq!(code, 200);
     assert!(
-        page.contains("/cam-a/stream") && page.contains("/cam_b/stream"),
+        page.contains("/mux")
+            && page.contains("href=\"/cam-a/\"")
+            && page.contains("href=\"/cam_b/\""),
         "{page}"
     );
     let (code, _, body) = get(&relay.http, "/cam_b/snapshot");

@@ -941,10 +941,7 @@ fn naive_server(a: &Args) -> Result<(), String> {
         let (tx, rx) = mpsc::channel::<Arc<[u8]>>();
         clients.lock().unwrap().push(tx);
         std::thread::spawn(move || {
-            let mut req = [0u8; 4096];
-            let _ = conn.read(&mut req);
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=spionisto\r\n\r\n";
-            if conn.write_all(head.as_bytes()).is_err() {
+            if !answer(&mut conn) {
                 return;
             }
             for chunk in rx {
@@ -955,6 +952,15 @@ fn naive_server(a: &Args) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// The helper servers' whole HTTP: read (and ignore) the request, send a multipart head.
+fn answer(conn: &mut TcpStream) -> bool {
+    let mut req = [0u8; 4096];
+    let _ = conn.read(&mut req);
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=spionisto\r\n\r\n";
+    conn.write_all(head.as_bytes()).is_ok()
 }
 
 /// The ceiling: one prepared multipart part written to each client as fast as it takes it,
@@ -970,13 +976,9 @@ fn raw_server(a: &Args) -> Result<(), String> {
         let Ok(mut conn) = conn else { continue };
         let part = part.clone();
         std::thread::spawn(move || {
-            let mut req = [0u8; 4096];
-            let _ = conn.read(&mut req);
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=spionisto\r\n\r\n";
-            if conn.write_all(head.as_bytes()).is_err() {
-                return;
+            if answer(&mut conn) {
+                while conn.write_all(&part).is_ok() {}
             }
-            while conn.write_all(&part).is_ok() {}
         });
     }
     Ok(())

@@ -187,18 +187,9 @@ fn timestamp(t: SystemTime) -> String {
 /// The long-lived `/stream` response. Runs until the client goes away, a frame cannot be
 /// delivered within `--send-timeout`, or the server shuts down.
 pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
-    // ?fps=N caps this client's rate; the source's rate is the natural upper bound. Bounded
-    // both ways so the interval is a sane Duration (?fps=1e-300 would not be one).
-    let fps_cap = match query_param(query, "fps").as_deref() {
-        None => None,
-        Some(v) => match v.parse::<f64>() {
-            Ok(f) if (MIN_FPS..=MAX_FPS).contains(&f) => Some(f),
-            _ => {
-                let msg =
-                    format!("?fps={v} is not a frame rate between {MIN_FPS} and {MAX_FPS}.\n");
-                return send(rq, text(400, &msg), shared);
-            }
-        },
+    let fps_cap = match fps_cap(query) {
+        Ok(f) => f,
+        Err(msg) => return send(rq, text(400, &msg), shared),
     };
     let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
     // A still picture is re-sent after REPEAT_AFTER, but never more often than the cap allows.
@@ -210,24 +201,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     let addr = rq.peer.clone();
     // A response that never ends: written by hand on the connection, never chunked or buffered.
     let mut w = rq.into_conn();
-    let head = format!(
-        "HTTP/1.{} 200 OK\r\n\
-         Content-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
-         Cache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n\
-         Pragma: no-cache\r\n\
-         Expires: 0\r\n\
-         X-Accel-Buffering: no\r\n\
-         X-Content-Type-Options: nosniff\r\n\
-         {cors}\
-         Connection: close\r\n\r\n",
-        if http10 { 0 } else { 1 },
-        cors = shared
-            .cfg
-            .allow_origin
-            .as_ref()
-            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
-            .unwrap_or_default(),
-    );
+    let head = multipart_head(http10, shared);
     let deadline = Instant::now() + shared.cfg.send_timeout;
     if write_all_by(&mut w, head.as_bytes(), deadline)
         .and_then(|_| w.flush())
@@ -352,6 +326,43 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     );
 }
 
+/// `?fps=N`: a client's frame rate cap (per camera on `/mux`). The source's rate is the natural
+/// upper bound; bounded both ways so the interval is a sane Duration (`?fps=1e-300` would not
+/// be one). `Err` is the `400` text.
+pub(super) fn fps_cap(query: &str) -> Result<Option<f64>, String> {
+    match query_param(query, "fps").as_deref() {
+        None => Ok(None),
+        Some(v) => match v.parse::<f64>() {
+            Ok(f) if (MIN_FPS..=MAX_FPS).contains(&f) => Ok(Some(f)),
+            _ => Err(format!(
+                "?fps={v} is not a frame rate between {MIN_FPS} and {MAX_FPS}.\n"
+            )),
+        },
+    }
+}
+
+/// The head of a never-ending `multipart/x-mixed-replace` response.
+pub(super) fn multipart_head(http10: bool, shared: &Shared) -> String {
+    format!(
+        "HTTP/1.{} 200 OK\r\n\
+         Content-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
+         Cache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n\
+         Pragma: no-cache\r\n\
+         Expires: 0\r\n\
+         X-Accel-Buffering: no\r\n\
+         X-Content-Type-Options: nosniff\r\n\
+         {cors}\
+         Connection: close\r\n\r\n",
+        if http10 { 0 } else { 1 },
+        cors = shared
+            .cfg
+            .allow_origin
+            .as_ref()
+            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
+            .unwrap_or_default(),
+    )
+}
+
 /// Sleeps until `t` in short steps, so shutdown is noticed; false once the slot is closed.
 fn sleep_until(slot: &FrameSlot<Frame>, t: Instant) -> bool {
     loop {
@@ -366,7 +377,7 @@ fn sleep_until(slot: &FrameSlot<Frame>, t: Instant) -> bool {
     }
 }
 
-fn describe_write_error(e: &io::Error, timeout: Duration) -> String {
+pub(super) fn describe_write_error(e: &io::Error, timeout: Duration) -> String {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
             "could not take a frame within --send-timeout {} s; disconnected",

@@ -29,6 +29,7 @@
 
 mod endpoints;
 pub mod inflight;
+mod mux;
 mod pages;
 pub mod server;
 
@@ -268,6 +269,7 @@ pub fn serve(
     for s in &shared.streams {
         s.slot.close();
     }
+    crate::hub::ANY_FRAME.close();
     let deadline = Instant::now() + Duration::from_millis(500);
     while active.load(SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -397,6 +399,7 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
     match path {
         "/status" => return pages::serve_status(rq, shared, None),
         "/metrics" => return pages::serve_metrics(rq, shared),
+        "/mux" => return mux::serve_mux(rq, query, shared),
         "/state" => return pages::serve_state(rq, shared),
         "/stream" | "/stream.mjpeg" => {
             return endpoints::serve_stream(rq, first(shared), query, shared)

@@ -159,32 +159,28 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The stream list for `--stream` setups. Browsers open at most six HTTP/1.1 connections per
-/// host, and every live MJPEG preview holds one for good; past four streams the previews are
-/// snapshots refreshed every second, so the page never starves its own links.
+/// The stream list for `--stream` setups: every camera live in its tile, all through one
+/// `/mux` connection (see `index.html` for the reader, and the `mux` module for why). The
+/// names are letters, digits, `-` and `_` (checked at start-up): safe in HTML, URLs and JSON.
 ///
 /// A `?token=` the page was opened with is carried into every URL it makes, so a relay with
 /// `--token` alone works from its own index page.
 pub(super) fn index_html(streams: &[Arc<Stream>], token: Option<&str>) -> String {
-    let live = streams.len() <= 4;
     // Percent-encoded: only unreserved characters are left, so it is also safe in HTML.
     let q = token.map_or(String::new(), |t| format!("?token={}", url_encode(t)));
     let mut cards = String::new();
     for s in streams {
-        // Names are letters, digits, - and _ (checked at start-up): safe in HTML and URLs.
         let n = &s.name;
-        let img = if live {
-            format!("<img src=\"/{n}/stream{q}\" alt=\"{n}\">")
-        } else {
-            format!("<img class=\"snap\" data-src=\"/{n}/snapshot{q}\" alt=\"{n}\">")
-        };
         cards.push_str(&format!(
-            "<a class=\"card\" href=\"/{n}/{q}\">{img}<span>{n}</span></a>\n"
+            "<a class=\"card\" href=\"/{n}/{q}\" data-name=\"{n}\">\
+             <img src=\"\" data-src=\"/{n}/snapshot{q}\" alt=\"{n}\"><canvas></canvas>\
+             <span><b>{n}</b> <i class=\"state\">connecting…</i></span></a>\n"
         ));
     }
     INDEX_HTML
         .replace("{{cards}}", &cards)
         .replace("{{status}}", &format!("/status{q}"))
+        .replace("{{token}}", &q)
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -200,30 +196,4 @@ pub(super) fn url_encode(s: &str) -> String {
     out
 }
 
-const INDEX_HTML: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>mjpeg-relay</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{margin:0;background:#111;color:#ddd;font:14px system-ui,sans-serif}
-h1{font-size:16px;font-weight:normal;margin:12px}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px;padding:0 12px 12px}
-.card{display:block;color:#ddd;text-decoration:none;background:#000}
-.card img{width:100%;display:block;aspect-ratio:4/3;object-fit:contain}
-.card span{display:block;padding:6px}
-</style></head><body>
-<h1>mjpeg-relay &middot; <a href="{{status}}" style="color:#8af">status</a></h1>
-<main>
-{{cards}}</main>
-<script>
-// Snapshot previews (more than four streams): refresh each once a second.
-function refresh() {
-  for (const img of document.querySelectorAll("img.snap")) {
-    const u = img.dataset.src;
-    img.src = u + (u.includes("?") ? "&" : "?") + "t=" + Date.now();
-  }
-}
-refresh();
-setInterval(refresh, 1000);
-</script>
-</body></html>
-"#;
+const INDEX_HTML: &str = include_str!("index.html");

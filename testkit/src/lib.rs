@@ -663,6 +663,84 @@ impl Drop for TempDir {
     }
 }
 
+/// nginx configured by the shipped recipe (`scripts/nginx/mjpeg-relay.conf`, TLS and HTTP/2
+/// on), with only the relay's socket, a fresh self-signed certificate and a free port put in;
+/// in `dir`, in the foreground, stopped with the returned helper. Returns it and the port.
+pub fn nginx_in_front(dir: &TempDir, relay_sock: &str) -> (Helper, u16) {
+    require_tool("openssl");
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect(
+            "nginx is not installed: it comes with the Debian package 'nginx' (scripts/test \
+             installs it)",
+        );
+    let d = |f: &str| dir.0.join(f).display().to_string();
+    let gen = run_with_timeout(
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &d("key.pem"),
+            "-out",
+            &d("cert.pem"),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let port = free_port();
+    let recipe = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/nginx/mjpeg-relay.conf"
+    );
+    let site = std::fs::read_to_string(recipe)
+        .unwrap()
+        .replace("/run/mjpeg-relay/http.sock", relay_sock)
+        .replace("/etc/ssl/certs/mjpeg-relay.pem", &d("cert.pem"))
+        .replace("/etc/ssl/private/mjpeg-relay.key", &d("key.pem"))
+        .replace("listen 443 ", &format!("listen 127.0.0.1:{port} "));
+    std::fs::write(d("site.conf"), site).unwrap();
+    let main = format!(
+        "daemon off; master_process off; pid {pid}; error_log {err} warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{ access_log off; client_body_temp_path {t}; proxy_temp_path {t};\n\
+         fastcgi_temp_path {t}; uwsgi_temp_path {t}; scgi_temp_path {t};\n\
+         include {site}; }}\n",
+        pid = d("nginx.pid"),
+        err = d("nginx-error.log"),
+        t = d("tmp"),
+        site = d("site.conf"),
+    );
+    std::fs::write(d("nginx.conf"), main).unwrap();
+    let helper = Helper::spawn(Command::new(nginx).args([
+        "-c",
+        &d("nginx.conf"),
+        "-e",
+        &d("nginx-error.log"),
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {}",
+            std::fs::read_to_string(d("nginx-error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (helper, port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
