@@ -14,6 +14,8 @@ pub struct StreamConfig {
     pub source: SourceSpec,
     /// The spec as given, password redacted, for `/status` and logs.
     pub source_text: String,
+    /// `--fallback` sources, in order, each with its redacted text.
+    pub fallbacks: Vec<(SourceSpec, String)>,
 }
 
 /// Everything the command line sets.
@@ -53,6 +55,7 @@ impl Default for Config {
                 name: "default".into(),
                 source: SourceSpec::TestSrc,
                 source_text: "testsrc".into(),
+                fallbacks: Vec::new(),
             }],
             named: false,
             http: "127.0.0.1:8080".into(),
@@ -111,6 +114,9 @@ OPTIONS:
                               stdin, -              MJPEG on standard input
     --stream NAME=SPEC      Serve several streams at /NAME/stream, /NAME/snapshot (repeatable;
                             NAME: letters, digits, - and _). Replaces --source.
+    --fallback SPEC         Feed the stream from SPEC while the source is lost, and go back
+                            when it returns (repeatable, tried in order; any source kind).
+                            With --stream: --fallback NAME=SPEC
     --no-signal-after SECS  Show viewers a NO SIGNAL picture after this long without a frame;
                             0 turns it off [default: 2]
     --source-timeout SECS   Drop and reconnect an upstream silent for this long [default: 5]
@@ -183,6 +189,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut cfg = Config::default();
     let mut source: Option<StreamConfig> = None;
     let mut named: Vec<StreamConfig> = Vec::new();
+    let mut fallbacks: Vec<String> = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -199,8 +206,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     name: "default".into(),
                     source: SourceSpec::parse(&v).map_err(|e| format!("--source: {e}"))?,
                     source_text: crate::source::redact(&v),
+                    fallbacks: Vec::new(),
                 });
             }
+            Long("fallback") => fallbacks.push(string(&mut p, "--fallback")?),
             Long("stream") => {
                 let v = string(&mut p, "--stream")?;
                 let (name, spec) = v.split_once('=').ok_or_else(|| {
@@ -218,6 +227,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     name: name.to_string(),
                     source,
                     source_text: crate::source::redact(spec),
+                    fallbacks: Vec::new(),
                 });
             }
             Long("no-signal-after") => {
@@ -369,10 +379,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         }
         (None, true) => {}
     }
+    // --fallback SPEC for the single stream; --fallback NAME=SPEC with --stream.
+    for v in fallbacks {
+        let (target, spec) = if cfg.named {
+            let (name, spec) = v
+                .split_once('=')
+                .filter(|(n, _)| cfg.streams.iter().any(|s| s.name == *n))
+                .ok_or_else(|| {
+                    format!("--fallback: '{v}' is not NAME=SPEC for one of the --stream names")
+                })?;
+            (cfg.streams.iter_mut().find(|s| s.name == name), spec)
+        } else {
+            (cfg.streams.first_mut(), v.as_str())
+        };
+        let source = SourceSpec::parse(spec).map_err(|e| format!("--fallback: {e}"))?;
+        if let Some(s) = target {
+            s.fallbacks.push((source, crate::source::redact(spec)));
+        }
+    }
     let stdin_users = cfg
         .streams
         .iter()
-        .filter(|s| s.source == SourceSpec::Stdin)
+        .flat_map(|s| std::iter::once(&s.source).chain(s.fallbacks.iter().map(|(f, _)| f)))
+        .filter(|s| **s == SourceSpec::Stdin)
         .count();
     if stdin_users > 1 {
         return Err("--stream: only one stream can read stdin".into());

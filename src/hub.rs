@@ -96,6 +96,26 @@ pub struct Stream {
     /// frames against generated ones, so a no-signal picture never covers a newer real frame.
     last_real: Mutex<Option<Arc<Frame>>>,
     pub created: Instant,
+    /// With `--fallback`: the sources that can feed this stream, in order of preference, each
+    /// a hub of its own that no client sees ([`crate::failover`] forwards the frames of the
+    /// first that is up). Set once at start-up.
+    pub feeders: std::sync::OnceLock<Feeders>,
+    /// A gap in frames that is expected (a failover switch takes up to `--source-timeout`
+    /// plus a connect): the NO SIGNAL picture waits at least this long.
+    pub expected_gap: Mutex<Duration>,
+}
+
+/// The sources of a stream with fallbacks, and which one feeds it now.
+#[derive(Debug)]
+pub struct Feeders {
+    /// Primary first, then each `--fallback`.
+    pub members: Vec<Arc<Stream>>,
+    /// Index of the member whose frames are forwarded now, `usize::MAX` for none.
+    pub current: AtomicU64,
+    /// Changes of the feeding member since start (for `/metrics`).
+    pub switches: AtomicU64,
+    /// Why the last switch happened.
+    pub reason: Mutex<String>,
 }
 
 impl Stream {
@@ -134,12 +154,19 @@ impl Stream {
             }),
             last_real: Mutex::new(None),
             created: now,
+            feeders: std::sync::OnceLock::new(),
+            expected_gap: Mutex::new(Duration::ZERO),
         })
     }
 
     /// Makes `jpeg` the newest frame. Called by source threads only.
     pub fn publish(&self, jpeg: &[u8]) -> Arc<Frame> {
-        let frame = Arc::new(Frame::new(jpeg));
+        self.publish_frame(Arc::new(Frame::new(jpeg)))
+    }
+
+    /// Makes `frame` (already laid out, e.g. by a feeder's hub) the newest frame, without a
+    /// copy. Counted as input like [`publish`](Self::publish).
+    pub fn publish_frame(&self, frame: Arc<Frame>) -> Arc<Frame> {
         let mut last_real = self.last_real.lock();
         let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
         self.slot.publish(frame.clone());
@@ -203,6 +230,13 @@ impl Stream {
         if info.state != SourceState::Live {
             info.state = SourceState::Live;
             info.since = Instant::now();
+        }
+    }
+
+    /// Copies another hub's last error, with its time (a failover feeder's).
+    pub fn set_last_error(&self, error: Option<(String, Instant)>) {
+        if error.is_some() {
+            self.source.info.lock().last_error = error;
         }
     }
 

@@ -48,6 +48,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod failover;
 pub mod font;
 pub mod frame;
 pub mod http;

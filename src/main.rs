@@ -68,9 +68,10 @@ fn main() {
         width: cfg.width,
         height: cfg.height,
         source_timeout: cfg.source_timeout,
+        standby: None,
     };
     for (sc, stream) in cfg.streams.iter().zip(&streams) {
-        let started = source::start(&sc.source, stream.clone(), &source_cfg, stop.clone());
+        let started = start_sources(sc, stream, &source_cfg, &stop);
         if let Err(e) = started {
             log::error!(
                 "cannot start the source of stream '{}' ({}): {e}",
@@ -122,6 +123,46 @@ fn main() {
     log::info!("stopped");
     // Client threads still blocked in a write to a stalled socket end with the process.
     exit(0);
+}
+
+/// Starts the source of a stream, or with `--fallback` the whole chain: each source feeds a
+/// hub of its own, and the failover thread forwards the first that is up.
+fn start_sources(
+    sc: &cli::StreamConfig,
+    stream: &Arc<Stream>,
+    cfg: &source::SourceConfig,
+    stop: &shutdown::Shutdown,
+) -> std::io::Result<()> {
+    if sc.fallbacks.is_empty() {
+        return source::start(&sc.source, stream.clone(), cfg, stop.clone());
+    }
+    let chain: Vec<(&source::SourceSpec, &String)> = std::iter::once((&sc.source, &sc.source_text))
+        .chain(sc.fallbacks.iter().map(|(s, t)| (s, t)))
+        .collect();
+    let members: Vec<Arc<Stream>> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, (_, text))| Stream::new(&format!("{}#{i}", sc.name), text))
+        .collect();
+    for (i, ((spec, _), member)) in chain.iter().zip(&members).enumerate() {
+        let mut cfg = cfg.clone();
+        if i > 0 {
+            cfg.standby = Some(Arc::new(mjpeg_relay::failover::standby(
+                &members,
+                i,
+                cfg.source_timeout,
+            )));
+        }
+        source::start(spec, member.clone(), &cfg, stop.clone())?;
+    }
+    let specs = chain.iter().map(|(_, t)| t.to_string()).collect();
+    mjpeg_relay::failover::start(
+        stream.clone(),
+        members,
+        specs,
+        cfg.source_timeout,
+        stop.clone(),
+    )
 }
 
 /// SIGINT/SIGTERM ask for a clean stop (a second SIGINT stops at once); SIGHUP is logged and

@@ -25,7 +25,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     );
     // Families one after another, each with one sample per stream.
     type Sample = fn(&Stream) -> String;
-    let counters: [(&str, &str, &str, Sample); 8] = [
+    let counters: [(&str, &str, &str, Sample); 9] = [
         (
             "frames_in_total",
             "counter",
@@ -71,6 +71,17 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
                     .connections
                     .load(Relaxed)
                     .saturating_sub(1)
+                    .to_string()
+            },
+        ),
+        (
+            "source_switches_total",
+            "counter",
+            "Changes of the source feeding the stream (--fallback), 0 without fallbacks.",
+            |s| {
+                s.feeders
+                    .get()
+                    .map_or(0, |f| f.switches.load(Relaxed))
                     .to_string()
             },
         ),

@@ -39,7 +39,7 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> 
             loop {
                 for (s, last) in streams.iter().zip(last_sent.iter_mut()) {
                     let down_for = s.last_frame_age().unwrap_or_else(|| s.created.elapsed());
-                    if down_for < after {
+                    if down_for < after.max(*s.expected_gap.lock()) {
                         *last = None;
                         continue;
                     }

@@ -134,6 +134,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "garbage_bytes": src.garbage_bytes.load(SeqCst),
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
+                    "failover": s.feeders.get().map(failover_json),
                 },
                 "clients_connected": clients.len(),
                 "out": {
@@ -152,6 +153,33 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": round3(shared.started.elapsed().as_secs_f64()),
         "streams": streams,
+    })
+}
+
+/// A chained stream's sources (`--fallback`): which one feeds it now and why.
+fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
+    let current = f.current.load(SeqCst);
+    let chain: Vec<_> = f
+        .members
+        .iter()
+        .map(|m| {
+            let info = m.source_info();
+            json!({
+                "spec": m.spec,
+                "state": info.state.as_str(),
+                "address": info.peer,
+                "frames_in": m.source.frames_in.load(SeqCst),
+                "last_frame_age_s": m.last_frame_age().map(|a| round3(a.as_secs_f64())),
+                "last_error": info.last_error.as_ref().map(|(e, _)| e),
+            })
+        })
+        .collect();
+    json!({
+        "current": usize::try_from(current).ok().and_then(|i| f.members.get(i)).map(|m| &m.spec),
+        "current_index": (current != u64::MAX).then_some(current),
+        "switches": f.switches.load(SeqCst),
+        "reason": *f.reason.lock(),
+        "chain": chain,
     })
 }
 

@@ -211,7 +211,7 @@ fn redact_params(s: &str) -> String {
 }
 
 /// Settings every source needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SourceConfig {
     pub max_frame_bytes: usize,
     /// For `testsrc` and `file:`, and how often an `http://` URL that serves single
@@ -221,6 +221,9 @@ pub struct SourceConfig {
     pub height: u16,
     /// An upstream that sends no whole frame for this long is dropped and reconnected.
     pub source_timeout: Duration,
+    /// For a `--fallback` source: true while it is not needed (dialling kinds then stay
+    /// disconnected); `None` for a stream's primary source.
+    pub standby: Option<reconnect::Standby>,
 }
 
 /// Starts the source of `stream`, or says why it cannot (the caller reports it and exits).
@@ -275,6 +278,9 @@ pub struct Pump {
     pub first_frame_note: String,
     /// Bytes this pump was fed.
     bytes: u64,
+    /// Checked after every read: true ends the connection (a fallback no longer needed).
+    pub stop_when: Option<Box<dyn FnMut() -> bool + Send>>,
+    stopped: bool,
     /// Frames completed by the current chunk, published once the chunk's counters are in
     /// `/status` (so a viewer that got the frame after a bad part sees that part counted).
     /// Holds at most the frames of one read; emptied, capacity kept, on every chunk.
@@ -297,6 +303,8 @@ impl Pump {
             format_logged: false,
             first_frame_note: String::new(),
             bytes: 0,
+            stop_when: None,
+            stopped: false,
             ready: Vec::new(),
         }
     }
@@ -362,7 +370,13 @@ impl Pump {
                 }
                 Err(e) => return Err(e),
             };
-            self.feed(&buf[..n]);
+            self.feed(buf.get(..n).unwrap_or_default());
+            if let Some(stop) = &mut self.stop_when {
+                if stop() {
+                    self.stopped = true;
+                    return Ok(());
+                }
+            }
             if self.frames() != frames {
                 frames = self.frames();
                 last_frame = Instant::now();
@@ -446,6 +460,11 @@ impl Pump {
     /// upstream is not sending MJPEG at all.
     pub fn frames(&self) -> u64 {
         self.parser.stats().frames
+    }
+
+    /// Whether the pump ended because [`Pump::stop_when`] said so.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Bytes this pump was fed; zero means the upstream sent nothing at all.

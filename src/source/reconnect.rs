@@ -72,21 +72,48 @@ pub fn start(
     connect: impl FnMut() -> Result<Upstream, String> + Send + 'static,
 ) -> io::Result<()> {
     let (max_frame, timeout) = (cfg.max_frame_bytes, cfg.source_timeout);
+    let standby = cfg.standby.clone();
     let name = format!("src-{}-connect", stream.name);
     spawn_source_thread(name, move || {
-        run(&stream, max_frame, timeout, &shutdown, &what, connect)
+        let ctx = Loop {
+            stream: &stream,
+            max_frame,
+            timeout,
+            shutdown: &shutdown,
+            what: &what,
+            standby,
+        };
+        run(&ctx, connect)
     })?;
     Ok(())
 }
 
-fn run(
-    stream: &Arc<Stream>,
+/// What the loop needs besides the way to connect.
+struct Loop<'a> {
+    stream: &'a Arc<Stream>,
     max_frame: usize,
     timeout: Duration,
-    shutdown: &Shutdown,
-    what: &str,
-    mut connect: impl FnMut() -> Result<Upstream, String>,
-) {
+    shutdown: &'a Shutdown,
+    what: &'a str,
+    /// A failover fallback's "not needed now" (see [`crate::failover`]).
+    standby: Option<Standby>,
+}
+
+/// True while a source need not be connected; see [`crate::failover::standby`].
+pub type Standby = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How long a fallback stays connected after a preferred source is up again, so one stray
+/// frame of a flapping primary does not make it hang up.
+const STANDBY_GRACE: Duration = Duration::from_secs(1);
+
+fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
+    let (stream, max_frame, timeout, shutdown, what) = (
+        ctx.stream,
+        ctx.max_frame,
+        ctx.timeout,
+        ctx.shutdown,
+        ctx.what,
+    );
     let mut backoff = Backoff::default();
     // One WARN when the source goes down, one INFO when frames flow again, nothing in between
     // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
@@ -94,6 +121,14 @@ fn run(
     let mut outage = Outage::default();
     log::info!("stream '{}': connecting to {what}", stream.name);
     loop {
+        if let Some(standby) = &ctx.standby {
+            // A fallback waits, disconnected, while a preferred source is up.
+            while standby() {
+                if shutdown.sleep(Duration::from_millis(200)) {
+                    return;
+                }
+            }
+        }
         let failure = match connect() {
             Ok(up) => {
                 stream.source.connections.fetch_add(1, Relaxed);
@@ -110,11 +145,33 @@ fn run(
                 };
                 let mut pump = Pump::with_parser(stream.clone(), parser, what.to_string());
                 pump.first_frame_note = outage.back_note();
+                if let Some(standby) = ctx.standby.clone() {
+                    // Hang up once a preferred source has been up for a moment.
+                    let mut since: Option<Instant> = None;
+                    pump.stop_when = Some(Box::new(move || {
+                        if standby() {
+                            since.get_or_insert_with(Instant::now).elapsed() >= STANDBY_GRACE
+                        } else {
+                            since = None;
+                            false
+                        }
+                    }));
+                }
                 let mut reader = up.reader;
                 let result = pump.run_until_silent(&mut reader, Some(timeout));
                 drop(reader); // closes the socket, or stops the command's process group
                 if shutdown.is_stopping() {
                     return; // we ended it: not a loss
+                }
+                if pump.stopped() {
+                    log::info!(
+                        "stream '{}': {what} is not needed now (a preferred source is up); \
+                         disconnected",
+                        stream.name
+                    );
+                    stream.set_state(SourceState::Lost, None);
+                    backoff.reset();
+                    continue;
                 }
                 let reason = match result {
                     Ok(()) => "closed the connection".to_string(),

@@ -1,0 +1,153 @@
+//! `--fallback SPEC`: a stream fed by the first of several sources that works.
+//!
+//! An edge relay pulling an origin should survive losing it: with `--source PRIMARY
+//! --fallback SPARE`, when the primary is lost (its connection ends, it cannot be reached, or
+//! it falls silent for `--source-timeout`), the stream switches to the first fallback that
+//! delivers frames, and back to the primary as soon as it delivers again. Viewers stay
+//! connected throughout and see at most `--source-timeout` plus one connect of stale picture:
+//! the NO SIGNAL picture waits that long for such a stream.
+//!
+//! How: each source of the chain feeds a hub of its own ([`Feeders`]) that no client sees,
+//! exactly as it would feed a stream, so every source kind works unchanged. One thread per
+//! chained stream forwards the frames of the first member that is *up* (live, with a frame
+//! younger than `--source-timeout`) to the served stream: the same `Arc<Frame>`, no copy. A
+//! fallback that dials out (`tcp:`, `unix:`, `http://`, `exec:`) stays disconnected while a
+//! member before it is up ([`standby`]), so an edge does not pull from two origins at once;
+//! the other kinds (`testsrc`, `file:`, `tcp-listen:`, `stdin`) run all along and are only
+//! forwarded when needed.
+
+use crate::hub::{Feeders, SourceState, Stream, ANY_FRAME};
+use crate::shutdown::Shutdown;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Whether a member is up: live, with a frame younger than `timeout`.
+fn up(m: &Stream, timeout: Duration) -> bool {
+    m.source_info().state == SourceState::Live && m.last_frame_age().is_some_and(|a| a < timeout)
+}
+
+/// For member `index`: true while it is not needed, i.e. a member before it is up, or, at
+/// start-up, none of them has failed yet and `--source-timeout` has not passed (a primary
+/// gets that long to deliver its first frame before a fallback dials). The reconnect loop
+/// neither connects nor stays connected while this holds.
+pub fn standby(
+    members: &[Arc<Stream>],
+    index: usize,
+    timeout: Duration,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let before: Vec<Arc<Stream>> = members.iter().take(index).cloned().collect();
+    move || {
+        before.iter().any(|m| up(m, timeout))
+            || before.iter().all(|m| {
+                m.source_info().state == SourceState::Connecting && m.created.elapsed() < timeout
+            })
+    }
+}
+
+/// Starts the forwarding thread of `stream`, whose [`Feeders`] are `members` with `specs`
+/// (redacted, for logs).
+pub fn start(
+    stream: Arc<Stream>,
+    members: Vec<Arc<Stream>>,
+    specs: Vec<String>,
+    timeout: Duration,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    // A switch is noticed after --source-timeout at worst, then one connect (5 s at worst,
+    // usually milliseconds); NO SIGNAL only after that.
+    *stream.expected_gap.lock() = timeout + Duration::from_secs(1);
+    let _ = stream.feeders.set(Feeders {
+        members: members.clone(),
+        current: u64::MAX.into(),
+        switches: 0.into(),
+        reason: Default::default(),
+    });
+    std::thread::Builder::new()
+        .name(format!("failover-{}", stream.name))
+        .stack_size(128 * 1024)
+        .spawn(move || forward(&stream, &members, &specs, timeout, &shutdown))?;
+    Ok(())
+}
+
+fn forward(
+    stream: &Stream,
+    members: &[Arc<Stream>],
+    specs: &[String],
+    timeout: Duration,
+    shutdown: &Shutdown,
+) {
+    let Some(feeders) = stream.feeders.get() else {
+        return;
+    };
+    // The member whose frames are forwarded now, and the last one that was.
+    let mut current: Option<usize> = None;
+    let mut last_fed: Option<usize> = None;
+    // The generation of each member last forwarded.
+    let mut sent = vec![0u64; members.len()];
+    let mut epoch = 0;
+    loop {
+        match ANY_FRAME.wait(epoch, Duration::from_millis(100)) {
+            Some(e) => epoch = e,
+            None => return,
+        }
+        if shutdown.is_stopping() {
+            return;
+        }
+        let active = members.iter().position(|m| up(m, timeout));
+        if active != current {
+            let why = |i: usize| {
+                let info = members[i].source_info();
+                match info.last_error {
+                    Some((e, _)) => format!("{} is {}: {e}", specs[i], info.state.as_str()),
+                    None => format!("{} is {}", specs[i], info.state.as_str()),
+                }
+            };
+            // A switch is a change of the member that feeds; gaps with none do not count.
+            let reason = match (last_fed, active) {
+                (Some(j), Some(0)) if j != 0 => Some(format!("back to the primary {}", specs[0])),
+                (Some(j), Some(i)) if j != i => {
+                    Some(format!("switched to {} ({})", specs[i], why(j)))
+                }
+                (None, Some(i)) if i > 0 => Some(format!("fed by {} ({})", specs[i], why(0))),
+                (_, None) => current.map(|c| format!("no source delivers frames ({})", why(c))),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                log::warn!("stream '{}': {reason}", stream.name);
+                *feeders.reason.lock() = reason;
+            }
+            if let Some(i) = active {
+                if last_fed.is_some_and(|j| j != i) {
+                    feeders.switches.fetch_add(1, Relaxed);
+                }
+                last_fed = Some(i);
+            }
+            current = active;
+            feeders
+                .current
+                .store(active.map_or(u64::MAX, |i| i as u64), Relaxed);
+        }
+        // /status shows the member that feeds the stream, or the primary while none does.
+        let shown = &members[current.unwrap_or(0)];
+        let info = shown.source_info();
+        stream.set_state(info.state, info.peer);
+        if let Some(f) = info.format {
+            stream.set_format(f);
+        }
+        stream.set_last_error(info.last_error);
+        if let Some(i) = current {
+            if let Some((frame, g)) = members[i].slot.latest() {
+                if g > sent[i] {
+                    sent[i] = g;
+                    stream
+                        .source
+                        .bytes_in
+                        .fetch_add(frame.jpeg().len() as u64, Relaxed);
+                    stream.publish_frame(frame);
+                }
+            }
+        }
+    }
+}
