@@ -56,6 +56,20 @@ impl Drop for Browser {
     }
 }
 
+/// Headless Chromium as this machine's closed network needs it (no background connections),
+/// as root (no sandbox); self-signed certificates accepted for the nginx tests.
+const HEADLESS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--ignore-certificate-errors",
+];
+
 /// Starts headless Chromium on `url`; its console lines arrive on the returned channel with
 /// the instant each was read.
 fn chromium(url: &str) -> (Browser, mpsc::Receiver<(SystemTime, String)>) {
@@ -71,18 +85,8 @@ fn chromium_sized(
     require_tool("chromium");
     let profile = TempDir::new("chromium");
     let mut child = Command::new("chromium")
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
+        .args(HEADLESS)
+        .args(["--enable-logging=stderr", "--v=0"])
         .arg(format!("--window-size={w},{h}"))
         .arg(format!("--user-data-dir={}", profile.0.display()))
         .arg(url)
@@ -782,17 +786,8 @@ fn chromium_screenshot(url: &str, w: usize, h: usize) -> Vec<u8> {
     let shot = profile.0.join("shot.png");
     run_with_timeout(
         Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--no-first-run",
-                "--virtual-time-budget=5000",
-            ])
+            .args(HEADLESS)
+            .arg("--virtual-time-budget=5000")
             .arg(format!("--window-size={w},{h}"))
             .arg(format!("--user-data-dir={}", profile.0.display()))
             .arg(format!("--screenshot={}", shot.display()))
@@ -1057,47 +1052,18 @@ setInterval(() => {{
     let direct = Relay::start(&args);
 
     let live_imgs = |url: &str| -> usize {
-        require_tool("chromium");
-        let profile = TempDir::new("chromium-wall");
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--no-first-run",
-                "--ignore-certificate-errors",
-                "--enable-logging=stderr",
-                "--v=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.0.display()))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let (browser, rx) = chromium(url);
         // Counts after 8 s: a stream that painted at least 5 new pictures is live.
         let end = Instant::now() + Duration::from_secs(8);
         let mut last = String::new();
         while Instant::now() < end {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            if let Ok((_, l)) = rx.recv_timeout(Duration::from_millis(500)) {
                 if let Some(counts) = l.split("wall ").nth(1) {
                     last = counts.split('"').next().unwrap_or("").to_string();
                 }
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(browser);
         eprintln!("{url}: picture changes per img: {last}");
         last.split_whitespace()
             .filter(|n| n.parse::<u32>().is_ok_and(|n| n >= 5))
