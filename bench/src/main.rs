@@ -27,7 +27,7 @@ mjpeg-bench: measure liveness and scale of an MJPEG-over-HTTP server (loopback o
 
 USAGE:
     mjpeg-bench scenario NAME [--server relay|naive] [--duration S] [--relay-bin PATH]
-        NAME: live | fanout | raw | churn | big | smoke | link
+        NAME: live | fanout | raw | churn | big | smoke | link | hop
     mjpeg-bench scenario link [--rate 2mbit] [--queue 100] [--frame-bytes 20000] [--size WxH]
         [--servers relay,relay-nobound,naive] [--duration S]
         one viewer on a shaped link: a private network namespace (entered through unshare(1),
@@ -835,11 +835,16 @@ fn start_relay(bin: &str) -> Server {
 }
 
 fn start_relay_env(bin: &str, env: &[(&str, &str)]) -> Server {
+    start_relay_with(bin, env, "tcp-listen:127.0.0.1:0")
+}
+
+/// The relay with `source`; a `tcp-listen:` one is where the benchmark's upstream pushes.
+fn start_relay_with(bin: &str, env: &[(&str, &str)], source: &str) -> Server {
     let mut child = Command::new(bin)
         .envs(env.iter().copied())
         .args([
             "--source",
-            "tcp-listen:127.0.0.1:0",
+            source,
             "--http",
             "127.0.0.1:0",
             "--max-clients",
@@ -860,7 +865,8 @@ fn start_relay_env(bin: &str, env: &[(&str, &str)]) -> Server {
         }
     });
     let (mut http, mut up) = (None, None);
-    while http.is_none() || up.is_none() {
+    let wants_up = source.starts_with("tcp-listen:");
+    while http.is_none() || (wants_up && up.is_none()) {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("relay start-up line");
@@ -1138,6 +1144,26 @@ fn scenario(a: &Args) -> Result<(), String> {
             print!("{}", r.rows(&cfg.label));
         }
         "link" => link_scenario(a, &relay_bin, dur(30.0)?)?,
+        "hop" => {
+            // Origin and edge (pulling the origin over HTTP) at once, a fast viewer on each:
+            // the same frames, so the difference is what one hop adds.
+            let origin = start(server_kind);
+            let edge = start_relay_with(&relay_bin, &[], &format!("http://{}/stream", origin.http));
+            let d = dur(30.0)?;
+            let mut at_edge = base(&edge, 30.0, 20_000, d);
+            (at_edge.up, at_edge.fast) = (None, 1);
+            at_edge.label = "hop: viewer of the edge".into();
+            let edge_run = std::thread::spawn(move || {
+                let r = run_load(&at_edge, None);
+                r.rows(&at_edge.label)
+            });
+            let mut at_origin = base(&origin, 30.0, 20_000, d);
+            at_origin.fast = 1;
+            at_origin.label = "hop: viewer of the origin".into();
+            let r = run_load(&at_origin, None);
+            print!("{}", r.rows(&at_origin.label));
+            print!("{}", edge_run.join().expect("edge run"));
+        }
         other => return Err(format!("unknown scenario '{other}'")),
     }
     Ok(())

@@ -523,6 +523,7 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("tc", "iproute2"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
+    ("haproxy", "haproxy"),
 ];
 
 /// Fails clearly if a tool the suite needs is missing, naming the Debian package to install
