@@ -287,10 +287,15 @@ fn firefox_screenshot(url: &str, w: usize, h: usize) -> Vec<u8> {
         "firefox made no screenshot: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    png_to_rgb(&shot, w, h)
+}
+
+/// A `w` x `h` PNG screenshot as RGB bytes (decoded by ffmpeg).
+fn png_to_rgb(shot: &std::path::Path, w: usize, h: usize) -> Vec<u8> {
     let raw = run_with_timeout(
         Command::new("ffmpeg")
             .args(["-loglevel", "error", "-i"])
-            .arg(&shot)
+            .arg(shot)
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
         Duration::from_secs(20),
     );
@@ -795,15 +800,7 @@ fn chromium_screenshot(url: &str, w: usize, h: usize) -> Vec<u8> {
         Duration::from_secs(60),
     );
     assert!(shot.exists(), "chromium made no screenshot");
-    let raw = run_with_timeout(
-        Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-i"])
-            .arg(&shot)
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
-        Duration::from_secs(20),
-    );
-    assert_eq!(raw.stdout.len(), w * h * 3, "screenshot size");
-    raw.stdout
+    png_to_rgb(&shot, w, h)
 }
 
 /// Twelve cameras (the last one `tcp-listen` with no upstream when `one_down`), small, 8 fps.
