@@ -114,13 +114,7 @@ fn fallback_flags_are_checked_at_start() {
             "NAME=SPEC",
         ),
     ] {
-        let out = run_with_timeout(
-            Command::new(relay_bin()).args(args),
-            Duration::from_secs(10),
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        assert_bad_command_line(args, want);
     }
     // Per stream, any kind: a named stream falls back to the test pattern.
     let relay = Relay::start(&[

@@ -447,12 +447,6 @@ fn bad_stream_flags_are_refused_with_exit_code_2() {
         (&["--stream", "a=file:/no/such/dir"][..], "does not exist"),
         (&["--source", "https://cam/x"][..], "TLS"),
     ] {
-        let out = run_with_timeout(
-            Command::new(relay_bin()).args(args),
-            Duration::from_secs(10),
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        assert_bad_command_line(args, want);
     }
 }

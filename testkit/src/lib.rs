@@ -664,6 +664,17 @@ impl Drop for TempDir {
     }
 }
 
+/// The relay refuses `args` at start with exit code 2 and a message containing `want`.
+pub fn assert_bad_command_line(args: &[&str], want: &str) {
+    let out = run_with_timeout(
+        Command::new(relay_bin()).args(args),
+        Duration::from_secs(10),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: {err}");
+}
+
 /// nginx configured by the shipped recipe (`scripts/nginx/mjpeg-relay.conf`, TLS and HTTP/2
 /// on), with only the relay's socket, a fresh self-signed certificate and a free port put in;
 /// in `dir`, in the foreground, stopped with the returned helper. Returns it and the port.
