@@ -237,6 +237,15 @@ impl Parser {
         self.body.len() + self.line.len() + self.replay.len()
     }
 
+    /// Bytes of memory the parser holds between calls (the capacity of its buffers, which
+    /// is what a process pays for, not their length). At most twice [`buffered`]'s bound:
+    /// buffers grow by doubling from what has arrived, never from what a header claims.
+    ///
+    /// [`buffered`]: Self::buffered
+    pub fn capacity(&self) -> usize {
+        self.body.capacity() + self.line.capacity() + self.replay.capacity()
+    }
+
     /// Feed bytes; every complete frame and every drop is passed to `out` as it is found.
     pub fn push(&mut self, input: &[u8], out: &mut impl FnMut(Event)) {
         // Replays waiting to run, newest on top; each is run before what lies below it, since
@@ -323,7 +332,9 @@ impl Parser {
                         return i + 1;
                     }
                 }
-                self.stats.garbage_bytes += self.line.len() as u64 + 1;
+                if !self.line.is_empty() || self.line_overflow {
+                    self.stats.garbage_bytes += self.line.len() as u64 + 1;
+                }
                 self.line.clear();
                 self.line_overflow = false;
             } else if self.line.len() < 200 {
@@ -355,7 +366,9 @@ impl Parser {
             if !is_boundary && !self.line_overflow {
                 is_boundary = self.adopt_new_boundary();
             }
-            if !is_boundary {
+            // A blank line is the CRLF that belongs to the next delimiter (RFC 2046), not
+            // skipped data: every healthy multipart stream has one before each boundary.
+            if !is_boundary && !trim_line(&self.line).is_empty() {
                 self.stats.garbage_bytes += self.line.len() as u64 + 1;
             }
             self.line.clear();
@@ -475,7 +488,12 @@ impl Parser {
     fn start_body(&mut self, prefix: &[u8]) {
         self.body.clear();
         self.body_replayed = 0;
-        let hint = self.content_length.unwrap_or(self.last_frame_len + 4096);
+        // Reserve for the frame we expect, but never more than the last real frame suggests:
+        // a `Content-Length` is the peer's claim, and memory must follow the bytes that
+        // arrive, not the bytes claimed (36-byte parts that each claim 8 MiB would otherwise
+        // reserve 8 MiB apiece). A frame larger than the last one grows by doubling.
+        let expected = self.last_frame_len + 4096;
+        let hint = self.content_length.map_or(expected, |cl| cl.min(expected));
         self.body.reserve(hint.min(self.max_frame));
         self.walker = Walker::default();
         if !prefix.is_empty() {
@@ -541,7 +559,12 @@ impl Parser {
     fn emit(&mut self, out: &mut impl FnMut(Event)) {
         self.stats.frames += 1;
         self.last_frame_len = self.body.len();
-        let frame = std::mem::take(&mut self.body);
+        let mut frame = std::mem::take(&mut self.body);
+        // A frame may be held a while (a source publishes a read's frames together): it
+        // holds about its own size, whatever was reserved for it (see `start_body`).
+        if frame.capacity() > frame.len() + frame.len() / 8 + 64 {
+            frame.shrink_to_fit();
+        }
         out(Event::Frame(frame));
     }
 
@@ -947,6 +970,70 @@ mod tests {
         }
     }
 
+    /// Issue 20 item 12: a healthy stream (gstreamer's multipartmux, our own /stream, with
+    /// and without Content-Length, CRLF and LF) skips no byte, so `garbage_bytes` stays 0.
+    #[test]
+    fn a_healthy_stream_has_no_garbage() {
+        let j = sample(60);
+        for (with_len, eol) in [(true, "\r\n"), (false, "\r\n"), (true, "\n")] {
+            let data = multipart(&j, "spionisto", with_len, eol);
+            for chunk in [data.len(), 7, 1000] {
+                let mut p = Parser::new(1 << 20);
+                let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+                let (got, drops) = frames(&mut p, &chunks);
+                assert_eq!(got, j);
+                assert!(drops.is_empty());
+                assert_eq!(p.stats().garbage_bytes, 0, "len={with_len} chunk={chunk}");
+            }
+        }
+        // Real garbage is still counted: a text line between parts.
+        let mut data = multipart(&j[..1], "b", true, "\r\n");
+        data.extend_from_slice(b"noise\r\n");
+        data.extend_from_slice(&multipart(&j[1..2], "b", true, "\r\n"));
+        let mut p = Parser::new(1 << 20);
+        frames(&mut p, &[&data]);
+        assert_eq!(p.stats().garbage_bytes, 7);
+    }
+
+    /// Issue 20 item 4: memory follows the bytes received, not the bytes a part claims. One
+    /// read of tiny parts that each claim 8 MiB must not make frames that hold 8 MiB each.
+    #[test]
+    fn claimed_lengths_reserve_no_memory() {
+        let jpeg = jpeg_with_seq(0, 0);
+        let mut data = Vec::new();
+        for _ in 0..200 {
+            data.extend_from_slice(b"--b\r\nContent-Length: 8388608\r\n\r\n");
+            data.extend_from_slice(&jpeg);
+            data.extend_from_slice(b"\r\n");
+        }
+        let mut p = Parser::new(8 << 20);
+        let mut held = 0usize;
+        let mut n = 0;
+        p.push(&data, &mut |e| {
+            if let Event::Frame(f) = e {
+                assert_eq!(f, jpeg);
+                held += f.capacity();
+                n += 1;
+            }
+        });
+        assert_eq!(n, 200);
+        assert!(
+            held <= 2 * data.len() + (128 << 10),
+            "200 frames of {} bytes hold {held} bytes",
+            jpeg.len()
+        );
+        assert!(p.capacity() <= 256 << 10, "parser holds {}", p.capacity());
+        // A real large frame still arrives whole, its buffer grown from what arrived.
+        let big = jpeg_with_seq(1, 3 << 20);
+        let mut data = format!("--b\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+        data.extend_from_slice(&big);
+        data.extend_from_slice(b"\r\n");
+        let chunks: Vec<&[u8]> = data.chunks(64 << 10).collect();
+        let (got, _) = frames(&mut p, &chunks);
+        assert_eq!(got, vec![big.clone()]);
+        assert!(got[0].capacity() <= big.len() + big.len() / 8 + 64);
+    }
+
     #[test]
     fn garbage_before_and_between_parts() {
         let j = sample(3);
@@ -1117,6 +1204,7 @@ mod tests {
             for c in data.chunks((round % 17) + 1) {
                 p.push(c, &mut |_| {});
                 assert!(p.buffered() <= 512 + MAX_HEADER_BLOCK + 32);
+                assert!(p.capacity() <= 2 * (512 + MAX_HEADER_BLOCK + 32) + 4096);
             }
             assert!(p.bytes_run() <= 3 * data.len() as u64);
         }

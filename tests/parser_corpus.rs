@@ -14,10 +14,12 @@ fn run(data: &[u8], chunk: usize, limit: usize) -> Vec<Vec<u8>> {
             if let Event::Frame(f) = e {
                 assert!(f.len() <= limit);
                 assert!(f.starts_with(&[0xFF, 0xD8]) && f.ends_with(&[0xFF, 0xD9]));
+                assert!(f.capacity() <= f.len() + f.len() / 8 + 64, "frame capacity");
                 frames.push(f);
             }
         });
         assert!(p.buffered() <= limit + MAX_HEADER_BLOCK + c.len());
+        assert!(p.capacity() <= 2 * (limit + MAX_HEADER_BLOCK + c.len()) + 4096);
     }
     assert!(p.bytes_run() <= 3 * data.len() as u64 + 3, "not linear");
     frames

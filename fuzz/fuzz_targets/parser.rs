@@ -9,13 +9,17 @@
 //! - linear work: the parser runs at most three times as many bytes as it was given
 //!   (`Parser::bytes_run`; a quadratic input fails here long before libFuzzer's timeout);
 //! - the parser never holds more than the frame limit plus one header block plus the chunk
-//!   being parsed;
+//!   being parsed, counted in bytes held *and* in capacity (what the process pays for: a
+//!   claimed `Content-Length` must not reserve memory), and no frame holds much more than
+//!   its length;
 //! - every frame it emits is a whole JPEG (FFD8 … FFD9) within the limit;
 //! - the same bytes give the same frames whole and in any chunking.
 //!
-//! The first input byte picks the chunk size and the frame limit (4 KiB, 64 KiB or 1 MiB): the
-//! quadratic input that the first version of this target could not find needs parts as large
-//! as the limit allows, and inputs up to 512 KiB.
+//! The first input byte picks the frame limit (4 KiB, 64 KiB or 1 MiB) and the second, on its
+//! own, the chunk size (1 to 64 bytes, 4 KiB or 64 KiB), so every limit is fuzzed with every
+//! chunking (a large limit with tiny chunks too). The quadratic input that the first version
+//! of this target could not find needs parts as large as the limit allows, and inputs up to
+//! 512 KiB.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,10 +33,12 @@ fn run(data: &[u8], chunk: usize, limit: usize) -> Vec<Vec<u8>> {
             if let Event::Frame(f) = e {
                 assert!(f.len() <= limit, "frame over the limit");
                 assert!(f.starts_with(&[0xFF, 0xD8]) && f.ends_with(&[0xFF, 0xD9]));
+                assert!(f.capacity() <= f.len() + f.len() / 8 + 64, "frame capacity");
                 frames.push(f);
             }
         });
         assert!(p.buffered() <= limit + MAX_HEADER_BLOCK + c.len());
+        assert!(p.capacity() <= 2 * (limit + MAX_HEADER_BLOCK + c.len()) + 4096);
     }
     assert!(
         p.bytes_run() <= 3 * data.len() as u64 + 3,
@@ -44,12 +50,12 @@ fn run(data: &[u8], chunk: usize, limit: usize) -> Vec<Vec<u8>> {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&pick, data)) = input.split_first() else {
+    let [pick_limit, pick_chunk, data @ ..] = input else {
         return;
     };
-    let limit = [4096, 64 << 10, 1 << 20][usize::from(pick >> 6) % 3];
+    let limit = [4096, 64 << 10, 1 << 20][usize::from(*pick_limit) % 3];
     let whole = run(data, data.len().max(1), limit);
-    let chunk = [usize::from(pick % 64) + 1, 4096, 65536][usize::from(pick >> 6) % 3];
+    let chunk = [usize::from(pick_chunk % 64) + 1, 4096, 65536][usize::from(pick_chunk >> 6) % 3];
     let chunked = run(data, chunk, limit);
     assert_eq!(whole, chunked, "chunking of {chunk} changed the frames");
 });

@@ -80,7 +80,9 @@ pub struct HttpConfig {
 #[derive(Debug)]
 pub enum HttpListener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// The socket file's device and inode, so that only the socket we created is removed at
+    /// exit (not a file someone put in its place meanwhile).
+    Unix(UnixListener, PathBuf, (u64, u64)),
 }
 
 impl HttpListener {
@@ -88,7 +90,7 @@ impl HttpListener {
     pub fn describe(&self) -> String {
         match self {
             HttpListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            HttpListener::Unix(_, p) => format!("unix:{}", p.display()),
+            HttpListener::Unix(_, p, _) => format!("unix:{}", p.display()),
         }
     }
 
@@ -137,28 +139,58 @@ fn widen_backlog(fd: i32, max_clients: usize) -> io::Result<()> {
 }
 
 /// A Unix socket for a reverse proxy. A socket file left by a relay that died is replaced; one
-/// that a running relay still answers on is not.
+/// that a running relay still answers on is not, and anything that is not a socket (a regular
+/// file, a directory, a link) is never touched: `--http unix:notes.txt` must not delete notes.
 fn bind_unix(path: PathBuf, max_clients: usize) -> io::Result<HttpListener> {
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |kind: io::ErrorKind, why: String| {
+        io::Error::new(
+            kind,
+            format!("cannot listen for HTTP on unix:{}: {why}", path.display()),
+        )
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(refuse(
+                    io::ErrorKind::AddrInUse,
+                    "another process is serving there".into(),
+                ));
+            }
+            // A socket nobody answers on: left by a relay that died.
+            std::fs::remove_file(&path)?;
+        }
+        Ok(meta) => {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "a file"
+            };
+            return Err(refuse(
+                io::ErrorKind::AlreadyExists,
                 format!(
-                    "cannot listen for HTTP on unix:{}: another process is serving there",
-                    path.display()
+                    "{what} is there, not a socket; it is left alone. Choose another path for \
+                     --http unix:PATH (e.g. /run/mjpeg-relay/http.sock)"
                 ),
             ));
         }
-        std::fs::remove_file(&path)?;
+        Err(_) => {}
     }
-    let listener = UnixListener::bind(&path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen for HTTP on unix:{}: {e}", path.display()),
-        )
-    })?;
+    let listener = UnixListener::bind(&path).map_err(|e| refuse(e.kind(), e.to_string()))?;
     widen_backlog(listener.as_raw_fd(), max_clients)?;
-    Ok(HttpListener::Unix(listener, path))
+    let id = socket_id(&path).ok_or_else(|| refuse(io::ErrorKind::NotFound, "vanished".into()))?;
+    Ok(HttpListener::Unix(listener, path, id))
+}
+
+/// Device and inode of the socket file at `path`, if a socket is there.
+fn socket_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type()
+        .is_socket()
+        .then(|| (meta.dev(), meta.ino()))
 }
 
 fn setsockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -263,7 +295,7 @@ pub fn serve(
         Arc::new(move |rq| handle(rq, &handler_shared));
     let l = match &listener {
         HttpListener::Tcp(l) => server::Listener::Tcp(l),
-        HttpListener::Unix(l, _) => server::Listener::Unix(l),
+        HttpListener::Unix(l, _, _) => server::Listener::Unix(l),
     };
     server::run(l, limits, shutdown, active.clone(), handler);
     for s in &shared.streams {
@@ -274,8 +306,10 @@ pub fn serve(
     while active.load(SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let HttpListener::Unix(_, path) = &listener {
-        let _ = std::fs::remove_file(path);
+    if let HttpListener::Unix(_, path, id) = &listener {
+        if socket_id(path) == Some(*id) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
