@@ -13,8 +13,13 @@
 //! younger than `--source-timeout`) to the served stream: the same `Arc<Frame>`, no copy. A
 //! fallback that dials out (`tcp:`, `unix:`, `http://`, `exec:`) stays disconnected while a
 //! member before it is up ([`standby`]), so an edge does not pull from two origins at once;
-//! the other kinds (`testsrc`, `file:`, `tcp-listen:`, `stdin`) run all along and are only
-//! forwarded when needed.
+//! `testsrc` and `file:` make no frames meanwhile (encoding a test pattern for nobody costs a
+//! small host a good share of a core); the push kinds (`tcp-listen:`, `stdin`) cannot be
+//! switched off, so they run all along and are only forwarded when needed.
+//!
+//! An upstream relay whose own camera is down keeps sending its NO SIGNAL picture; the
+//! source counts as down while it does ([`crate::source::Pump::feed`]), so an edge fails over
+//! when the camera behind a live origin dies, not only when the origin does.
 
 use crate::hub::{Feeders, SourceState, Stream, ANY_FRAME};
 use crate::shutdown::Shutdown;
@@ -31,7 +36,8 @@ fn up(m: &Stream, timeout: Duration) -> bool {
 /// For member `index`: true while it is not needed, i.e. a member before it is up, or, at
 /// start-up, none of them has failed yet and `--source-timeout` has not passed (a primary
 /// gets that long to deliver its first frame before a fallback dials). The reconnect loop
-/// neither connects nor stays connected while this holds.
+/// neither connects nor stays connected while this holds, and `testsrc` and `file:` make no
+/// frames ([`crate::source::idle_while_standby`]).
 pub fn standby(
     members: &[Arc<Stream>],
     index: usize,
@@ -39,10 +45,24 @@ pub fn standby(
 ) -> impl Fn() -> bool + Send + Sync + 'static {
     let before: Vec<Arc<Stream>> = members.iter().take(index).cloned().collect();
     move || {
-        before.iter().any(|m| up(m, timeout))
-            || before.iter().all(|m| {
-                m.source_info().state == SourceState::Connecting && m.created.elapsed() < timeout
-            })
+        // A member before this one that is on standby is about to be called (its own check
+        // sees what this one sees), and one that is live without a recent frame is on its way
+        // (a `testsrc` or `file:` just called back) or about to be marked lost by its own
+        // silence timeout: the members after it wait for that, rather than all start at once.
+        before.iter().any(|m| {
+            up(m, timeout)
+                || matches!(
+                    m.source_info().state,
+                    SourceState::Live | SourceState::Standby
+                )
+        }) || before.iter().all(|m| {
+            // Not failed yet: still connecting, or itself a fallback on standby, or a
+            // `testsrc`/`file:` that has not made its first frame.
+            !matches!(
+                m.source_info().state,
+                SourceState::Lost | SourceState::Ended
+            ) && m.created.elapsed() < timeout
+        })
     }
 }
 
@@ -60,7 +80,7 @@ pub fn start(
     *stream.expected_gap.lock() = timeout + Duration::from_secs(1);
     let _ = stream.feeders.set(Feeders {
         members: members.clone(),
-        current: u64::MAX.into(),
+        current: Default::default(),
         switches: 0.into(),
         reason: Default::default(),
     });
@@ -119,15 +139,16 @@ fn forward(
                 *feeders.reason.lock() = reason;
             }
             if let Some(i) = active {
-                if last_fed.is_some_and(|j| j != i) {
+                // A switch is a change of the member that feeds, and so is a stream fed by a
+                // fallback from the start: its primary never delivered, and an alert on
+                // `source_switches_total` must see that.
+                if last_fed.map_or(i > 0, |j| j != i) {
                     feeders.switches.fetch_add(1, Relaxed);
                 }
                 last_fed = Some(i);
             }
             current = active;
-            feeders
-                .current
-                .store(active.map_or(u64::MAX, |i| i as u64), Relaxed);
+            feeders.current.store(active);
         }
         // /status shows the member that feeds the stream, or the primary while none does.
         let shown = &members[current.unwrap_or(0)];

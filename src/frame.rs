@@ -14,6 +14,9 @@ pub struct Frame {
     pub arrived_at: Instant,
     /// The JPEG in the form clients send it; see [`Wire`].
     pub wire: Wire,
+    /// A generated NO SIGNAL picture ([`crate::nosignal`]), not the camera's: its part says
+    /// so in an `X-No-Signal: 1` header, for programs that read the stream.
+    pub no_signal: bool,
 }
 
 impl Frame {
@@ -22,7 +25,19 @@ impl Frame {
         Frame {
             arrived,
             arrived_at: Instant::now(),
-            wire: Wire::new(jpeg, arrived),
+            wire: Wire::new(jpeg, arrived, ""),
+            no_signal: false,
+        }
+    }
+
+    /// A NO SIGNAL picture, marked as such on the wire.
+    pub fn no_signal(jpeg: &[u8]) -> Frame {
+        let arrived = SystemTime::now();
+        Frame {
+            arrived,
+            arrived_at: Instant::now(),
+            wire: Wire::new(jpeg, arrived, "X-No-Signal: 1\r\n"),
+            no_signal: true,
         }
     }
 

@@ -23,6 +23,9 @@ pub enum SourceState {
     Lost,
     /// The input ended for good (stdin closed).
     Ended,
+    /// A `--fallback` source that is not needed now (a source before it is up): it stays
+    /// disconnected, or for `testsrc` and `file:`, makes no frames.
+    Standby,
 }
 
 impl SourceState {
@@ -32,6 +35,7 @@ impl SourceState {
             SourceState::Live => "live",
             SourceState::Lost => "lost",
             SourceState::Ended => "ended",
+            SourceState::Standby => "standby",
         }
     }
 }
@@ -50,6 +54,9 @@ pub struct SourceStats {
     pub truncated: AtomicU64,
     /// Times the upstream changed its multipart boundary mid-stream.
     pub boundary_changes: AtomicU64,
+    /// NO SIGNAL pictures received from an upstream relay (its camera was down); not
+    /// published, see [`crate::source::Pump::feed`].
+    pub no_signal_parts: AtomicU64,
     /// Upstream connections accepted or made, including the first.
     pub connections: AtomicU64,
     info: Mutex<SourceInfo>,
@@ -110,12 +117,33 @@ pub struct Stream {
 pub struct Feeders {
     /// Primary first, then each `--fallback`.
     pub members: Vec<Arc<Stream>>,
-    /// Index of the member whose frames are forwarded now, `usize::MAX` for none.
-    pub current: AtomicU64,
+    /// The member whose frames are forwarded now, if any.
+    pub current: Feeding,
     /// Changes of the feeding member since start (for `/metrics`).
     pub switches: AtomicU64,
     /// Why the last switch happened.
     pub reason: Mutex<String>,
+}
+
+/// Which member of a chain feeds its stream: an index, or none while no member is up. One
+/// word, written by the failover thread, read by `/status` and `/metrics`.
+#[derive(Debug)]
+pub struct Feeding(std::sync::atomic::AtomicUsize);
+
+impl Default for Feeding {
+    fn default() -> Feeding {
+        Feeding(std::sync::atomic::AtomicUsize::new(usize::MAX))
+    }
+}
+
+impl Feeding {
+    pub fn load(&self) -> Option<usize> {
+        Some(self.0.load(Relaxed)).filter(|&i| i != usize::MAX)
+    }
+
+    pub fn store(&self, member: Option<usize>) {
+        self.0.store(member.unwrap_or(usize::MAX), Relaxed);
+    }
 }
 
 impl Stream {
@@ -134,6 +162,7 @@ impl Stream {
                 garbage_bytes: AtomicU64::new(0),
                 truncated: AtomicU64::new(0),
                 boundary_changes: AtomicU64::new(0),
+                no_signal_parts: AtomicU64::new(0),
                 connections: AtomicU64::new(0),
                 info: Mutex::new(SourceInfo {
                     state: SourceState::Connecting,
@@ -195,11 +224,16 @@ impl Stream {
         if self.source.frames_in.load(Relaxed) != frames_before {
             return false;
         }
-        let frame = Arc::new(Frame::new(jpeg));
+        let frame = Arc::new(Frame::no_signal(jpeg));
         self.slot.publish(frame);
         drop(last_real);
         ANY_FRAME.bump();
         true
+    }
+
+    /// Whether viewers are being sent the NO SIGNAL picture now (the newest frame is one).
+    pub fn shows_no_signal(&self) -> bool {
+        self.slot.latest().is_some_and(|(f, _)| f.no_signal)
     }
 
     /// Width and height of the newest real frame, if it says.

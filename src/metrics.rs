@@ -133,6 +133,47 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             u8::from(up)
         );
     }
+    // With --fallback, the stream above is up while any member feeds it: an alert on it
+    // would never see a dead camera. Each member's own up/down, and which one feeds.
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_failover_member_up 1 while a source of a --fallback chain delivers \
+         frames; member 0 is the primary."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_failover_member_up gauge");
+    for s in streams {
+        for (i, m) in s
+            .feeders
+            .get()
+            .map_or(&[][..], |f| &f.members)
+            .iter()
+            .enumerate()
+        {
+            let up = m.source_info().state == SourceState::Live;
+            let _ = writeln!(
+                out,
+                "mjpeg_relay_failover_member_up{{stream=\"{}\",member=\"{i}\"}} {}",
+                s.name,
+                u8::from(up)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_on_fallback 1 while a --fallback source (not the primary) feeds the stream."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_on_fallback gauge");
+    for s in streams {
+        if let Some(f) = s.feeders.get() {
+            let on = f.current.load().is_some_and(|i| i > 0);
+            let _ = writeln!(
+                out,
+                "mjpeg_relay_on_fallback{{stream=\"{}\"}} {}",
+                s.name,
+                u8::from(on)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP mjpeg_relay_source_state The source's state, one series per state, 1 for the current one."

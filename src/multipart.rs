@@ -50,11 +50,12 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// Lays out `jpeg`, which arrived at `arrived`, in wire form.
-    pub fn new(jpeg: &[u8], arrived: SystemTime) -> Wire {
+    /// Lays out `jpeg`, which arrived at `arrived`, in wire form; `extra` is more part
+    /// header lines, each ending in CRLF (empty for none).
+    pub fn new(jpeg: &[u8], arrived: SystemTime, extra: &str) -> Wire {
         let ts = arrived.duration_since(UNIX_EPOCH).unwrap_or_default();
         let head = format!(
-            "Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}.{:06}\r\n\r\n",
+            "Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}.{:06}\r\n{extra}\r\n",
             jpeg.len(),
             ts.as_secs(),
             ts.subsec_micros()
@@ -94,6 +95,7 @@ mod tests {
         let w = Wire::new(
             b"\xFF\xD8jpeg\xFF\xD9",
             UNIX_EPOCH + std::time::Duration::from_micros(1_500_000),
+            "",
         );
         assert_eq!(w.jpeg(), b"\xFF\xD8jpeg\xFF\xD9");
         let framed = String::from_utf8_lossy(w.framed()).to_string();

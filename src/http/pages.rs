@@ -134,6 +134,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "garbage_bytes": src.garbage_bytes.load(SeqCst),
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
+                    "no_signal_parts": src.no_signal_parts.load(SeqCst),
                     "failover": s.feeders.get().map(failover_json),
                 },
                 "clients_connected": clients.len(),
@@ -144,7 +145,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "repeats": s.out.repeats.load(SeqCst),
                     "clients_served": s.out.clients_total.load(SeqCst),
                 },
-                "no_signal": s.slot.latest().is_some_and(|(f, _)| crate::nosignal::is_no_signal(f.jpeg())),
+                "no_signal": s.shows_no_signal(),
                 "clients": clients,
             })
         })
@@ -158,7 +159,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
 
 /// A chained stream's sources (`--fallback`): which one feeds it now and why.
 fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
-    let current = f.current.load(SeqCst);
+    let current = f.current.load();
     let chain: Vec<_> = f
         .members
         .iter()
@@ -175,8 +176,8 @@ fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
         })
         .collect();
     json!({
-        "current": usize::try_from(current).ok().and_then(|i| f.members.get(i)).map(|m| &m.spec),
-        "current_index": (current != u64::MAX).then_some(current),
+        "current": current.and_then(|i| f.members.get(i)).map(|m| &m.spec),
+        "current_index": current,
         "switches": f.switches.load(SeqCst),
         "reason": *f.reason.lock(),
         "chain": chain,

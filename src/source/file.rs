@@ -30,6 +30,7 @@ pub fn start(
     check_playable(&path, cfg.max_frame_bytes)?;
     let interval = Duration::from_secs_f64(1.0 / cfg.fps);
     let max_frame = cfg.max_frame_bytes;
+    let standby = cfg.standby.clone();
     let name = format!("src-{}-file", stream.name);
     spawn_source_thread(name, move || {
         let mut player = Player {
@@ -37,6 +38,7 @@ pub fn start(
             shutdown: &shutdown,
             interval,
             next: Instant::now(),
+            standby,
         };
         stream.set_state(SourceState::Live, Some(path.display().to_string()));
         stream.source.connections.fetch_add(1, Relaxed);
@@ -149,11 +151,16 @@ struct Player<'a> {
     shutdown: &'a Shutdown,
     interval: Duration,
     next: Instant,
+    /// As a `--fallback`: not needed now (see [`super::idle_while_standby`]).
+    standby: Option<super::reconnect::Standby>,
 }
 
 impl Player<'_> {
     /// Publishes `jpeg` at the next deadline. `false` means shutdown.
     fn show(&mut self, jpeg: &[u8]) -> bool {
+        if super::idle_while_standby(self.standby.as_ref(), self.stream, self.shutdown) {
+            return false;
+        }
         let now = Instant::now();
         if self.next > now {
             if self.shutdown.sleep(self.next - now) {

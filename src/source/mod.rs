@@ -19,7 +19,7 @@ pub mod stdin;
 pub mod tcp_listen;
 pub mod testsrc;
 
-use crate::hub::Stream;
+use crate::hub::{SourceState, Stream};
 use crate::parser::{DropReason, Event, Parser, Stats};
 use crate::shutdown::Shutdown;
 use std::io::{self, Read};
@@ -285,6 +285,11 @@ pub struct Pump {
     /// `/status` (so a viewer that got the frame after a bad part sees that part counted).
     /// Holds at most the frames of one read; emptied, capacity kept, on every chunk.
     ready: Vec<Vec<u8>>,
+    /// The upstream (another relay) is sending its NO SIGNAL picture: the camera behind it is
+    /// down, so this source is down too, though its connection is alive (see [`Pump::feed`]).
+    upstream_dark: bool,
+    /// A real frame has marked the stream live on this connection.
+    marked_live: bool,
 }
 
 impl Pump {
@@ -306,6 +311,8 @@ impl Pump {
             stop_when: None,
             stopped: false,
             ready: Vec::new(),
+            upstream_dark: false,
+            marked_live: false,
         }
     }
 
@@ -413,10 +420,49 @@ impl Pump {
                 self.first_frame_note
             );
             self.stream.set_format(format);
-            self.stream.set_live();
         }
-        for jpeg in self.ready.drain(..) {
+        let mut ready = std::mem::take(&mut self.ready);
+        for jpeg in ready.drain(..) {
+            // An upstream relay whose own camera is down sends its NO SIGNAL picture about
+            // once a second. Those are not frames of this source: passing them on as live would
+            // keep an edge on a dead camera forever (its failover never fires, `/snapshot`
+            // serves the picture of an error). So the source counts as down while they come,
+            // with the connection kept open, so the camera's return is seen at once.
+            let dark = crate::nosignal::is_no_signal(&jpeg);
+            if dark {
+                self.stream.source.no_signal_parts.fetch_add(1, Relaxed);
+            }
+            if dark != self.upstream_dark {
+                self.upstream_dark = dark;
+                self.dark_changed(dark);
+            }
+            if dark {
+                continue;
+            }
+            if !self.marked_live {
+                self.marked_live = true;
+                self.stream.set_live();
+            }
             self.stream.publish(&jpeg);
+        }
+        self.ready = ready;
+    }
+
+    /// The upstream started or stopped sending NO SIGNAL pictures.
+    fn dark_changed(&mut self, dark: bool) {
+        let name = &self.stream.name;
+        if dark {
+            let why = format!(
+                "{} sends a NO SIGNAL picture: the camera behind it is down",
+                self.label
+            );
+            log::warn!("stream '{name}': {why}; this source counts as lost until it has a picture");
+            self.stream.set_error(why);
+            let peer = self.stream.source_info().peer;
+            self.stream.set_state(SourceState::Lost, peer);
+            self.marked_live = false;
+        } else {
+            log::info!("stream '{name}': {} has a picture again", self.label);
         }
     }
 
@@ -488,6 +534,36 @@ impl DropLog {
             )
         });
     }
+}
+
+/// For a source that makes its own frames (`testsrc`, `file:`) as a `--fallback`: while it
+/// is not needed, it makes none (encoding a test pattern at 15 fps for nobody costs a Pi a
+/// good share of a core). Returns at once when not on standby; `true` means shutdown.
+pub fn idle_while_standby(
+    standby: Option<&reconnect::Standby>,
+    stream: &Stream,
+    shutdown: &Shutdown,
+) -> bool {
+    let Some(standby) = standby else {
+        return false;
+    };
+    if !standby() {
+        return false;
+    }
+    let info = stream.source_info();
+    stream.set_state(SourceState::Standby, info.peer.clone());
+    log::debug!(
+        "stream '{}': on standby (a preferred source is up)",
+        stream.name
+    );
+    while standby() {
+        if shutdown.sleep(std::time::Duration::from_millis(100)) {
+            return true;
+        }
+    }
+    log::debug!("stream '{}': needed now; making frames again", stream.name);
+    stream.set_state(SourceState::Live, info.peer);
+    false
 }
 
 /// Spawns a named source thread with the small source stack.

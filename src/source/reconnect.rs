@@ -123,6 +123,9 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     loop {
         if let Some(standby) = &ctx.standby {
             // A fallback waits, disconnected, while a preferred source is up.
+            if standby() {
+                stream.set_state(SourceState::Standby, None);
+            }
             while standby() {
                 if shutdown.sleep(Duration::from_millis(200)) {
                     return;
@@ -169,7 +172,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                          disconnected",
                         stream.name
                     );
-                    stream.set_state(SourceState::Lost, None);
+                    stream.set_state(SourceState::Standby, None);
                     backoff.reset();
                     continue;
                 }
