@@ -3,7 +3,7 @@
 //! `bench/tests/link.rs`, which owns the shaped link), one host holding every slot, secrets in
 //! command lines, and the small ones. Each test has a control that shows it can fail.
 
-use mjpeg_relay::testjpeg::{is_whole_jpeg, jpeg_with_seq, seq_of};
+use mjpeg_relay::testjpeg::{jpeg_with_seq, seq_of};
 use mjpeg_testkit::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
