@@ -33,6 +33,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub send_timeout: Duration,
     pub max_clients: usize,
+    /// `--max-clients-per-ip`; `None`: half of `max_clients` (see [`Config::max_clients_per_ip`]).
+    pub max_per_ip: Option<usize>,
     pub no_signal_after: Duration,
     pub source_timeout: Duration,
     /// `USER:PASS` for HTTP Basic, from `--auth` or `--auth-file`.
@@ -65,6 +67,7 @@ impl Default for Config {
             max_frame_bytes: 8 << 20,
             send_timeout: Duration::from_secs(10),
             max_clients: 1000,
+            max_per_ip: None,
             no_signal_after: Duration::from_secs(2),
             source_timeout: Duration::from_secs(5),
             auth: None,
@@ -76,6 +79,17 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             notes: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// Connections one address may hold: `--max-clients-per-ip`, by default half of
+    /// `--max-clients`, so one host that opens streams and never reads cannot take every
+    /// slot, while a household or office behind one NAT address still fits hundreds.
+    pub fn max_clients_per_ip(&self) -> usize {
+        self.max_per_ip
+            .unwrap_or((self.max_clients / 2).max(1))
+            .min(self.max_clients)
     }
 }
 
@@ -139,6 +153,9 @@ OPTIONS:
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
     --send-timeout SECS     Disconnect a client that cannot take a frame in this time [default: 10]
     --max-clients N         Concurrent HTTP connections; more get 503 [default: 1000]
+    --max-clients-per-ip N  Concurrent connections from one address; more get 503 [default:
+                            half of --max-clients]. Behind a proxy on the same host over TCP,
+                            every viewer has its address: set it to --max-clients, or use unix:
     --header-timeout SECS   Time a client has to send its whole request head [default: 10]
     --log-level LEVEL       error, warn, info, debug or trace [default: info]
     -v, --verbose           Same as --log-level debug
@@ -348,6 +365,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .ok_or_else(|| {
                         format!("--max-clients: '{v}' is not a number from 1 to 100000")
                     })?;
+            }
+            Long("max-clients-per-ip") => {
+                let v = string(&mut p, "--max-clients-per-ip")?;
+                cfg.max_per_ip = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=100_000).contains(n))
+                        .ok_or_else(|| {
+                            format!("--max-clients-per-ip: '{v}' is not a number from 1 to 100000")
+                        })?,
+                );
             }
             Long("log-level") => {
                 let v = string(&mut p, "--log-level")?;

@@ -42,6 +42,7 @@ fn main() {
     let http_cfg = http::HttpConfig {
         send_timeout: cfg.send_timeout,
         max_clients: cfg.max_clients,
+        max_clients_per_ip: cfg.max_clients_per_ip(),
         auth: mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
         allow_origin: cfg.allow_origin.clone(),
         allow_hosts: cfg.allow_hosts.clone(),

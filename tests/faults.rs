@@ -401,7 +401,14 @@ fn oversized_malformed_pipelined_and_absurd_requests() {
 
 #[test]
 fn clients_beyond_max_clients_get_503_and_the_log_says_so_once() {
-    let (relay, mut viewer, base) = pattern(&["--max-clients", "20", "--header-timeout", "2"]);
+    let (relay, mut viewer, base) = pattern(&[
+        "--max-clients",
+        "20",
+        "--max-clients-per-ip",
+        "20",
+        "--header-timeout",
+        "2",
+    ]);
     // 19 more streaming clients fill the limit (the viewer is the 20th).
     let streams: Vec<StreamClient> = (0..19)
         .map(|_| StreamClient::open(&relay.http, "/stream", "curl/8.0", None))
@@ -476,41 +483,17 @@ fn an_idle_flood_does_not_lock_viewers_out() {
     settles_to(&relay, base);
 }
 
-/// A connection from a chosen loopback source address (127.0.0.0/8 is all loopback).
-fn bound_to(from: &str, to: &str) -> TcpStream {
-    let to: std::net::SocketAddrV4 = to.parse().unwrap();
-    let from: std::net::Ipv4Addr = from.parse().unwrap();
-    // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
-    unsafe {
-        use std::os::fd::FromRawFd;
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let local = sa(from, 0);
-        assert_eq!(
-            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        let remote = sa(*to.ip(), to.port());
-        assert_eq!(
-            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        TcpStream::from_raw_fd(fd)
-    }
-}
-
 #[test]
 fn sigterm_with_500_clients_exits_zero_within_two_seconds() {
-    let relay = Relay::start(&["--fps", "10", "--size", "160x120"]);
+    // All from 127.0.0.1: lift the per-address cap (half of --max-clients by default).
+    let relay = Relay::start(&[
+        "--fps",
+        "10",
+        "--size",
+        "160x120",
+        "--max-clients-per-ip",
+        "1000",
+    ]);
     let mut clients = Vec::new();
     for _ in 0..500 {
         let mut s = connect(&relay.http, Some(4096));

@@ -296,3 +296,91 @@ fn a_camera_that_never_answered_is_visible_behind_its_fallback() {
         "{reason}"
     );
 }
+
+/// `/status`'s client list, asked from 127.0.0.3 (127.0.0.1 may be at its cap).
+fn clients_of(relay: &Relay) -> Vec<serde_json::Value> {
+    let mut s = bound_to("127.0.0.3", &relay.http);
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let (code, _, body, _) = read_head(&mut s);
+    assert_eq!(code, 200);
+    let mut body = body;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_end(&mut body);
+    let st: serde_json::Value = serde_json::from_slice(&body).expect("status JSON");
+    st["streams"][0]["clients"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Item 6: one host opening `?fps=0.01` streams that it never reads cannot take every slot
+/// (`--max-clients-per-ip`, half of `--max-clients` by default), and a paced client that
+/// closes is gone at once, not after its 100 s sleep.
+#[test]
+fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
+    let relay = Relay::start(&["--max-clients", "20", "--fps", "5", "--size", "160x120"]);
+    let hog = |_| {
+        let mut s = bound_to("127.0.0.1", &relay.http);
+        s.write_all(b"GET /stream?fps=0.01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        s
+    };
+    let mut hogs: Vec<TcpStream> = (0..20).map(hog).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The cap engaged: 10 of the 20 were refused, and said so.
+    let listed = clients_of(&relay).len();
+    assert_eq!(listed, 10, "{:?}", clients_of(&relay));
+    assert!(relay.wait_log("(--max-clients-per-ip)", Duration::from_secs(2)));
+    // A viewer from another address gets its stream.
+    let mut s = bound_to("127.0.0.2", &relay.http);
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
+        .unwrap();
+    let (code, _, _, _) = read_head(&mut s);
+    assert_eq!(code, 200);
+    let mut body = Vec::new();
+    let mut buf = [0u8; 8192];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while !body.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+
+    // Paced clients sleep up to 100 s between frames; one that closes leaves now. The
+    // control: the ones that stay open are still listed after the same wait.
+    let listed: Vec<String> = clients_of(&relay)
+        .iter()
+        .filter_map(|c| c["address"].as_str().map(String::from))
+        .collect();
+    let before = hogs
+        .iter()
+        .filter(|h| listed.contains(&h.local_addr().unwrap().to_string()))
+        .count();
+    assert_eq!(before, 10);
+    let mut open_hogs = Vec::new();
+    let mut closed = 0;
+    for h in hogs.drain(..) {
+        let served = listed.contains(&h.local_addr().unwrap().to_string());
+        if served && closed < 5 {
+            closed += 1;
+            drop(h);
+        } else {
+            open_hogs.push(h);
+        }
+    }
+    assert_eq!(closed, 5);
+    let t = Instant::now();
+    while clients_of(&relay).len() > before - 5 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "closed paced clients still listed after 1 s: {:?}",
+            clients_of(&relay)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(clients_of(&relay).len(), before - 5, "the open ones stay");
+    drop(open_hogs);
+}

@@ -10,7 +10,7 @@ use crate::hub::{SourceState, Stream};
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
 use crate::slot::{FrameSlot, Next};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -247,8 +247,12 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     let mut last_new = Instant::now();
     let end = loop {
         if let Some(interval) = min_interval {
-            if last.is_some() && !sleep_until(&stream.slot, last_new + interval) {
-                break "server shutting down".to_string();
+            if last.is_some() {
+                match sleep_until(&stream.slot, last_new + interval, w.as_raw_fd()) {
+                    Slept::Done => {}
+                    Slept::Stopping => break "server shutting down".to_string(),
+                    Slept::PeerGone => break "client closed".to_string(),
+                }
             }
         }
         // Repeat the current frame once nothing was written for a while.
@@ -261,6 +265,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
                     let waited = match bound.wait(&stream.slot, deadline) {
                         Drained::Ready { waited } => waited,
                         Drained::Closed => break "server shutting down".to_string(),
+                        Drained::Gone => break "client closed".to_string(),
                         Drained::Stalled => {
                             break format!(
                                 "its unacknowledged data did not drain within --send-timeout \
@@ -363,17 +368,41 @@ pub(super) fn multipart_head(http10: bool, shared: &Shared) -> String {
     )
 }
 
-/// Sleeps until `t` in short steps, so shutdown is noticed; false once the slot is closed.
-fn sleep_until(slot: &FrameSlot<Frame>, t: Instant) -> bool {
+/// How a paced client's sleep ended.
+pub(super) enum Slept {
+    Done,
+    Stopping,
+    PeerGone,
+}
+
+/// Sleeps until `t` (a `?fps` cap: up to 100 s), waking in steps of at most 100 ms to notice
+/// shutdown, and at once when the client goes away: the sleep waits on the socket itself, so
+/// a closed tab frees its thread and its `--max-clients` slot now, not at the next frame.
+pub(super) fn sleep_until(slot: &FrameSlot<Frame>, t: Instant, fd: RawFd) -> Slept {
     loop {
         if slot.is_closed() {
-            return false;
+            return Slept::Stopping;
         }
         let left = t.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return true;
+            return Slept::Done;
         }
-        std::thread::sleep(left.min(Duration::from_millis(100)));
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        let ms = left.min(Duration::from_millis(100)).as_millis().max(1) as i32;
+        // SAFETY: one valid pollfd for the client's socket, owned by this thread.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return Slept::PeerGone;
+        }
+        if rc > 0 {
+            // Readable but not closed: bytes after the request (pipelined, never read).
+            // Sleep the step out instead of spinning on them.
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
     }
 }
 

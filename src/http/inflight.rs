@@ -73,6 +73,10 @@ pub enum Drained {
     Closed,
     /// The queue did not drain by the deadline: the client is stalled.
     Stalled,
+    /// The connection is dead (the peer reset or closed it): a closed tab on a slow link.
+    /// Its unacknowledged bytes stay in the queue count after a reset, so without this check
+    /// the client would wait out `--send-timeout` as a ghost in `/status`.
+    Gone,
 }
 
 impl InFlight {
@@ -108,6 +112,9 @@ impl InFlight {
     pub fn wait<T>(&mut self, slot: &FrameSlot<T>, deadline: Instant) -> Drained {
         let mut waited = false;
         loop {
+            if waited && peer_gone(self.fd) {
+                return Drained::Gone;
+            }
             let Some(queued) = outq(self.fd) else {
                 // The socket tells nothing: never hold a client back.
                 return Drained::Ready { waited };
@@ -137,6 +144,20 @@ impl InFlight {
             waited = true;
         }
     }
+}
+
+/// Whether the peer of a streaming connection is gone: reset (`POLLERR`/`POLLHUP`), or it
+/// closed its side (`POLLRDHUP`; a viewer of a never-ending response sends nothing after its
+/// request, so its end of input means it left). One `poll` with no wait.
+pub fn peer_gone(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for a socket the caller owns; timeout 0 never blocks.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// Bytes in the socket's send queue: not yet sent plus sent but not acknowledged.

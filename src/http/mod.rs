@@ -60,6 +60,8 @@ pub const NOTSENT_LOWAT: u32 = 16 * 1024;
 pub struct HttpConfig {
     pub send_timeout: Duration,
     pub max_clients: usize,
+    /// `--max-clients-per-ip`: connections from one address at once.
+    pub max_clients_per_ip: usize,
     /// Basic and/or token; open when empty.
     pub auth: Auth,
     /// `--allow-origin`: sent as `Access-Control-Allow-Origin` on every response.
@@ -280,6 +282,7 @@ pub fn serve(
         client_stack: CLIENT_STACK,
         head_timeout: cfg.header_timeout,
         on_accept,
+        max_per_addr: cfg.max_clients_per_ip,
     };
     let shared = Arc::new(Shared {
         unix: matches!(listener, HttpListener::Unix(..)),

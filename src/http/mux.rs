@@ -162,6 +162,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             ) {
                 Drained::Ready { .. } => {}
                 Drained::Closed => break "server shutting down".to_string(),
+                Drained::Gone => break "client closed".to_string(),
                 Drained::Stalled => {
                     break format!(
                         "its unacknowledged data did not drain within --send-timeout ({:.1} s)",

@@ -335,6 +335,10 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// Called on every accepted connection before its thread starts (socket options).
     pub on_accept: fn(&Conn),
+    /// Connections past their head from one source address at once (`--max-clients-per-ip`),
+    /// so one host that opens streams and never reads cannot take every slot. Unix-socket
+    /// peers (a local proxy) are not counted per address.
+    pub max_per_addr: usize,
 }
 
 impl Limits {
@@ -391,7 +395,9 @@ impl Pending {
                 old.shutdown();
                 true
             }
-            None if full => return None,
+            // The pending list's bound holds: with nothing idle to close, the new one is
+            // refused (its thread would be one more than `max_pending` allows).
+            None if full || list.len() >= max => return None,
             None => false,
         };
         list.push_back((id, addr, now, handle));
@@ -430,6 +436,7 @@ impl Drop for PendingGuard<'_> {
 /// Log lines of the connection layer that a flood could repeat.
 static REFUSED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 static EVICTED_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+static PER_ADDR_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 
 /// Accepts until `shutdown` says stop; each connection gets its own thread running `handler`.
 /// `active` counts the connection threads alive, for the caller to wait on at shutdown.
@@ -444,6 +451,7 @@ pub fn run(
     let pending = Arc::new(Pending::default());
     // Connections past their head; never more than max_clients.
     let served = Arc::new(AtomicUsize::new(0));
+    let by_addr = Arc::new(ServedByAddr::default());
     while !shutdown.is_stopping() {
         // Wait for a connection at most 100 ms, so shutdown is noticed.
         let mut pfd = libc::pollfd {
@@ -500,32 +508,73 @@ pub fn run(
         }
         let guard = ActiveGuard(active.clone());
         let handler = handler.clone();
-        let (pending, served) = (pending.clone(), served.clone());
+        let (pending2, served, by_addr) = (pending.clone(), served.clone(), by_addr.clone());
         let spawned = std::thread::Builder::new()
             .name("http-client".into())
             .stack_size(limits.client_stack)
             .spawn(move || {
                 let _guard = guard;
                 let admitted = Admitted {
-                    pending: &pending,
+                    pending: &pending2,
                     id,
                     served,
+                    by_addr,
+                    addr,
                 };
                 serve_connection(conn, peer, &limits, admitted, &*handler);
             });
         if let Err(e) = spawned {
-            // The closure (and the guard and connection in it) is dropped with the error.
+            // The closure (and the guard and connection in it) is dropped with the error; the
+            // pending entry holds a second handle of the connection, so it goes too, or the
+            // descriptor would stay open (and the client wait) until evicted.
+            pending.remove(id);
             log::error!("cannot start a client thread: {e}");
         }
     }
 }
 
-/// A connection's places in the books: its pending entry, and the served count it joins
-/// once its head is read.
+/// A connection's places in the books: its pending entry, and the served counts (in all, and
+/// of its address) it joins once its head is read.
 struct Admitted<'a> {
     pending: &'a Pending,
     id: u64,
     served: Arc<AtomicUsize>,
+    by_addr: Arc<ServedByAddr>,
+    addr: Option<std::net::IpAddr>,
+}
+
+/// Connections past their head, per source address. One entry per address with a served
+/// connection (at most `max_clients` entries); owned by [`run`], each count taken and given
+/// back by the connection's own [`AddrSlot`].
+#[derive(Default)]
+struct ServedByAddr(parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl ServedByAddr {
+    /// Takes a slot for `addr`, unless it holds `max` already.
+    fn take(self: &Arc<Self>, addr: std::net::IpAddr, max: usize) -> Option<AddrSlot> {
+        let mut map = self.0.lock();
+        let n = map.entry(addr).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot(self.clone(), addr))
+    }
+}
+
+/// Gives its address's slot back when the connection ends.
+struct AddrSlot(Arc<ServedByAddr>, std::net::IpAddr);
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
 }
 
 fn refused(peer: &str, max_clients: usize) {
@@ -580,6 +629,28 @@ fn serve_connection(
                 return;
             }
             let _served = ActiveGuard(served);
+            let _addr_slot = match admitted.addr {
+                Some(addr) => match admitted.by_addr.take(addr, limits.max_per_addr) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        PER_ADDR_LOG.note(|more| {
+                            log::warn!(
+                                "refusing {peer}: {} connections from {addr} already \
+                                 (--max-clients-per-ip){}",
+                                limits.max_per_addr,
+                                crate::logger::more(more)
+                            )
+                        });
+                        refuse(
+                            conn,
+                            "Too many connections from your address; close some viewers and \
+                             try again.\n",
+                        );
+                        return;
+                    }
+                },
+                None => None,
+            };
             handler(Request {
                 method: head.method,
                 target: head.target,

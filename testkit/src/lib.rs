@@ -776,3 +776,35 @@ mod tests {
         require_tool("sh");
     }
 }
+
+/// A connection from a chosen loopback source address (127.0.0.0/8 is all loopback).
+pub fn bound_to(from: &str, to: &str) -> TcpStream {
+    let to: std::net::SocketAddrV4 = to.parse().unwrap();
+    let from: std::net::Ipv4Addr = from.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let local = sa(from, 0);
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let remote = sa(*to.ip(), to.port());
+        assert_eq!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}
