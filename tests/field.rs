@@ -384,3 +384,191 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     assert_eq!(clients_of(&relay).len(), before - 5, "the open ones stay");
     drop(open_hogs);
 }
+
+/// Set in the copy of this test binary that runs inside a private network namespace.
+const IN_NETNS: &str = "MJPEG_FIELD_TEST_IN_NETNS";
+
+/// Runs the test `name` of this binary again inside a private network namespace (as
+/// `bench/tests/link.rs` does), so shaping its loopback touches nothing of the machine's.
+/// Returns false when already inside (the caller then runs the test body).
+fn reexec_in_netns(name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        return false;
+    }
+    require_tool("unshare");
+    require_tool("tc");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--net");
+    if !root {
+        cmd.arg("--map-root-user");
+    }
+    let out = run_with_timeout(
+        cmd.arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+            .env(IN_NETNS, "1")
+            .env("MJPEG_RELAY_BIN", relay_bin()),
+        Duration::from_secs(120),
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "in the namespace: {text}"
+    );
+    true
+}
+
+fn sh(cmd: &str) {
+    let mut parts = cmd.split_whitespace();
+    let out = Command::new(parts.next().unwrap())
+        .args(parts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Item 5: a tab closed on a slow link. The viewer's kernel resets the connection while the
+/// relay's thread waits in the in-flight bound for unacknowledged bytes to drain; it must
+/// notice and leave `/status` within 1 s, not wait out `--send-timeout` as a ghost. The
+/// control: a viewer that stops reading but does not close stays listed for the same time.
+#[test]
+fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
+    if reexec_in_netns("a_closed_tab_on_a_slow_link_leaves_no_ghost") {
+        return;
+    }
+    sh("ip link set lo up");
+    sh("ip link set lo mtu 1500");
+    let relay = Relay::start(&["--fps", "15", "--send-timeout", "10"]);
+    // The viewer's own port, so that only what is sent to it crosses the 2 Mbit/s link.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let vport = probe.local_addr().unwrap().port();
+    drop(probe);
+    sh("tc qdisc add dev lo root handle 1: htb default 10 r2q 1000");
+    sh("tc class add dev lo parent 1: classid 1:10 htb rate 10gbit");
+    sh("tc class add dev lo parent 1: classid 1:20 htb rate 2mbit");
+    sh("tc qdisc add dev lo parent 1:20 handle 20: pfifo limit 100");
+    sh(&format!(
+        "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {vport} 0xffff flowid 1:20"
+    ));
+    let sock = socket2_like_bind(vport, &relay.http);
+    let mut viewer = sock;
+    viewer
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
+        .unwrap();
+    viewer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let t = Instant::now();
+    let mut got = 0;
+    while t.elapsed() < Duration::from_secs(2) {
+        got += viewer.read(&mut buf).unwrap();
+    }
+    assert!(got > 100_000, "the link carried {got} bytes in 2 s");
+    // Stop reading: the relay's thread is now waiting for its bytes in flight to drain.
+    std::thread::sleep(Duration::from_millis(1500));
+    let listed = |relay: &Relay| {
+        relay.status()["streams"][0]["clients_connected"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        listed(&relay),
+        1,
+        "the control: a viewer that only stopped reading stays"
+    );
+    // Close the tab: a reset, as a browser's kernel sends for a socket closed with unread data.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid linger struct on our own socket.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            viewer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(viewer);
+    let closed = Instant::now();
+    while listed(&relay) > 0 {
+        assert!(
+            closed.elapsed() < Duration::from_secs(1),
+            "a reset viewer is still in /status after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "reset viewer gone from /status after {} ms",
+        closed.elapsed().as_millis()
+    );
+    let _ = sh_quiet("tc qdisc del dev lo root");
+}
+
+fn sh_quiet(cmd: &str) -> bool {
+    let mut parts = cmd.split_whitespace();
+    Command::new(parts.next().unwrap())
+        .args(parts)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A TCP connection from 127.0.0.1:`port` to `to`, with a 16 KiB receive buffer (set before
+/// connecting, so the window stays small and a viewer that stops reading stops the link).
+fn socket2_like_bind(port: u16, to: &str) -> TcpStream {
+    let to: std::net::SocketAddrV4 = to.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let one: libc::c_int = 1;
+        let rcv: libc::c_int = 16 * 1024;
+        let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            int,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcv as *const libc::c_int).cast(),
+            int,
+        );
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let local = sa(std::net::Ipv4Addr::LOCALHOST, port);
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let remote = sa(*to.ip(), to.port());
+        assert_eq!(
+            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        TcpStream::from_raw_fd(fd)
+    }
+}

@@ -213,9 +213,6 @@ mod tests {
         );
         assert!(t.elapsed() < Duration::from_millis(50));
         // A client that reads nothing: the queue stays full and the wait gives up in time.
-        client
-            .set_read_timeout(Some(Duration::from_millis(1)))
-            .unwrap();
         server.set_nonblocking(true).unwrap();
         let chunk = vec![1u8; 64 * 1024];
         while server.write(&chunk).is_ok() {}
@@ -228,5 +225,77 @@ mod tests {
             b.wait(&slot, Instant::now() + Duration::from_secs(5)),
             Drained::Closed
         );
+    }
+
+    /// A full queue for a connected pair: the client reads nothing until told.
+    fn full_queue() -> (TcpStream, TcpStream, InFlight) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut server, _) = l.accept().unwrap();
+        let b = InFlight::new(server.as_raw_fd()).expect("TCP");
+        server.set_nonblocking(true).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while server.write(&chunk).is_ok() {}
+        (client, server, b)
+    }
+
+    #[test]
+    fn a_queue_that_drains_releases_the_wait() {
+        let (mut client, _server, mut b) = full_queue();
+        let slot = FrameSlot::<u8>::new();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let mut buf = vec![0u8; 1 << 20];
+            let t = Instant::now();
+            // Read everything there is (until nothing comes for 200 ms).
+            client
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            while t.elapsed() < Duration::from_secs(5) {
+                if client.read(&mut buf).is_err() {
+                    break;
+                }
+            }
+            client
+        });
+        let t = Instant::now();
+        let r = b.wait(&slot, Instant::now() + Duration::from_secs(5));
+        assert_eq!(r, Drained::Ready { waited: true });
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        drop(reader.join());
+    }
+
+    #[test]
+    fn a_peer_that_resets_ends_the_wait_at_once() {
+        let (client, _server, mut b) = full_queue();
+        let slot = FrameSlot::<u8>::new();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt with a valid linger struct on the client's socket.
+            unsafe {
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            drop(client); // with unread data and linger 0: a reset
+        });
+        let t = Instant::now();
+        let r = b.wait(&slot, Instant::now() + Duration::from_secs(5));
+        assert_eq!(r, Drained::Gone);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        closer.join().unwrap();
     }
 }

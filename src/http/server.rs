@@ -865,4 +865,85 @@ mod tests {
         pieces.extend(std::iter::repeat_n(&line[..], MAX_HEAD / line.len() + 2));
         assert_eq!(read_in_pieces(&pieces).unwrap_err(), HeadError::TooLarge);
     }
+
+    /// `run` on a loopback listener with `limits`, every request answered `200`; the address,
+    /// and the trigger that stops it.
+    fn serve_with(limits: Limits) -> (String, crate::shutdown::Trigger) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (trigger, stop) = crate::shutdown::channel();
+        std::thread::spawn(move || {
+            let handler: Arc<dyn Fn(Request) + Send + Sync> = Arc::new(|rq: Request| {
+                let _ = rq.respond(Response::bytes(200, "ok"));
+            });
+            run(
+                Listener::Tcp(&l),
+                limits,
+                &stop,
+                Arc::new(AtomicUsize::new(0)),
+                handler,
+            );
+        });
+        (addr, trigger)
+    }
+
+    fn limits(max_clients: usize, max_pending: usize, stack: usize) -> Limits {
+        Limits {
+            max_clients,
+            max_pending,
+            client_stack: stack,
+            head_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(5),
+            on_accept: |_| {},
+            max_per_addr: max_clients,
+        }
+    }
+
+    /// Issue 20 item 9: a connection whose thread cannot start is closed, not kept open by
+    /// its pending entry (a descriptor leak, and a client left waiting).
+    #[test]
+    fn a_failed_thread_spawn_closes_its_connection() {
+        // A stack no machine can map: every spawn fails.
+        let (addr, trigger) = serve_with(limits(10, 16, usize::MAX / 2));
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 16];
+        let r = c.read(&mut b);
+        assert!(
+            matches!(r, Ok(0))
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionReset),
+            "connection still open after a failed spawn: {r:?}"
+        );
+        trigger.pull();
+    }
+
+    /// Issue 20 item 9: the pending budget is a bound: with `max_pending` connections whose
+    /// requests are not idle (they sent part of a head just now), one more is refused with
+    /// `503` instead of getting a thread beyond the budget.
+    #[test]
+    fn the_pending_budget_is_enforced() {
+        let (addr, trigger) = serve_with(limits(100, 4, 64 * 1024));
+        let busy: Vec<std::net::TcpStream> = (0..4)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(&addr).unwrap();
+                c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = extra.read_to_end(&mut got);
+        assert!(
+            got.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        drop(busy);
+        trigger.pull();
+    }
 }
