@@ -40,6 +40,8 @@ pub struct Config {
     /// `USER:PASS` for HTTP Basic, from `--auth` or `--auth-file`.
     pub auth: Option<String>,
     pub token: Option<String>,
+    /// `--status-details`: source specs and viewer addresses in `/status` without a login.
+    pub status_details: bool,
     pub allow_origin: Option<String>,
     /// `--allow-host`: names accepted in `Host` without authentication (DNS rebinding).
     pub allow_hosts: Vec<String>,
@@ -72,6 +74,7 @@ impl Default for Config {
             source_timeout: Duration::from_secs(5),
             auth: None,
             token: None,
+            status_details: false,
             allow_origin: None,
             allow_hosts: Vec::new(),
             static_dir: None,
@@ -142,6 +145,11 @@ OPTIONS:
     --token TOKEN           Require ?token=TOKEN or Authorization: Bearer TOKEN (or Basic, if
                             --auth is also set) on every endpoint. At least 8 characters,
                             no spaces, & or #
+    --token-file PATH       The same, the token read from a file (keeps it out of ps): the
+                            first line that is not empty or a # comment
+    --status-details        Show each source's spec (secrets redacted) and each viewer's
+                            address and User-Agent in /status without --auth or --token
+                            (with a login they are always shown)
     --allow-origin ORIGIN   Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
                             https://dashboard.example
     --allow-host NAME       Without --auth or --token, requests must name the relay by IP
@@ -229,12 +237,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Long("fallback") => fallbacks.push(string(&mut p, "--fallback")?),
             Long("stream") => {
                 let v = string(&mut p, "--stream")?;
+                // Error messages echo the value redacted: it may hold a camera's password.
+                let shown = crate::source::redact(&v);
                 let (name, spec) = v.split_once('=').ok_or_else(|| {
                     format!(
-                        "--stream: '{v}' is not NAME=SPEC, e.g. --stream door=tcp:10.0.0.5:5000"
+                        "--stream: '{shown}' is not NAME=SPEC, e.g. --stream door=tcp:10.0.0.5:5000"
                     )
                 })?;
-                check_name(name).map_err(|e| format!("--stream {v}: {e}"))?;
+                check_name(name).map_err(|e| format!("--stream {shown}: {e}"))?;
                 if named.iter().any(|s| s.name == name) {
                     return Err(format!("--stream: the name '{name}' is used twice"));
                 }
@@ -285,11 +295,22 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("token") => {
                 let v = string(&mut p, "--token")?;
-                if v.len() < 8 || v.contains(|c: char| c.is_whitespace() || c == '&' || c == '#') {
-                    return Err("--token: use at least 8 characters, without spaces, & or #".into());
-                }
+                check_token(&v).map_err(|e| format!("--token: {e}"))?;
                 cfg.token = Some(v);
             }
+            Long("token-file") => {
+                let v = string(&mut p, "--token-file")?;
+                let text = std::fs::read_to_string(&v)
+                    .map_err(|e| format!("--token-file: cannot read {v}: {e}"))?;
+                let token = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .ok_or_else(|| format!("--token-file: {v} holds no token line"))?;
+                check_token(token).map_err(|e| format!("--token-file {v}: {e}"))?;
+                cfg.token = Some(token.to_string());
+            }
+            Long("status-details") => cfg.status_details = true,
             Long("allow-origin") => {
                 let v = string(&mut p, "--allow-origin")?;
                 if v.is_empty() || v.contains(['\r', '\n']) {
@@ -414,7 +435,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 .split_once('=')
                 .filter(|(n, _)| cfg.streams.iter().any(|s| s.name == *n))
                 .ok_or_else(|| {
-                    format!("--fallback: '{v}' is not NAME=SPEC for one of the --stream names")
+                    format!(
+                        "--fallback: '{}' is not NAME=SPEC for one of the --stream names",
+                        crate::source::redact(&v)
+                    )
                 })?;
             (cfg.streams.iter_mut().find(|s| s.name == name), spec)
         } else {
@@ -435,6 +459,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         return Err("--stream: only one stream can read stdin".into());
     }
     Ok(Command::Run(Box::new(cfg)))
+}
+
+fn check_token(v: &str) -> Result<(), String> {
+    if v.len() < 8 || v.contains(|c: char| c.is_whitespace() || c == '&' || c == '#') {
+        return Err("use at least 8 characters, without spaces, & or #".into());
+    }
+    Ok(())
 }
 
 /// Stream names become URL path segments and log words: keep them plain.

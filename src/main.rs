@@ -49,6 +49,7 @@ fn main() {
         static_dir: cfg.static_dir.clone(),
         header_timeout: cfg.header_timeout,
         inflight_bound: http::inflight::enabled(),
+        status_details: cfg.status_details,
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {

@@ -572,3 +572,68 @@ fn socket2_like_bind(port: u16, to: &str) -> TcpStream {
         TcpStream::from_raw_fd(fd)
     }
 }
+
+/// Item 8: secrets in command lines stay out of the log and `/status`; without a login
+/// `/status` shows no command line, URL path or viewer address (`--status-details` or a login
+/// shows them); `--token-file` keeps the token out of `ps`; a bad `--stream` value is echoed
+/// redacted.
+#[test]
+fn secrets_stay_out_of_logs_status_and_ps() {
+    let cmd = "exec:curl -su admin:hunter2 -H 'Authorization: Basic aHVudGVyMw==' \
+               --http-password=hunter4 http://127.0.0.1:9/v.mjpg; exit 3";
+    let relay = Relay::start(&["--source", cmd]);
+    assert!(relay.wait_log("cannot get frames from command", Duration::from_secs(5)));
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "SecretAgent/1.0", None);
+    let _ = viewer.next_frame(Duration::from_secs(3));
+    let status = relay.status().to_string();
+    let log = relay.log_text();
+    for secret in ["hunter2", "aHVudGVyMw", "hunter4"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!status.contains(secret), "{secret} in /status: {status}");
+    }
+    assert!(log.contains("-su admin:***"), "{log}");
+    // Without a login: no command line, no viewer address or User-Agent.
+    assert!(
+        !status.contains("-su admin") && !status.contains("SecretAgent"),
+        "{status}"
+    );
+    assert!(status.contains("exec:…"), "{status}");
+
+    // The control: with --status-details the operator sees them (redacted).
+    let open = Relay::start(&["--source", cmd, "--status-details"]);
+    let mut viewer = StreamClient::open(&open.http, "/stream", "SecretAgent/1.0", None);
+    let _ = viewer.next_frame(Duration::from_secs(3));
+    let status = open.status().to_string();
+    assert!(
+        status.contains("curl -su admin:***") && status.contains("SecretAgent"),
+        "{status}"
+    );
+    assert!(!status.contains("hunter2"), "{status}");
+
+    // --token-file: the token is not on the command line, and a caller with it sees details.
+    let dir = TempDir::new("token-file");
+    let file = dir.0.join("token");
+    std::fs::write(&file, "# the viewers' token\ns3cr3t-t0ken-42\n").unwrap();
+    let guarded = Relay::start(&["--token-file", file.to_str().unwrap()]);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", guarded.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cr3t"));
+    let (code, _, _) = get(&guarded.http, "/status");
+    assert_eq!(code, 401);
+    let (code, _, body) = get(&guarded.http, "/status?token=s3cr3t-t0ken-42");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("\"spec\":\"testsrc\""));
+
+    // A bad --stream value is echoed without its password.
+    let out = run_with_timeout(
+        Command::new(relay_bin())
+            .args(["--stream", "bad name=http://admin:hunter5@cam/v"])
+            .stdin(Stdio::null()),
+        Duration::from_secs(10),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("hunter5") && err.contains("admin:***"),
+        "{err}"
+    );
+}

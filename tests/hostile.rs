@@ -244,6 +244,7 @@ fn secrets_in_exec_commands_and_camera_urls_stay_out_of_logs_and_status() {
         "a=exec:echo 'opening rtsp://admin:hunter2@10.0.0.9/live?pwd=hunter3' >&2; exit 3",
         "--stream",
         "b=http://127.0.0.1:9/snap.cgi?user=admin&pwd=hunter4&res=1",
+        "--status-details",
     ]);
     assert!(relay.wait_log("cannot get frames from command", Duration::from_secs(5)));
     assert!(relay.wait_log("cannot get frames from http", Duration::from_secs(5)));

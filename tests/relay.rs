@@ -149,7 +149,7 @@ fn framed_layout_is_exactly_right_on_the_wire() {
 
 #[test]
 fn snapshot_status_head_errors_and_http10() {
-    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0", "--status-details"]);
     // No frame yet: /snapshot waits a few seconds, then says why.
     let t = Instant::now();
     let (code, headers, body) = get(&relay.http, "/snapshot");

@@ -76,6 +76,8 @@ pub struct HttpConfig {
     /// Bound the bytes in flight to each TCP client ([`inflight`]); on unless the benchmark
     /// switches it off.
     pub inflight_bound: bool,
+    /// `--status-details`: show source specs and viewer addresses in `/status` without a login.
+    pub status_details: bool,
 }
 
 /// Where HTTP is served: a TCP address, or a Unix socket for a reverse proxy on the same host.

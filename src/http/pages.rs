@@ -71,7 +71,37 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
     send(rq, resp, shared);
 }
 
+/// Whether `/status` may show what only the operator should see: each source's spec and each
+/// viewer's address and User-Agent. With a login every caller has passed it; without one,
+/// anyone who can open the stream can read `/status`, so only `--status-details` shows them.
+fn details(shared: &Shared) -> bool {
+    shared.cfg.status_details || !shared.cfg.auth.is_open()
+}
+
+/// A source spec as `/status` shows it without [`details`]: the kind, and for a URL its host,
+/// but no command line and no path or query (either may hold a secret the redaction cannot
+/// recognise).
+pub(super) fn public_spec(spec: &str) -> String {
+    if spec.starts_with("exec:") {
+        return "exec:… (the command is shown with --status-details or a login)".into();
+    }
+    if let Some(rest) = spec.strip_prefix("http://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        return format!("http://{host}/…");
+    }
+    spec.to_string()
+}
+
 pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_json::Value {
+    let details = details(shared);
+    let shown = |spec: &str| {
+        if details {
+            spec.to_string()
+        } else {
+            public_spec(spec)
+        }
+    };
     let streams: Vec<_> = shared
         .streams
         .iter()
@@ -87,8 +117,8 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                 .map(|c| {
                     json!({
                         "id": c.id,
-                        "address": c.addr,
-                        "user_agent": c.user_agent,
+                        "address": details.then_some(&c.addr),
+                        "user_agent": details.then_some(&c.user_agent),
                         "layout": c.layout,
                         "fps_cap": c.fps_cap,
                         "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
@@ -109,7 +139,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                 "name": s.name,
                 "path": path,
                 "source": {
-                    "spec": s.spec,
+                    "spec": shown(&s.spec),
                     "state": info.state.as_str(),
                     "address": info.peer,
                     "format": info.format,
@@ -135,7 +165,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
                     "no_signal_parts": src.no_signal_parts.load(SeqCst),
-                    "failover": s.feeders.get().map(failover_json),
+                    "failover": s.feeders.get().map(|f| failover_json(f, &shown)),
                 },
                 "clients_connected": clients.len(),
                 "out": {
@@ -158,7 +188,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
 }
 
 /// A chained stream's sources (`--fallback`): which one feeds it now and why.
-fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
+fn failover_json(f: &crate::hub::Feeders, shown: &dyn Fn(&str) -> String) -> serde_json::Value {
     let current = f.current.load();
     let chain: Vec<_> = f
         .members
@@ -166,7 +196,7 @@ fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
         .map(|m| {
             let info = m.source_info();
             json!({
-                "spec": m.spec,
+                "spec": shown(&m.spec),
                 "state": info.state.as_str(),
                 "address": info.peer,
                 "frames_in": m.source.frames_in.load(SeqCst),
@@ -176,10 +206,11 @@ fn failover_json(f: &crate::hub::Feeders) -> serde_json::Value {
         })
         .collect();
     json!({
-        "current": current.and_then(|i| f.members.get(i)).map(|m| &m.spec),
+        "current": current.and_then(|i| f.members.get(i)).map(|m| shown(&m.spec)),
         "current_index": current,
         "switches": f.switches.load(SeqCst),
-        "reason": *f.reason.lock(),
+        // The reason names sources by their specs: each shown as above.
+        "reason": f.members.iter().fold(f.reason.lock().clone(), |r, m| r.replace(&m.spec, &shown(&m.spec))),
         "chain": chain,
     })
 }
