@@ -637,3 +637,128 @@ fn secrets_stay_out_of_logs_status_and_ps() {
         "{err}"
     );
 }
+
+/// Item 9: the small ones. The `/NAME` → `/NAME/` redirect keeps a `?token=` login; an
+/// `--allow-host` name given with a trailing dot matches.
+#[test]
+fn redirects_keep_the_query_and_allow_host_takes_a_trailing_dot() {
+    let relay = Relay::start(&["--stream", "door=testsrc", "--token", "t0ken-12345"]);
+    let (code, headers, _) = get(&relay.http, "/door?token=t0ken-12345");
+    assert_eq!(code, 301);
+    let to = header(&headers, "location").unwrap().to_string();
+    assert_eq!(to, "/door/?token=t0ken-12345");
+    let (code, _, _) = get(&relay.http, &to);
+    assert_eq!(code, 200);
+
+    let relay = Relay::start(&["--allow-host", "cams.example.test."]);
+    let (code, _, _) = request(
+        &relay.http,
+        "GET /status HTTP/1.1\r\nHost: cams.example.test\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    // The control: another name is still refused.
+    let (code, _, _) = request(&relay.http, "GET /status HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+    assert_eq!(code, 403);
+}
+
+/// Item 9: connecting to a `unix:` upstream whose listener accepts nothing (backlog full)
+/// times out and says so, instead of hanging the source thread for good.
+#[test]
+fn a_unix_upstream_that_accepts_nothing_times_out() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("unix-full");
+    let path = dir.0.join("cam.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: listen(2) on our own listening socket: backlog 0.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the backlog: connect without accepting until a connect would block.
+    let mut fillers = Vec::new();
+    for _ in 0..64 {
+        // SAFETY: a plain non-blocking socket, owned by `fillers` through UnixStream.
+        let s = unsafe {
+            use std::os::fd::FromRawFd;
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            std::os::unix::net::UnixStream::from_raw_fd(fd)
+        };
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, b) in addr.sun_path.iter_mut().zip(path.to_str().unwrap().bytes()) {
+            *d = b as libc::c_char;
+        }
+        // SAFETY: connect with a valid sockaddr_un.
+        let rc = unsafe {
+            libc::connect(
+                s.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        fillers.push(s);
+    }
+    assert!(!fillers.is_empty() && fillers.len() < 64, "{} fillers", fillers.len());
+    let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = relay.status();
+        let err = st["streams"][0]["source"]["last_error"].as_str().unwrap_or("").to_string();
+        if err.contains("timed out") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no connect timeout reported: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(relay);
+    drop(fillers);
+    // The control: the same source on a listener that accepts gets its frames.
+    let path = dir.0.join("cam2.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for seq in 1..=200u64 {
+            if s.write_all(&gst_part(&jpeg_with_seq(seq, 200))).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let f = viewer.next_frame(Duration::from_secs(10)).expect("a frame over unix:");
+    assert!(seq_of(&f).is_some());
+    drop(viewer);
+    drop(relay);
+    let _ = server.join();
+}
+
+/// Threads of `relay` whose name starts with `prefix` (names are cut at 15 bytes).
+fn threads_named(relay: &Relay, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", relay.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .count()
+}
+
+/// Item 9: a grandchild that leaves the command's process group and keeps its stderr open
+/// does not keep a stderr thread of the relay alive for every run of the command.
+#[test]
+fn an_exec_stderr_thread_ends_with_its_run() {
+    let marker = "19.25";
+    let relay = Relay::start(&[
+        "--source",
+        &format!("exec:setsid sleep {marker} >/dev/null & echo started >&2; exit 0"),
+    ]);
+    // Runs at 0, 0.5, 1.5, 3.5 s (backoff): four grandchildren holding four stderr pipes.
+    std::thread::sleep(Duration::from_millis(5500));
+    let runs = relay.status()["streams"][0]["source"]["connections"].as_u64().unwrap();
+    let threads = threads_named(&relay, "src-default-std");
+    let _ = Command::new("pkill").args(["-f", &format!("sleep {marker}")]).status();
+    // The control: the command really ran several times, each leaving a grandchild.
+    assert!(runs >= 4, "{runs} runs");
+    assert!(threads <= 2, "{threads} stderr threads after {runs} runs");
+}

@@ -332,7 +332,9 @@ fn metrics_count_frames_clients_and_delay() {
 fn serves_on_a_unix_socket() {
     let dir = TempDir::new("unix");
     let sock = dir.0.join("http.sock");
-    std::fs::write(&sock, b"stale").unwrap();
+    // A stale socket (left by a relay that died) is replaced; a regular file would not be
+    // (tests/field.rs, issue 20 item 1).
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     let spec = format!("unix:{}", sock.display());
     let mut child = Command::new(relay_bin())
         .args(["--http", &spec, "--fps", "20", "--size", "160x120"])

@@ -177,7 +177,16 @@ fn viewers(net: &Net, n: usize, stop: &Arc<AtomicBool>) -> Vec<Arc<Viewer>> {
                 while !stop.load(SeqCst) {
                     // A refused or reset connection is a failed attempt, not a failed test.
                     let opened = std::panic::catch_unwind(|| {
-                        StreamClient::open("10.77.0.20:8080", "/stream", "topo", None)
+                        // By name, as viewers reach a balancer (issue 20 item 7: the edges'
+                        // DNS-rebinding guard answered 403 to a name until the recipe said
+                        // --allow-host).
+                        StreamClient::open_as(
+                            "10.77.0.20:8080",
+                            "cams.example.test:8080",
+                            "/stream",
+                            "topo",
+                            None,
+                        )
                     });
                     let Ok(mut c) = opened else {
                         std::thread::sleep(Duration::from_millis(100));
@@ -269,6 +278,11 @@ fn origins_edges_and_haproxy_spread_viewers_and_survive_losing_an_edge_and_the_o
                 "http://10.77.0.1:8080/stream",
                 "--fallback",
                 "http://10.77.0.2:8080/stream",
+                // As scripts/haproxy/mjpeg-relay.cfg says to start an edge.
+                "--allow-host",
+                "cams.example.test",
+                "--max-clients-per-ip",
+                "1000",
             ],
         )));
     }

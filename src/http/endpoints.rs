@@ -201,6 +201,17 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     let addr = rq.peer.clone();
     // A response that never ends: written by hand on the connection, never chunked or buffered.
     let mut w = rq.into_conn();
+    // Registered before the head goes out, so a client that has its head is in `/status`
+    // (a test reading /status right after the head found an empty list). Removed when `reg`
+    // drops with this function, whatever the path out.
+    let reg = stream
+        .clients
+        .register(addr.clone(), user_agent, layout.as_str(), fps_cap);
+    let info = &reg.info;
+    let out = &stream.out;
+    if !is_head {
+        out.clients_total.fetch_add(1, SeqCst);
+    }
     let head = multipart_head(http10, shared);
     let deadline = Instant::now() + shared.cfg.send_timeout;
     if write_all_by(&mut w, head.as_bytes(), deadline)
@@ -219,12 +230,6 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         return;
     }
 
-    let reg = stream
-        .clients
-        .register(addr.clone(), user_agent, layout.as_str(), fps_cap);
-    let info = &reg.info;
-    let out = &stream.out;
-    out.clients_total.fetch_add(1, SeqCst);
     let cap_note = fps_cap
         .map(|f| format!(", capped at {f} fps"))
         .unwrap_or_default();

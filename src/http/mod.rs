@@ -343,7 +343,9 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
     name.parse::<std::net::IpAddr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || name.to_ascii_lowercase().ends_with(".localhost")
-        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
 
 /// Authentication, CORS preflight and the method check, then [`route`].
@@ -479,7 +481,11 @@ fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
             return match parts.next() {
                 // The viewer uses relative URLs, so it needs the trailing slash.
                 None => {
-                    let to = format!("/{name}/");
+                    // Keep the query: a `?token=` login must survive the redirect.
+                    let to = match query {
+                        "" => format!("/{name}/"),
+                        q => format!("/{name}/?{q}"),
+                    };
                     let resp = text(301, "Moved.\n").with_header("Location", &to);
                     send(rq, resp, shared)
                 }
@@ -575,4 +581,29 @@ pub(crate) fn html(body: &str) -> Response {
     Response::bytes(200, body)
         .with_header("Content-Type", "text/html; charset=utf-8")
         .no_cache()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_match_with_and_without_a_trailing_dot() {
+        let allowed = vec!["cams.example.test.".to_string(), "door.local".to_string()];
+        for host in [
+            "cams.example.test",
+            "cams.example.test.",
+            "CAMS.example.test:8080",
+            "door.local.:80",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost",
+            "x.localhost",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in ["evil.example", "cams.example.test.evil", "door.local.x"] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+    }
 }

@@ -37,8 +37,10 @@ struct Camera<'a> {
     header: Vec<u8>,
     /// Generation last sent (0: none yet).
     sent: u64,
-    /// When its last part went out, for `?fps` and for repeats.
+    /// When its last *new* frame went out: the `?fps` cap counts these.
     last_at: Option<Instant>,
+    /// When any part of it went out, repeats included: the oldest is repeated first.
+    written_at: Option<Instant>,
     last: Option<Arc<Frame>>,
 }
 
@@ -69,6 +71,9 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         return send(rq, text(400, "?streams= names no stream.\n"), shared);
     }
     let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
+    // As on /stream: a still picture is repeated after REPEAT_AFTER, never more often than
+    // the cap allows.
+    let repeat_after = min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER));
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let (http10, is_head, addr) = (
         rq.minor_version == 0,
@@ -76,15 +81,8 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         rq.peer.clone(),
     );
     let mut w = rq.into_conn();
-    let deadline = Instant::now() + shared.cfg.send_timeout;
-    let head = multipart_head(http10, shared);
-    if write_all_by(&mut w, head.as_bytes(), deadline).is_err() || is_head {
-        return;
-    }
-    if write_all_by(&mut w, FRAMED_OPENING, deadline).is_err() {
-        return;
-    }
-    // Registered with every camera (removed when these guards drop with this thread).
+    // Registered with every camera before the head goes out, as on /stream (removed when these
+    // guards drop with this thread).
     let regs: Vec<_> = streams
         .iter()
         .map(|s| {
@@ -93,6 +91,14 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
                 .register(addr.clone(), user_agent.clone(), "mux", fps_cap)
         })
         .collect();
+    let deadline = Instant::now() + shared.cfg.send_timeout;
+    let head = multipart_head(http10, shared);
+    if write_all_by(&mut w, head.as_bytes(), deadline).is_err() || is_head {
+        return;
+    }
+    if write_all_by(&mut w, FRAMED_OPENING, deadline).is_err() {
+        return;
+    }
     let mut cams: Vec<Camera> = streams
         .iter()
         .map(|s| Camera {
@@ -100,6 +106,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             header: format!("X-Stream: {}\r\n", s.name).into_bytes(),
             sent: 0,
             last_at: None,
+            written_at: None,
             last: None,
         })
         .collect();
@@ -126,21 +133,31 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             due(c) && c.stream.slot.latest().is_some_and(|(_, g)| g > c.sent)
         });
         let Some(i) = pick else {
-            if last_write.elapsed() >= REPEAT_AFTER {
+            if last_write.elapsed() >= repeat_after {
                 // Nothing new anywhere: send the part sent longest ago again (keep-alive).
+                // A repeat is not a new frame: the camera's ?fps timer stays (resetting it
+                // froze capped cameras for good, below 1 fps), but its bytes count.
                 let oldest = (0..cams.len())
                     .filter(|&i| cams[i].last.is_some())
-                    .min_by_key(|&i| cams[i].last_at);
+                    .min_by_key(|&i| cams[i].written_at);
                 if let Some(i) = oldest {
                     let frame = cams[i].last.clone().expect("filtered on last");
                     if let Err(e) = write_part(&mut w, &cams[i], &frame, shared) {
                         break describe_write_error(&e, shared.cfg.send_timeout);
                     }
-                    cams[i].last_at = Some(Instant::now());
-                    regs[i].info.repeats.fetch_add(1, SeqCst);
                     last_write = Instant::now();
+                    cams[i].written_at = Some(last_write);
+                    let bytes = (cams[i].header.len() + frame.wire.framed().len()) as u64;
+                    let (info, out) = (&regs[i].info, &cams[i].stream.out);
+                    info.repeats.fetch_add(1, SeqCst);
+                    info.bytes_sent.fetch_add(bytes, SeqCst);
+                    out.repeats.fetch_add(1, SeqCst);
+                    out.bytes_out.fetch_add(bytes, SeqCst);
                     continue;
                 }
+            }
+            if w_gone(&w) {
+                break "client closed".to_string();
             }
             // Sleep until any stream publishes, a capped camera becomes due, or a repeat is.
             let wait = min_interval
@@ -193,6 +210,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         out.observe_delay(last_write.duration_since(frame.arrived_at));
         cam.sent = generation;
         cam.last_at = Some(last_write);
+        cam.written_at = Some(last_write);
         cam.last = Some(frame);
     };
     let sent: u64 = regs.iter().map(|r| r.info.frames_sent.load(SeqCst)).sum();
@@ -200,6 +218,12 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         "viewer {addr} left /mux after {:.1} s: {sent} parts sent ({end})",
         regs[0].info.connected_at.elapsed().as_secs_f64(),
     );
+}
+
+/// Whether the viewer is gone (checked while nothing is due, so a `?fps`-capped dashboard
+/// that closed frees its thread now, not at its next part).
+fn w_gone(w: &super::server::Conn) -> bool {
+    super::inflight::peer_gone(w.as_raw_fd())
 }
 
 /// One part: the camera's name, then the frame's framed wire form (headers with

@@ -17,10 +17,11 @@ use super::spawn_source_thread;
 use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, VecDeque};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,12 +98,16 @@ fn spawn(runner: &Runner) -> Result<Upstream, String> {
     drop(groups);
     let stdout = child.stdout.take().expect("stdout is piped");
     let last_line = Arc::new(Mutex::new(String::new()));
+    // Set when this run's output is dropped (the command was stopped or ended).
+    let ended = Arc::new(AtomicBool::new(false));
     if let Some(stderr) = child.stderr.take() {
         let prefix = format!("stream '{stream_name}': command says:");
-        let (recent, last) = (runner.recent.clone(), last_line.clone());
-        // Ends when the command's stderr closes, i.e. when its process group is gone.
+        let (recent, last, done) = (runner.recent.clone(), last_line.clone(), ended.clone());
+        // Ends when the command's stderr closes, or at most STDERR_GRACE after this run of
+        // the command is over: a grandchild that left the process group (a daemon, `setsid`)
+        // may keep stderr open for good, and must not keep a thread of ours with it.
         let spawned = spawn_source_thread(format!("src-{stream_name}-stderr"), move || {
-            forward_stderr(stderr, &prefix, &recent, &last)
+            forward_stderr(stderr, &prefix, &recent, &last, &done)
         });
         if let Err(e) = spawned {
             log::warn!("stream '{stream_name}': cannot forward the command's stderr: {e}");
@@ -115,53 +120,91 @@ fn spawn(runner: &Runner) -> Result<Upstream, String> {
             pid,
             silence,
             last_line,
+            ended,
         }),
         peer: format!("pid {pid}"),
         boundary: None,
     })
 }
 
+/// How long the stderr forwarder reads on after its command's run is over (its last words
+/// may still be in the pipe).
+const STDERR_GRACE: Duration = Duration::from_secs(1);
+
 fn forward_stderr(
-    stderr: impl Read,
+    mut stderr: ChildStderr,
+    prefix: &str,
+    recent: &Mutex<VecDeque<(String, Instant)>>,
+    last: &Mutex<String>,
+    ended: &AtomicBool,
+) {
+    // One line being assembled, at most MAX_LOG_LINE bytes (the rest of a longer line is
+    // dropped): a command that prints megabytes without a newline costs that much.
+    let mut line: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut ended_at: Option<Instant> = None;
+    loop {
+        if ended.load(SeqCst) {
+            let t = *ended_at.get_or_insert_with(Instant::now);
+            if t.elapsed() >= STDERR_GRACE {
+                return;
+            }
+        }
+        let mut pfd = libc::pollfd {
+            fd: stderr.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a descriptor we own.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 200) };
+        if rc <= 0 {
+            continue; // timeout (or EINTR): look at `ended` again
+        }
+        let n = match stderr.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        for &b in chunk.get(..n).unwrap_or_default() {
+            if b == b'\n' {
+                log_line(&line, prefix, recent, last);
+                line.clear();
+            } else if line.len() < MAX_LOG_LINE {
+                line.push(b);
+            }
+        }
+    }
+}
+
+/// One line of the command's stderr to the log (see the module docs for the repeat rule).
+fn log_line(
+    line: &[u8],
     prefix: &str,
     recent: &Mutex<VecDeque<(String, Instant)>>,
     last: &Mutex<String>,
 ) {
-    let mut r = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        // Bounded: a command that prints megabytes without a newline costs MAX_LOG_LINE bytes.
-        match r
-            .by_ref()
-            .take(MAX_LOG_LINE as u64)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        // Camera commands print their input URLs, passwords and all (ffmpeg does).
-        let text = super::redact(&String::from_utf8_lossy(&line));
-        let text = text.trim_end();
-        if text.is_empty() {
-            continue;
-        }
-        text.clone_into(&mut last.lock());
-        let mut recent = recent.lock();
-        let now = Instant::now();
-        recent.retain(|(_, t)| now.duration_since(*t) < REPEAT_QUIET);
-        if recent.iter().any(|(l, _)| l == text) {
-            drop(recent);
-            log::debug!("{prefix} {text}");
-            continue;
-        }
-        if recent.len() >= REMEMBERED_LINES {
-            recent.pop_front();
-        }
-        recent.push_back((text.to_string(), now));
-        drop(recent);
-        log::info!("{prefix} {text}");
+    // Camera commands print their input URLs, passwords and all (ffmpeg does).
+    let text = super::redact(&String::from_utf8_lossy(line));
+    let text = text.trim_end();
+    if text.is_empty() {
+        return;
     }
+    text.clone_into(&mut last.lock());
+    let mut recent = recent.lock();
+    let now = Instant::now();
+    recent.retain(|(_, t)| now.duration_since(*t) < REPEAT_QUIET);
+    if recent.iter().any(|(l, _)| l == text) {
+        drop(recent);
+        log::debug!("{prefix} {text}");
+        return;
+    }
+    if recent.len() >= REMEMBERED_LINES {
+        recent.pop_front();
+    }
+    recent.push_back((text.to_string(), now));
+    drop(recent);
+    log::info!("{prefix} {text}");
 }
 
 /// The command's stdout. Reads wait at most `silence`; dropping it stops the process group.
@@ -172,6 +215,8 @@ struct CommandOutput {
     silence: Duration,
     /// The command's last stderr line, to say why it ended.
     last_line: Arc<Mutex<String>>,
+    /// Tells the stderr forwarder this run is over.
+    ended: Arc<AtomicBool>,
 }
 
 impl CommandOutput {
@@ -227,6 +272,7 @@ impl Read for CommandOutput {
 
 impl Drop for CommandOutput {
     fn drop(&mut self) {
+        self.ended.store(true, SeqCst);
         stop_group(self.pid);
         let _ = self.child.wait(); // reap; the group was killed, so this returns
         GROUPS.lock().remove(&self.pid);

@@ -308,9 +308,11 @@ pub fn connect_tcp(addr: &str, silence: Duration) -> Result<Upstream, String> {
     Err(last)
 }
 
-/// `unix:PATH`.
+/// `unix:PATH`, within [`CONNECT_TIMEOUT`]: a listener whose backlog is full (a wedged camera
+/// daemon) makes a blocking `connect` wait forever, and with it the source thread.
 pub fn connect_unix(path: &Path, silence: Duration) -> Result<Upstream, String> {
-    let s = UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = connect_unix_by(path, Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     s.set_read_timeout(Some(silence))
         .map_err(|e| e.to_string())?;
     Ok(Upstream {
@@ -318,6 +320,68 @@ pub fn connect_unix(path: &Path, silence: Duration) -> Result<Upstream, String> 
         peer: path.display().to_string(),
         boundary: None,
     })
+}
+
+/// A non-blocking `connect`: on a Unix socket it fails at once with `EAGAIN` while the
+/// listener's backlog is full, so it is retried every 50 ms until `deadline`.
+fn connect_unix_by(path: &Path, deadline: Instant) -> io::Result<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero sockaddr_un is valid; the path is copied in below, bounds checked.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path too long for a Unix socket",
+        ));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    loop {
+        // SAFETY: connect with a valid sockaddr_un of the given length on our socket.
+        let rc = unsafe {
+            libc::connect(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            let s = UnixStream::from(fd);
+            s.set_nonblocking(false)?;
+            return Ok(s);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(e);
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connect timed out after {} s (the listener accepts no connection)",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]

@@ -399,12 +399,25 @@ pub struct StreamClient {
 
 impl StreamClient {
     pub fn open(addr: &str, path: &str, user_agent: &str, rcvbuf: Option<i32>) -> StreamClient {
+        StreamClient::open_as(addr, addr, path, user_agent, rcvbuf)
+    }
+
+    /// [`open`](Self::open) with `host` in the `Host` header (a viewer that reached the
+    /// relay, or the balancer in front of it, by a DNS name).
+    pub fn open_as(
+        addr: &str,
+        host: &str,
+        path: &str,
+        user_agent: &str,
+        rcvbuf: Option<i32>,
+    ) -> StreamClient {
+        let addr_for_host = host;
         let mut sock = connect(addr, rcvbuf);
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         write!(
             sock,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr_for_host}\r\nUser-Agent: {user_agent}\r\n\r\n"
         )
         .unwrap();
         let (code, headers, rest, status_line) = read_head(&mut sock);
