@@ -513,6 +513,43 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
         "reset viewer gone from /status after {} ms",
         closed.elapsed().as_millis()
     );
+    drop(relay);
+
+    // The bound's own "did not drain" path (the loopback tests never reach it: there a
+    // stalled client blocks in write first): a viewer on the slow link that stops reading
+    // and stays connected is dropped after --send-timeout, with that reason.
+    let relay = Relay::start(&["--fps", "15", "--send-timeout", "3"]);
+    let mut viewer = socket2_like_bind(vport, &relay.http);
+    viewer
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
+        .unwrap();
+    viewer
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        viewer.read(&mut buf).unwrap();
+    }
+    let stopped = Instant::now();
+    assert!(
+        relay.wait_log(
+            "did not drain within --send-timeout",
+            Duration::from_secs(8)
+        ),
+        "{}",
+        relay.log_text()
+    );
+    let took = stopped.elapsed();
+    eprintln!(
+        "stalled viewer on the slow link dropped after {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took >= Duration::from_millis(2500),
+        "{took:?}: before --send-timeout"
+    );
+    assert_eq!(listed(&relay), 0);
+    drop(viewer);
     let _ = sh_quiet("tc qdisc del dev lo root");
 }
 
@@ -657,7 +694,10 @@ fn redirects_keep_the_query_and_allow_host_takes_a_trailing_dot() {
     );
     assert_eq!(code, 200);
     // The control: another name is still refused.
-    let (code, _, _) = request(&relay.http, "GET /status HTTP/1.1\r\nHost: evil.test\r\n\r\n");
+    let (code, _, _) = request(
+        &relay.http,
+        "GET /status HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    );
     assert_eq!(code, 403);
 }
 
@@ -698,16 +738,26 @@ fn a_unix_upstream_that_accepts_nothing_times_out() {
         }
         fillers.push(s);
     }
-    assert!(!fillers.is_empty() && fillers.len() < 64, "{} fillers", fillers.len());
+    assert!(
+        !fillers.is_empty() && fillers.len() < 64,
+        "{} fillers",
+        fillers.len()
+    );
     let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let st = relay.status();
-        let err = st["streams"][0]["source"]["last_error"].as_str().unwrap_or("").to_string();
+        let err = st["streams"][0]["source"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if err.contains("timed out") {
             break;
         }
-        assert!(Instant::now() < deadline, "no connect timeout reported: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "no connect timeout reported: {st}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(relay);
@@ -726,7 +776,9 @@ fn a_unix_upstream_that_accepts_nothing_times_out() {
     });
     let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
     let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
-    let f = viewer.next_frame(Duration::from_secs(10)).expect("a frame over unix:");
+    let f = viewer
+        .next_frame(Duration::from_secs(10))
+        .expect("a frame over unix:");
     assert!(seq_of(&f).is_some());
     drop(viewer);
     drop(relay);
@@ -755,9 +807,13 @@ fn an_exec_stderr_thread_ends_with_its_run() {
     ]);
     // Runs at 0, 0.5, 1.5, 3.5 s (backoff): four grandchildren holding four stderr pipes.
     std::thread::sleep(Duration::from_millis(5500));
-    let runs = relay.status()["streams"][0]["source"]["connections"].as_u64().unwrap();
+    let runs = relay.status()["streams"][0]["source"]["connections"]
+        .as_u64()
+        .unwrap();
     let threads = threads_named(&relay, "src-default-std");
-    let _ = Command::new("pkill").args(["-f", &format!("sleep {marker}")]).status();
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("sleep {marker}")])
+        .status();
     // The control: the command really ran several times, each leaving a grandchild.
     assert!(runs >= 4, "{runs} runs");
     assert!(threads <= 2, "{threads} stderr threads after {runs} runs");

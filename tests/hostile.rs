@@ -61,7 +61,9 @@ fn absurd_fps_caps_are_refused_and_the_relay_lives_on() {
     // is always sent at once): 0.01 fps sends nothing more for seconds, 1000 fps is the
     // source's rate (10 fps here: about 20 frames in 2 s).
     let mut slow = StreamClient::open(&relay.http, "/stream?fps=0.01", "curl/8.0", None);
-    let first = slow.next_frame(Duration::from_secs(5)).expect("the first frame");
+    let first = slow
+        .next_frame(Duration::from_secs(5))
+        .expect("the first frame");
     let mut fast = StreamClient::open(&relay.http, "/stream?fps=1000", "curl/8.0", None);
     let t = Instant::now();
     let mut n = 0;
@@ -70,7 +72,10 @@ fn absurd_fps_caps_are_refused_and_the_relay_lives_on() {
             n += 1;
         }
     }
-    assert!((15..=25).contains(&n), "?fps=1000: {n} frames in 2 s at a 10 fps source");
+    assert!(
+        (15..=25).contains(&n),
+        "?fps=1000: {n} frames in 2 s at a 10 fps source"
+    );
     assert!(
         slow.next_frame(Duration::from_millis(1500)).is_none(),
         "?fps=0.01 sent a second frame within 4 s"

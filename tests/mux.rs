@@ -113,7 +113,10 @@ fn mux_carries_every_camera_at_its_rate_on_one_connection() {
         mine.windows(2).filter(|w| w[0].jpeg != w[1].jpeg).count() + usize::from(!mine.is_empty())
     };
     let a = distinct("a");
-    assert!((4..=8).contains(&a), "{a} distinct frames of a at ?fps=2 in 3 s");
+    assert!(
+        (4..=8).contains(&a),
+        "{a} distinct frames of a at ?fps=2 in 3 s"
+    );
     // Below 1 fps (issue 20 item 10: the 1 s repeat reset the camera's timer, so a camera
     // capped under 1 fps never got a new frame again): ?fps=0.5 over 5 s gives 2 to 4 new
     // frames, and the repeats in between carry the same picture. One camera: with several,
@@ -122,7 +125,10 @@ fn mux_carries_every_camera_at_its_rate_on_one_connection() {
     for name in ["a"] {
         let mine: Vec<&Part> = parts.iter().filter(|p| p.name == name).collect();
         let new = mine.windows(2).filter(|w| w[0].jpeg != w[1].jpeg).count() + 1;
-        assert!((2..=4).contains(&new), "{name}: {new} new frames at ?fps=0.5 in 5 s");
+        assert!(
+            (2..=4).contains(&new),
+            "{name}: {new} new frames at ?fps=0.5 in 5 s"
+        );
     }
     assert_eq!(get(&relay.http, "/mux?streams=a,nope").0, 404);
     assert_eq!(get(&relay.http, "/mux?fps=1e-300").0, 400);
