@@ -1073,3 +1073,45 @@ setInterval(() => {{
     assert!(over_h1 <= 6, "{over_h1} live over HTTP/1.1");
     drop(behind);
 }
+
+/// Issue 20 item 11: a camera that never answered, fed by its fallback, is live, but the
+/// dashboard must not say just "live": its tile says "on fallback" with why. The control: the
+/// camera without a fallback next to it says "live".
+#[test]
+fn dashboard_says_when_a_camera_is_on_its_fallback() {
+    let relay = Relay::start(&[
+        "--stream",
+        "door=http://127.0.0.1:1/video.cgi",
+        "--fallback",
+        "door=testsrc",
+        "--stream",
+        "yard=testsrc",
+        "--source-timeout",
+        "1",
+        "--fps",
+        "8",
+        "--size",
+        "160x120",
+    ]);
+    let url = format!("http://{}/?tilelog=1", relay.http);
+    let (_browser, lines) = chromium(&url);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let Ok((_, line)) = lines.recv_timeout(Duration::from_secs(2)) else {
+            continue;
+        };
+        let Some(v) = tiles_line(&line) else {
+            continue;
+        };
+        let door = v["door"]["state"].as_str().unwrap_or("").to_string();
+        let yard = v["yard"]["state"].as_str().unwrap_or("").to_string();
+        last = v;
+        if door.starts_with("on fallback") {
+            assert!(door.contains("127.0.0.1:1"), "the tile says why: {door}");
+            assert_eq!(yard, "live", "{last}");
+            return;
+        }
+    }
+    panic!("the door tile never said 'on fallback': {last}");
+}

@@ -319,7 +319,15 @@ fn clients_of(relay: &Relay) -> Vec<serde_json::Value> {
 /// closes is gone at once, not after its 100 s sleep.
 #[test]
 fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
-    let relay = Relay::start(&["--max-clients", "20", "--fps", "5", "--size", "160x120"]);
+    let relay = Relay::start(&[
+        "--max-clients",
+        "20",
+        "--fps",
+        "5",
+        "--size",
+        "160x120",
+        "--status-details",
+    ]);
     let hog = |_| {
         let mut s = bound_to("127.0.0.1", &relay.http);
         s.write_all(b"GET /stream?fps=0.01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")

@@ -156,7 +156,9 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
                     continue;
                 }
             }
-            if w_gone(&w) {
+            // A capped dashboard may write nothing for seconds: look at the socket while it
+            // waits (an uncapped one writes often and notices a closed peer by that).
+            if min_interval.is_some() && w_gone(&w) {
                 break "client closed".to_string();
             }
             // Sleep until any stream publishes, a capped camera becomes due, or a repeat is.
