@@ -766,30 +766,6 @@ pub fn nginx_in_front(dir: &TempDir, relay_sock: &str) -> (Helper, u16) {
     (helper, port)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_tool_names_its_debian_package() {
-        let e = std::panic::catch_unwind(|| require_tool("xvfb-run-that-is-not-there"))
-            .expect_err("a missing tool fails");
-        let msg = e.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("sudo apt-get install"), "{msg}");
-        // Every program the suite runs maps to a package that scripts/test installs.
-        let script =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test"))
-                .unwrap();
-        for (tool, package) in TOOL_PACKAGES {
-            assert!(
-                script.contains(&format!(" {package}")) || script.contains(&format!("({package}")),
-                "{tool}: package {package} is not in scripts/test"
-            );
-        }
-        require_tool("sh");
-    }
-}
-
 /// A connection from a chosen loopback source address (127.0.0.0/8 is all loopback).
 pub fn bound_to(from: &str, to: &str) -> TcpStream {
     let to: std::net::SocketAddrV4 = to.parse().unwrap();
@@ -819,5 +795,29 @@ pub fn bound_to(from: &str, to: &str) -> TcpStream {
             0
         );
         TcpStream::from_raw_fd(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package() {
+        let e = std::panic::catch_unwind(|| require_tool("xvfb-run-that-is-not-there"))
+            .expect_err("a missing tool fails");
+        let msg = e.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("sudo apt-get install"), "{msg}");
+        // Every program the suite runs maps to a package that scripts/test installs.
+        let script =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test"))
+                .unwrap();
+        for (tool, package) in TOOL_PACKAGES {
+            assert!(
+                script.contains(&format!(" {package}")) || script.contains(&format!("({package}")),
+                "{tool}: package {package} is not in scripts/test"
+            );
+        }
+        require_tool("sh");
     }
 }
