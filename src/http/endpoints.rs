@@ -191,6 +191,10 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         Ok(f) => f,
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
+    if is_document_navigation(&rq, query) {
+        let page = stream_page(&stream.name, &rq.target);
+        return send(rq, page, shared);
+    }
     let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
     // A still picture is re-sent after REPEAT_AFTER, but never more often than the cap allows.
     let repeat_after = min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER));
@@ -336,6 +340,43 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     );
 }
 
+/// Whether the request opens the stream URL as a page (someone typed or tapped the link)
+/// rather than as an image or a program's stream: `Sec-Fetch-Dest: document`, or, from a
+/// browser too old to send it, an `Accept` that asks for HTML. `?page=0` never.
+fn is_document_navigation(rq: &Request, query: &str) -> bool {
+    if query_param(query, "page").as_deref() == Some("0") {
+        return false;
+    }
+    match rq.header("Sec-Fetch-Dest") {
+        Some(dest) => dest.eq_ignore_ascii_case("document"),
+        None => rq.header("Accept").is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+/// A stream URL opened as a page gets a page that shows it: iOS Safari (and WebKit in
+/// general) paints the first part of a multipart document and then stops, while the same
+/// stream in an `<img>` stays live in every engine. The `<img>` asks for this very URL, as an
+/// image (`Sec-Fetch-Dest: image`), so it gets the stream; programs never get this page.
+fn stream_page(name: &str, target: &str) -> Response {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{name} · mjpeg-relay</title><style>html,body{{margin:0;height:100%;\
+         background:#000}}img{{display:block;width:100%;height:100%;object-fit:contain}}\
+         </style></head><body><img src=\"{src}\" alt=\"{name} live\"></body></html>\n",
+        name = esc(name),
+        src = esc(target),
+    );
+    super::html(&body)
+}
+
 /// `?fps=N`: a client's frame rate cap (per camera on `/mux`). The source's rate is the natural
 /// upper bound; bounded both ways so the interval is a sane Duration (`?fps=1e-300` would not
 /// be one). `Err` is the `400` text.
@@ -353,9 +394,15 @@ pub(super) fn fps_cap(query: &str) -> Result<Option<f64>, String> {
 
 /// The head of a never-ending `multipart/x-mixed-replace` response.
 pub(super) fn multipart_head(http10: bool, shared: &Shared) -> String {
+    let content_type = format!("multipart/x-mixed-replace;boundary={BOUNDARY}");
+    stream_head(http10, &content_type, shared)
+}
+
+/// The head of a never-ending response of `content_type`.
+pub(super) fn stream_head(http10: bool, content_type: &str, shared: &Shared) -> String {
     format!(
         "HTTP/1.{} 200 OK\r\n\
-         Content-Type: multipart/x-mixed-replace;boundary={BOUNDARY}\r\n\
+         Content-Type: {content_type}\r\n\
          Cache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n\
          Pragma: no-cache\r\n\
          Expires: 0\r\n\

@@ -4,7 +4,8 @@
 //! holds one for good, so a page of more than six cameras stalls. `/mux` carries any number of
 //! streams in one `multipart/x-mixed-replace` response whose parts each name their camera
 //! (`X-Stream: NAME`) and carry `Content-Length`; the index page reads it with `fetch()` and
-//! draws each part in its camera's tile.
+//! draws each part in its camera's tile. With `?framing=octet` the same bytes go out as
+//! `application/octet-stream`: WebKit's `fetch()` does not stream a multipart body.
 //!
 //! Liveness holds per camera, as on `/stream`: the writer keeps, per camera, the generation it
 //! last sent, and each time the connection can take a part it sends the *newest* frame of the
@@ -17,13 +18,13 @@
 //! The client is registered with every camera it carries, so `/status` and `/metrics` count a
 //! mux viewer as a viewer of each.
 
-use super::endpoints::{describe_write_error, fps_cap, multipart_head, query_param};
+use super::endpoints::{describe_write_error, fps_cap, multipart_head, query_param, stream_head};
 use super::inflight::{Drained, InFlight};
 use super::server::{Method, Request};
 use super::{send, text, write_all_by, Shared, REPEAT_AFTER};
 use crate::frame::Frame;
 use crate::hub::{Stream, ANY_FRAME};
-use crate::multipart::FRAMED_OPENING;
+use crate::multipart::{BOUNDARY, FRAMED_OPENING};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
@@ -92,7 +93,18 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         })
         .collect();
     let deadline = Instant::now() + shared.cfg.send_timeout;
-    let head = multipart_head(http10, shared);
+    // `?framing=octet`: the same bytes as `application/octet-stream`, for `fetch()` in WebKit
+    // (Safari, iPad, iPhone), which refuses to stream a multipart body to a script ("Load
+    // failed") but streams any other type. The boundary is in `X-Mux-Boundary` and, as always,
+    // on the first line of the body.
+    let head = match query_param(query, "framing").as_deref() {
+        Some("octet") => stream_head(
+            http10,
+            &format!("application/octet-stream\r\nX-Mux-Boundary: {BOUNDARY}"),
+            shared,
+        ),
+        _ => multipart_head(http10, shared),
+    };
     if write_all_by(&mut w, head.as_bytes(), deadline).is_err() || is_head {
         return;
     }

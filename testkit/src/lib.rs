@@ -5,6 +5,7 @@
 //! A dev-only crate (never published, never installed): it lives in the workspace so the
 //! benchmark and the tests share one copy of these helpers instead of each keeping its own.
 
+pub mod browser;
 use mjpeg_relay::parser::{Event, Parser};
 use mjpeg_relay::testjpeg::jpeg_with_seq;
 use std::collections::VecDeque;
@@ -526,6 +527,7 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("ffmpeg", "ffmpeg"),
     ("curl", "curl"),
     ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
     ("firefox-esr", "firefox-esr"),
     ("WebKitWebDriver", "webkit2gtk-driver"),
     ("xvfb-run", "xvfb"),
