@@ -11,7 +11,6 @@
 use mjpeg_testkit::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,19 +55,8 @@ impl Drop for Browser {
     }
 }
 
-/// Headless Chromium as this machine's closed network needs it (no background connections),
-/// as root (no sandbox); self-signed certificates accepted for the nginx tests.
-const HEADLESS: &[&str] = &[
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--ignore-certificate-errors",
-];
+/// Headless Chromium as this machine's closed network needs it: see the testkit.
+const HEADLESS: &[&str] = mjpeg_testkit::browser::CHROMIUM_FLAGS;
 
 /// Starts headless Chromium on `url`; its console lines arrive on the returned channel with
 /// the instant each was read.
@@ -124,7 +112,8 @@ enum Open {
         _browser: Browser,
         lines: mpsc::Receiver<(SystemTime, String)>,
     },
-    WebKit(WebKit),
+    /// WebKitGTK through WebKitWebDriver (see the testkit).
+    WebKit(mjpeg_testkit::browser::Page),
     Firefox(Firefox),
 }
 
@@ -152,7 +141,7 @@ impl Open {
             Open::Firefox(f) => f.paints(),
             // The page keeps the same records in window.mjpegRelayPaints, with Date.now().
             Open::WebKit(w) => {
-                let v = w.script("return window.mjpegRelayPaints || []");
+                let v = w.js("return window.mjpegRelayPaints || []");
                 v.as_array()
                     .unwrap()
                     .iter()
@@ -191,7 +180,12 @@ fn paint_delays(engine: Engine, query: &str, n: usize) -> Vec<f64> {
             let (_browser, lines) = chromium(&url);
             Open::Chromium { _browser, lines }
         }
-        Engine::WebKit => Open::WebKit(WebKit::open(&url)),
+        Engine::WebKit => {
+            let mut page =
+                mjpeg_testkit::browser::Page::start(mjpeg_testkit::browser::Engine::WebKit);
+            page.go(&url);
+            Open::WebKit(page)
+        }
         Engine::Firefox => Open::Firefox(Firefox::open(&url)),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -327,94 +321,6 @@ fn firefox_viewer_shows_a_moving_stream() {
     assert!(relay.log_text().contains("(advance layout)"));
 }
 
-/// WebKitGTK (Debian's MiniBrowser) driven through WebKitWebDriver on a virtual X display:
-/// the Safari engine, as close as a Debian machine gets.
-struct WebKit {
-    /// `xvfb-run … WebKitWebDriver` in its own process group, killed whole on drop.
-    driver: Child,
-    base: String,
-    session: String,
-}
-
-impl WebKit {
-    fn open(url: &str) -> WebKit {
-        require_tool("WebKitWebDriver");
-        require_tool("xvfb-run");
-        let port = free_port();
-        let driver = Command::new("xvfb-run")
-            .args(["-a", "WebKitWebDriver", &format!("--port={port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start WebKitWebDriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
-            "webkitgtk:browserOptions": {"binary": minibrowser(), "args": ["--automation"]}
-        }}});
-        let mut wk = WebKit {
-            driver,
-            base,
-            session: String::new(),
-        };
-        let session = loop {
-            if let Ok(v) = wk.post("/session", &caps) {
-                break v["sessionId"].as_str().expect("session id").to_string();
-            }
-            assert!(Instant::now() < deadline, "WebKitWebDriver did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        wk.session = session;
-        let path = format!("/session/{}/url", wk.session);
-        wk.post(&path, &serde_json::json!({ "url": url }))
-            .expect("navigate");
-        wk
-    }
-
-    fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
-        let mut resp = ureq::post(&format!("{}{path}", self.base))
-            .header("Content-Type", "application/json")
-            .send(body.to_string())
-            .map_err(|e| e.to_string())?;
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        Ok(v["value"].clone())
-    }
-
-    fn script(&self, js: &str) -> serde_json::Value {
-        let path = format!("/session/{}/execute/sync", self.session);
-        self.post(&path, &serde_json::json!({ "script": js, "args": [] }))
-            .expect("execute script")
-    }
-}
-
-impl Drop for WebKit {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group we created for xvfb-run and its children.
-        unsafe {
-            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.driver.wait();
-    }
-}
-
-/// MiniBrowser lives in an architecture directory, e.g. /usr/lib/x86_64-linux-gnu/.
-fn minibrowser() -> String {
-    std::fs::read_dir("/usr/lib")
-        .unwrap()
-        .flatten()
-        .map(|d| d.path().join("webkit2gtk-4.1/MiniBrowser"))
-        .find(|p| p.is_file())
-        .expect("WebKitGTK's MiniBrowser is not installed: it comes with the Debian package 'webkit2gtk-driver' (scripts/test installs it)")
-        .display()
-        .to_string()
-}
-
 /// Safari's engine follows Chromium's rule: the advance layout is painted at once, the framed
 /// one a whole interval late. So ustreamer's `dual_final_frames` (send the last frame twice) is
 /// not needed on top of the advance layout; the framed half proves the measurement can fail.
@@ -501,104 +407,21 @@ fn chromium_viewer_trails_the_newest_frame_by_at_most_one() {
 /// returning the first part, so the page cannot report paints; instead a thread takes
 /// screenshots back to back (about 30 ms each) and the centre pixel of each is read afterwards.
 struct Firefox {
-    /// `xvfb-run … firefox-esr` in its own process group, killed whole on drop.
-    child: Child,
-    _profile: TempDir,
+    /// Firefox under Xvfb (see the testkit), ended when dropped.
+    _process: mjpeg_testkit::browser::GeckoProcess,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     shots: Option<std::thread::JoinHandle<Shots>>,
 }
-
 /// Screenshots (PNG) with the time each came back.
 type Shots = Vec<(SystemTime, Vec<u8>)>;
 
-struct Marionette {
-    sock: TcpStream,
-    id: u64,
-}
-
-impl Marionette {
-    fn connect(port: u16) -> Marionette {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let sock = loop {
-            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Firefox's Marionette port did not open"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut m = Marionette { sock, id: 0 };
-        m.read(); // the greeting
-        m
-    }
-
-    fn read(&mut self) -> serde_json::Value {
-        use std::io::Read;
-        let mut len = Vec::new();
-        let mut b = [0u8; 1];
-        loop {
-            self.sock.read_exact(&mut b).expect("marionette read");
-            if b[0] == b':' {
-                break;
-            }
-            len.push(b[0]);
-        }
-        let n: usize = String::from_utf8(len).unwrap().parse().unwrap();
-        let mut body = vec![0u8; n];
-        self.sock.read_exact(&mut body).unwrap();
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    fn cmd(&mut self, name: &str, params: serde_json::Value) -> serde_json::Value {
-        self.id += 1;
-        let msg = serde_json::json!([0, self.id, name, params]).to_string();
-        write!(self.sock, "{}:{msg}", msg.len()).unwrap();
-        let reply = self.read();
-        assert!(reply[2].is_null(), "{name} failed: {}", reply[2]);
-        reply[3].clone()
-    }
-}
-
 impl Firefox {
     fn open(url: &str) -> Firefox {
-        require_tool("firefox-esr");
-        require_tool("xvfb-run");
         require_tool("ffmpeg");
-        let profile = TempDir::new("firefox-marionette");
-        let port = free_port();
-        std::fs::write(
-            profile.0.join("user.js"),
-            format!("user_pref(\"marionette.port\", {port});\n"),
-        )
-        .unwrap();
-        let child = Command::new("xvfb-run")
-            .args([
-                "-a",
-                "-s",
-                "-screen 0 800x600x24",
-                "firefox-esr",
-                "--marionette",
-                "--no-remote",
-            ])
-            .arg("--profile")
-            .arg(&profile.0)
-            .arg("about:blank")
-            .env_remove("MOZ_HEADLESS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start firefox-esr");
-        let mut m = Marionette::connect(port);
-        m.cmd(
-            "WebDriver:NewSession",
-            serde_json::json!({"capabilities": {}}),
-        );
+        let mjpeg_testkit::browser::Gecko {
+            process,
+            marionette: mut m,
+        } = mjpeg_testkit::browser::Gecko::start_sized(800, 600);
         m.cmd("WebDriver:Navigate", serde_json::json!({ "url": url }));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -616,8 +439,7 @@ impl Firefox {
             out
         });
         Firefox {
-            child,
-            _profile: profile,
+            _process: process,
             stop,
             shots: Some(shots),
         }
@@ -652,16 +474,6 @@ impl Firefox {
             .zip(out.stdout.chunks(12))
             .map(|((at, _), px)| (*at, [i32::from(px[0]), i32::from(px[1]), i32::from(px[2])]))
             .collect()
-    }
-}
-
-impl Drop for Firefox {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group we created for xvfb-run and its children.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
     }
 }
 

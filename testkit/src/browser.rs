@@ -174,13 +174,24 @@ impl WebDriver {
 
 /// Firefox ESR under Xvfb, driven over Marionette (length-prefixed JSON on a TCP port).
 pub struct Gecko {
-    _child: Group,
-    _profile: TempDir,
+    /// Firefox and its display, ended when dropped.
+    pub process: GeckoProcess,
     pub marionette: Marionette,
 }
 
+/// Firefox's process group and profile.
+pub struct GeckoProcess {
+    _child: Group,
+    _profile: TempDir,
+}
+
 impl Gecko {
+    /// On a 1400 x 1100 virtual screen.
     pub fn start() -> Gecko {
+        Gecko::start_sized(1400, 1100)
+    }
+
+    pub fn start_sized(w: usize, h: usize) -> Gecko {
         require_tool("firefox-esr");
         require_tool("xvfb-run");
         let profile = TempDir::new("firefox-marionette");
@@ -191,7 +202,7 @@ impl Gecko {
         )
         .unwrap();
         let child = Command::new("xvfb-run")
-            .args(["-a", "-s", "-screen 0 1400x1100x24", "firefox-esr"])
+            .args(["-a", "-s", &format!("-screen 0 {w}x{h}x24"), "firefox-esr"])
             .args(["--marionette", "--no-remote", "--profile"])
             .arg(&profile.0)
             .arg("about:blank")
@@ -208,8 +219,10 @@ impl Gecko {
             serde_json::json!({"capabilities": {}}),
         );
         Gecko {
-            _child: Group(child),
-            _profile: profile,
+            process: GeckoProcess {
+                _child: Group(child),
+                _profile: profile,
+            },
             marionette: m,
         }
     }
