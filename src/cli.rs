@@ -180,6 +180,8 @@ ENDPOINTS:
     /api/stream.mjpeg?src=NAME /api/frame.jpeg?src=NAME (go2rtc)
     With --stream: / shows every stream live (one /mux connection); /NAME/ /NAME/stream
     /NAME/snapshot /NAME/status; /mux?streams=a,b (or *) several streams on one connection
+    (&framing=octet: as application/octet-stream, for fetch() in Safari). A stream URL opened
+    in a browser's address bar gets a page showing it live (?page=0: the raw stream)
 
 EXAMPLES:
     # The test pattern, no camera needed:
