@@ -137,8 +137,9 @@ OPTIONS:
     --no-signal-after SECS  Show viewers a NO SIGNAL picture after this long without a frame;
                             0 turns it off [default: 2]
     --source-timeout SECS   Drop and reconnect an upstream silent for this long [default: 5]
-    --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]; unix:PATH serves on
-                            a Unix socket (for a reverse proxy on the same host)
+    --http HOST:PORT        Where to serve HTTP [default: 127.0.0.1:8080]; a bare PORT means
+                            127.0.0.1:PORT; unix:PATH serves on a Unix socket (for a reverse
+                            proxy on the same host)
     --auth USER:PASS        Require HTTP Basic auth on every endpoint
     --auth-file PATH        The same, USER:PASS read from a file (keeps it out of ps): the
                             first line that is not empty or a # comment; none means no login
@@ -156,7 +157,8 @@ OPTIONS:
                             address or localhost in Host (against DNS rebinding); also
                             accept NAME, e.g. camera.local (repeatable)
     --static DIR            Serve DIR at / (the viewer moves to /viewer; dotfiles never)
-    --fps N                 testsrc and file: frame rate [default: 15]
+    --fps N                 testsrc and file: frame rate, and how often an http:// URL that
+                            serves single pictures (a snapshot URL) is polled [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
     --send-timeout SECS     Disconnect a client that cannot take a frame in this time [default: 10]
@@ -196,7 +198,7 @@ EXAMPLES:
     gst-launch-1.0 -q v4l2src ! jpegenc ! multipartmux ! fdsink fd=1 | mjpeg-relay --source stdin
 
     # The relay starts the camera command itself, and restarts it if it dies:
-    mjpeg-relay --source 'exec:ffmpeg -f v4l2 -i /dev/video0 -c:v mjpeg -f mjpeg -'
+    mjpeg-relay --source 'exec:ffmpeg -loglevel error -f v4l2 -i /dev/video0 -c:v mjpeg -f mjpeg -'
 
     # Two cameras: an IP camera and a chained relay:
     mjpeg-relay --stream door=http://admin:pw@10.0.0.20/video.cgi \
@@ -207,7 +209,7 @@ EXAMPLES:
 
 EXIT CODES:
     0  stopped by SIGINT or SIGTERM     1  could not start (e.g. address in use)
-    2  bad command line
+    2  bad command line                 130  a second SIGINT while stopping
 ";
 
 /// Parses the command line (without the program name).
@@ -270,6 +272,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             Long("http") => {
                 let v = string(&mut p, "--http")?;
+                // A bare port means loopback, as for tcp-listen: the safe default.
+                let v = if v.parse::<u16>().is_ok() {
+                    format!("127.0.0.1:{v}")
+                } else {
+                    v
+                };
                 let ok = match v.strip_prefix("unix:") {
                     Some(path) => !path.is_empty(),
                     None => std::net::ToSocketAddrs::to_socket_addrs(&v.as_str()).is_ok(),
@@ -412,6 +420,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     v.to_string_lossy()
                 ))
             }
+            Long(flag) => return Err(unknown_flag(flag)),
             _ => return Err(arg.unexpected().to_string()),
         }
     }
@@ -461,6 +470,74 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         return Err("--stream: only one stream can read stdin".into());
     }
     Ok(Command::Run(Box::new(cfg)))
+}
+
+/// `--port`: "unknown flag --port; did you mean --http?". Suggests what people coming from
+/// other servers type, and otherwise the flag of `--help` closest in spelling.
+fn unknown_flag(flag: &str) -> String {
+    let flag = flag.split('=').next().unwrap_or(flag);
+    let known = help_flags();
+    let alias = match flag {
+        "port" | "listen" | "bind" | "address" | "host" => Some("http"),
+        "input" | "camera" | "url" | "device" | "src" => Some("source"),
+        "user" | "password" | "login" | "basic-auth" => Some("auth"),
+        "framerate" | "frame-rate" | "rate" => Some("fps"),
+        "resolution" | "res" => Some("size"),
+        "verbose-level" | "loglevel" | "log" => Some("log-level"),
+        _ => None,
+    };
+    // A flag cut short (`--no-signal`): the one known flag it begins.
+    let prefixed: Vec<&String> = known.iter().filter(|k| k.starts_with(flag)).collect();
+    let by_prefix = (flag.len() >= 3 && prefixed.len() == 1).then(|| prefixed[0].clone());
+    let guess = alias.map(str::to_string).or(by_prefix).or_else(|| {
+        known
+            .iter()
+            .map(|k| (edit_distance(flag, k), k))
+            .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k.clone())
+    });
+    match guess {
+        Some(g) => format!("unknown flag --{flag}; did you mean --{g}?"),
+        None => format!("unknown flag --{flag}"),
+    }
+}
+
+/// The long flags `--help` lists (so the suggestion list cannot drift from it).
+pub fn help_flags() -> Vec<String> {
+    HELP.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix("-h, ")
+                .or(l.strip_prefix("-V, "))
+                .or(l.strip_prefix("-v, "))
+                .or(l.strip_prefix("-q, "))
+                .unwrap_or(l);
+            let name = rest.strip_prefix("--")?;
+            let end = name
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(name.len());
+            Some(name.get(..end)?.to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Levenshtein distance; both are short flag names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn check_token(v: &str) -> Result<(), String> {
@@ -633,6 +710,34 @@ mod tests {
         let e = run(&["--token", "seven77"]).unwrap_err();
         assert!(e.contains("at least 8 characters"), "{e}");
         assert!(run(&["--token", "eight888"]).is_ok());
+    }
+
+    #[test]
+    fn mistyped_flags_get_a_suggestion_and_a_bare_http_port_is_loopback() {
+        for (typed, want) in [
+            ("--port", "did you mean --http?"),
+            ("--sourc", "did you mean --source?"),
+            ("--max-client", "did you mean --max-clients?"),
+            ("--no-signal", "did you mean --no-signal-after?"),
+            ("--fallbak", "did you mean --fallback?"),
+        ] {
+            let e = run(&[typed, "x"]).unwrap_err();
+            assert!(e.contains(want), "{typed}: {e}");
+        }
+        let e = run(&["--zzzzzzzz"]).unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
+        assert_eq!(run(&["--http", "28080"]).unwrap().http, "127.0.0.1:28080");
+        let flags = help_flags();
+        for f in [
+            "source",
+            "http",
+            "max-clients-per-ip",
+            "status-details",
+            "help",
+            "version",
+        ] {
+            assert!(flags.iter().any(|k| k == f), "{f} in {flags:?}");
+        }
     }
 
     #[test]

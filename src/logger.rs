@@ -86,15 +86,18 @@ impl Throttled {
         }
     }
 
-    /// Counts one event; calls `write` when a line is due, with the number of events not
-    /// logged since the last line (0 for the first).
-    pub fn note(&self, write: impl FnOnce(u64)) {
+    /// Counts one event; calls `write` when a line is due, with what was not logged since the
+    /// last line (nothing, for the first).
+    pub fn note(&self, write: impl FnOnce(Suppressed)) {
         let mut st = self.state.lock();
         let now = Instant::now();
         match st.0 {
             Some(t) if now.duration_since(t) < Self::PERIOD => st.1 += 1,
-            _ => {
-                let suppressed = st.1;
+            last => {
+                let suppressed = Suppressed {
+                    count: st.1,
+                    over: last.map_or(Duration::ZERO, |t| now.duration_since(t)),
+                };
                 *st = (Some(now), 0);
                 drop(st);
                 write(suppressed);
@@ -103,14 +106,23 @@ impl Throttled {
     }
 }
 
-/// `" (and 12 more in the last 10 s)"`, or nothing.
-pub fn more(suppressed: u64) -> String {
-    if suppressed == 0 {
+/// Events a [`Throttled`] line stands for beyond its own: how many, over how long (the time
+/// since the last line, which may be much longer than the period when they stopped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Suppressed {
+    pub count: u64,
+    pub over: Duration,
+}
+
+/// `" (and 12 more in the last 23 s)"`, or nothing.
+pub fn more(s: Suppressed) -> String {
+    if s.count == 0 {
         String::new()
     } else {
         format!(
-            " (and {suppressed} more in the last {} s)",
-            Throttled::PERIOD.as_secs()
+            " (and {} more in the last {} s)",
+            s.count,
+            s.over.as_secs().max(1)
         )
     }
 }
@@ -124,9 +136,15 @@ mod tests {
         for _ in 0..100 {
             t.note(|n| lines.push(n));
         }
-        assert_eq!(lines, [0]);
-        assert_eq!(super::more(0), "");
-        assert!(super::more(7).contains("7 more"));
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].count, 0);
+        assert_eq!(super::more(lines[0]), "");
+        // Issue 22: the count says over how long, not "the last 10 s" whatever the gap.
+        let s = super::Suppressed {
+            count: 7,
+            over: std::time::Duration::from_secs(23),
+        };
+        assert_eq!(super::more(s), " (and 7 more in the last 23 s)");
     }
 
     #[test]

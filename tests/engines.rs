@@ -1,8 +1,8 @@
 //! Every page in the three engines users have (issue 21): Chromium, Firefox ESR and WebKitGTK
 //! (Safari's engine, as on an iPad or iPhone), each driven by its own vendor's protocol (see
 //! `testkit/src/browser.rs`). One test per engine walks what a user does: the twelve-camera
-//! dashboard (one camera without upstream), the relay restarting under it, leaving the page
-//! and coming back, and opening a stream's URL directly. Each claim has its control: the
+//! dashboard (one camera without upstream), the status page, the relay restarting under the
+//! dashboard, leaving the page and coming back, and opening a stream's URL directly. Each claim has its control: the
 //! multipart framing the dashboard used before (blank in WebKit), and a still picture for the
 //! "the picture moves" check.
 
@@ -160,6 +160,53 @@ fn walk_through(engine: Engine) -> String {
         "{name}: cam12 shows its NO SIGNAL picture"
     );
     let min_rate = rates.iter().cloned().fold(f64::MAX, f64::min);
+
+    // The status page, for a person: a section per stream that says what it is doing.
+    page.go(&format!("{base}/status"));
+    let sections_js = "return [...document.querySelectorAll('section')]\
+        .map(s => [s.dataset.name, s.className, s.textContent]);";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sections = loop {
+        let v = page.js(sections_js);
+        if v.as_array().is_some_and(|a| a.len() == 12) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: the status page shows {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = |cam: &str| {
+        sections
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s[0] == cam)
+            .map(|s| {
+                (
+                    s[1].as_str().unwrap().to_string(),
+                    s[2].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
+    };
+    let (class1, text1) = text("cam01");
+    assert!(
+        text1.contains("source live") && text1.contains("frames in"),
+        "{name}: {text1}"
+    );
+    assert_eq!(class1, "", "{name}: cam01 is not marked as a problem");
+    let (class12, text12) = text("cam12");
+    assert!(
+        text12.contains("NO SIGNAL") && class12 == "bad",
+        "{name}: {class12} {text12}"
+    );
+    page.go(&format!("{base}/"));
+    assert!(
+        until_more(&mut page, "cam01", "painted", 0, Duration::from_secs(20)).is_some(),
+        "{name}: the dashboard again"
+    );
 
     // The relay restarts on the same port: live again without a reload.
     let before = count(&tiles(&mut page), "cam01", "received");

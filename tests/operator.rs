@@ -266,3 +266,144 @@ fn a_file_source_without_a_jpeg_is_refused_at_start() {
     let f = viewer.next_frame(Duration::from_secs(5)).unwrap();
     assert_eq!(seq_of(&f), Some(7));
 }
+
+/// Runs the relay with `args` and no `--http` of the test's: its exit code and stderr.
+fn run_relay(args: &[&str]) -> (Option<i32>, String) {
+    let out = run_with_timeout(
+        Command::new(relay_bin()).args(args).stdin(Stdio::null()),
+        Duration::from_secs(10),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 22: errors that say what to do next. Each message as a user sees it.
+#[test]
+fn errors_say_what_to_do_next() {
+    // A port in use names the flag and what to do; a bare port is loopback.
+    let first = Relay::start(&[]);
+    let port = first.http.rsplit(':').next().unwrap().to_string();
+    let (code, err) = run_relay(&["--http", &port]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen for HTTP on 127.0.0.1:{port} (--http)"
+        )) && err.contains("Choose another with --http HOST:PORT"),
+        "{err}"
+    );
+    let free = free_port().to_string();
+    let bare = Relay::start(&["--http", &free]);
+    assert_eq!(bare.http, format!("127.0.0.1:{free}"));
+
+    // The cameras people have, named as they name them: the recipe that works.
+    let (code, err) = run_relay(&["--source", "/dev/video0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("exec:ffmpeg -loglevel error -f v4l2"), "{err}");
+    let (code, err) = run_relay(&["--source", "rtsp://admin:hunter2@10.0.0.9/live"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("-rtsp_transport tcp -i rtsp://admin:***@10.0.0.9/live"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // Mistyped flags.
+    for (typed, want) in [("--port", "--http"), ("--sourc", "--source")] {
+        let (code, err) = run_relay(&[typed, "8080"]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains(&format!("did you mean {want}?")), "{err}");
+    }
+
+    // The viewer page's URL given as a source: it is a web page; the stream is at /stream.
+    let relay = Relay::start(&["--source", &format!("http://{}/", first.http)]);
+    assert!(
+        relay.wait_log("is a web page", Duration::from_secs(5)),
+        "{}",
+        relay.log_text()
+    );
+    let err = relay.status()["streams"][0]["source"]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        err.contains(&format!("http://{}/stream", first.http)),
+        "{err}"
+    );
+
+    // A refused connection in words, the address once.
+    let closed = free_port();
+    let relay = Relay::start(&["--source", &format!("tcp:127.0.0.1:{closed}")]);
+    assert!(relay.wait_log("cannot get frames from", Duration::from_secs(5)));
+    let log = relay.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot get frames from"))
+        .unwrap();
+    assert!(
+        line.contains("connection refused (nothing listens there)"),
+        "{line}"
+    );
+    assert!(!line.contains("os error"), "{line}");
+    assert_eq!(
+        line.matches(&format!("127.0.0.1:{closed}")).count(),
+        1,
+        "{line}"
+    );
+
+    // A command is started and restarted, not connected to.
+    let relay = Relay::start(&["--source", "exec:exit 3"]);
+    assert!(relay.wait_log("retrying in", Duration::from_secs(5)));
+    let log = relay.log_text();
+    assert!(log.contains("starting command 'exit 3'"), "{log}");
+    assert!(!log.contains("connecting to command"), "{log}");
+}
+
+/// Issue 22: the flags of `--help`, the README's flag table and the flags the parser takes
+/// stay the same set.
+#[test]
+fn help_readme_and_parser_name_the_same_flags() {
+    let help = run_with_timeout(
+        Command::new(relay_bin()).arg("--help"),
+        Duration::from_secs(10),
+    );
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flag_of = |s: &str| -> Option<String> {
+        let s = s.trim_start();
+        let s = s.split(", ").last()?;
+        let name = s.strip_prefix("--")?;
+        let end = name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(name.len());
+        (end > 0).then(|| name[..end].to_string())
+    };
+    let in_help: std::collections::BTreeSet<String> = help
+        .lines()
+        .filter(|l| l.starts_with("    -"))
+        .filter_map(|l| flag_of(l.trim_start().split("  ").next().unwrap()))
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // Every `--name` in the first cell of the flag table's rows.
+    let in_readme: std::collections::BTreeSet<String> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `-"))
+        .flat_map(|l| {
+            let cell = l.split('|').nth(1).unwrap_or("");
+            cell.split('`')
+                .filter_map(|c| flag_of(c.split(' ').next().unwrap_or("")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(in_help.len() >= 20, "{in_help:?}");
+    assert_eq!(in_help, in_readme, "--help against the README's flag table");
+    // Every flag of --help is accepted by the parser (a value where it takes one).
+    for f in &in_help {
+        let (code, err) = run_relay(&[&format!("--{f}"), "x", "--version"]);
+        assert!(
+            !err.contains("unknown flag"),
+            "--{f} is in --help but the parser does not know it: {err} ({code:?})"
+        );
+    }
+}

@@ -113,8 +113,26 @@ pub fn bind(addr: &str, cfg: &HttpConfig) -> io::Result<HttpListener> {
     if let Some(path) = addr.strip_prefix("unix:") {
         return bind_unix(path.into(), cfg.max_clients);
     }
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}")))?;
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AddrInUse => {
+                "; is another relay (or another server) using that port? Choose another with \
+                 --http HOST:PORT"
+            }
+            io::ErrorKind::PermissionDenied => {
+                "; ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a higher one with \
+                 --http HOST:PORT"
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                "; that address is not one of this host's: --http 0.0.0.0:PORT listens on all"
+            }
+            _ => "",
+        };
+        let e = crate::source::reconnect::describe_io(&e);
+        io::Error::other(format!(
+            "cannot listen for HTTP on {addr} (--http): {e}{hint}"
+        ))
+    })?;
     let fd = listener.as_raw_fd();
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     setsockopt_int(

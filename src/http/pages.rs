@@ -10,7 +10,21 @@ use std::sync::Arc;
 
 pub(super) const VIEWER_HTML: &str = include_str!("viewer.html");
 
+pub(super) const STATUS_HTML: &str = include_str!("status.html");
+
+/// `/status`: JSON for programs, as always; a page for a person whose browser opens it
+/// (`Accept` asks for HTML, as a navigation's does and `fetch()`'s does not).
+/// `?format=json` or `?format=html` chooses outright.
 pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Stream>>) {
+    let query = rq.target.split_once('?').map_or("", |(_, q)| q);
+    let page = match super::query_param(query, "format").as_deref() {
+        Some("json") => false,
+        Some("html") => true,
+        _ => rq.header("Accept").is_some_and(|a| a.contains("text/html")),
+    };
+    if page {
+        return send(rq, super::html(STATUS_HTML), shared);
+    }
     let body = status_json(shared, only).to_string();
     let resp = Response::bytes(200, body)
         .with_header("Content-Type", "application/json")

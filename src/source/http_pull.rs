@@ -85,6 +85,9 @@ impl Client {
 
     pub fn connect(&mut self) -> Result<Upstream, String> {
         let (body, content_type) = get(&self.agent, &self.url)?;
+        if is_web_page(&content_type) {
+            return Err(web_page_hint(&self.url));
+        }
         if is_single_picture(&content_type) {
             if !self.said_polling {
                 self.said_polling = true;
@@ -119,9 +122,20 @@ impl Client {
 
 type Body = ureq::BodyReader<'static>;
 
+/// A transport error as a person reads it (ureq's own text is `io: Connection refused (os
+/// error 111)`).
+fn describe(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => super::reconnect::describe_io(&io),
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::HostNotFound => "host not found (check the name)".into(),
+        other => other.to_string(),
+    }
+}
+
 /// One GET: the body and its content type, or why not (`HTTP 404 (check the path)`).
 fn get(agent: &ureq::Agent, url: &str) -> Result<(Body, String), String> {
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let resp = agent.get(url).call().map_err(describe)?;
     let status = resp.status();
     if status != 200 {
         let hint = match status.as_u16() {
@@ -138,6 +152,38 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<(Body, String), String> {
         .unwrap_or("")
         .to_string();
     Ok((resp.into_body().into_reader(), content_type))
+}
+
+/// `text/html`: a web page, e.g. a relay's or a camera's viewer page given instead of its
+/// stream URL.
+fn is_web_page(content_type: &str) -> bool {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("text/html")
+}
+
+/// What to do about a URL that answers with a web page.
+fn web_page_hint(url: &str) -> String {
+    let shown = super::redact(url);
+    let path_is_page = shown
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .is_none_or(|(_, path)| path.is_empty() || path.ends_with('/'));
+    let try_this = if path_is_page {
+        let base = if shown.ends_with('/') {
+            shown.clone()
+        } else {
+            format!("{shown}/")
+        };
+        format!(
+            "; if it is another mjpeg-relay, its stream is {base}stream; an IP camera's is at \
+             the path its manual gives (often /video.cgi or /mjpg/video.mjpg)"
+        )
+    } else {
+        "; give the camera's MJPEG stream URL (its manual names it, often /video.cgi or \
+         /mjpg/video.mjpg)"
+            .to_string()
+    };
+    format!("{shown} is a web page (text/html), not an MJPEG stream{try_this}")
 }
 
 /// `image/jpeg` (or `image/jpg`, `image/pjpeg`): one picture per response.
@@ -223,6 +269,24 @@ mod tests {
         assert_eq!(b("application/octet-stream"), None);
         assert_eq!(b("multipart/x-mixed-replace"), None);
         assert_eq!(b(""), None);
+    }
+
+    #[test]
+    fn a_web_page_says_where_the_stream_is() {
+        let h = web_page_hint("http://admin:pw@cam:8080/");
+        assert!(
+            h.contains("text/html") && h.contains("http://admin:***@cam:8080/stream"),
+            "{h}"
+        );
+        assert!(!h.contains(":pw@"));
+        assert!(web_page_hint("http://cam:8080").contains("http://cam:8080/stream"));
+        let h = web_page_hint("http://cam/index.html");
+        assert!(
+            h.contains("manual") && !h.contains("/index.html/stream"),
+            "{h}"
+        );
+        assert!(is_web_page("text/html; charset=utf-8"));
+        assert!(!is_web_page("multipart/x-mixed-replace;boundary=x"));
     }
 
     #[test]

@@ -118,6 +118,33 @@ impl SourceSpec {
             }
             return Ok(SourceSpec::File(p.into()));
         }
+        // The two most common cameras, named the way people name them: say what works.
+        if spec.starts_with("/dev/video") {
+            return Err(format!(
+                "'{spec}' is a camera device, which the relay does not open itself; let ffmpeg \
+                 read it: --source 'exec:ffmpeg -loglevel error -f v4l2 -input_format mjpeg \
+                 -i {spec} -c:v copy -f mjpeg -' (for a camera without MJPEG output, replace \
+                 -input_format mjpeg and -c:v copy with -c:v mjpeg -q:v 5)"
+            ));
+        }
+        if let Some(scheme) = ["rtsp://", "rtsps://", "rtmp://"]
+            .iter()
+            .find(|s| spec.starts_with(**s))
+        {
+            let shown = redact(spec);
+            return Err(format!(
+                "'{shown}': {} is a video stream the relay does not decode itself; let ffmpeg \
+                 turn it into MJPEG: --source 'exec:ffmpeg -loglevel error -rtsp_transport \
+                 tcp -i {spec_text} -c:v mjpeg -q:v 5 -f mjpeg -' (an IP camera often also \
+                 has an MJPEG URL of its own, e.g. http://CAMERA/video.cgi)",
+                scheme.trim_end_matches("://"),
+                spec_text = if scheme.starts_with("rtsp") {
+                    shown.as_str()
+                } else {
+                    "URL"
+                },
+            ));
+        }
         Err(format!(
             "unknown source '{}': expected testsrc, stdin (or -), tcp-listen:HOST:PORT, \
              tcp:HOST:PORT, unix:PATH, http://URL, exec:COMMAND or file:PATH",
@@ -709,6 +736,18 @@ mod tests {
         assert!(SourceSpec::parse("tcp-listen:").is_err());
         assert!(SourceSpec::parse("tcp-listen:nope").is_err());
         assert!(SourceSpec::parse("rtsp://x").is_err());
+        // Issue 22: the common camera names point at the recipe that works.
+        let e = SourceSpec::parse("rtsp://admin:pw@10.0.0.9/live").unwrap_err();
+        assert!(
+            e.contains("exec:ffmpeg") && e.contains("rtsp://admin:***@10.0.0.9/live"),
+            "{e}"
+        );
+        assert!(!e.contains(":pw@"), "{e}");
+        let e = SourceSpec::parse("/dev/video0").unwrap_err();
+        assert!(
+            e.contains("exec:ffmpeg") && e.contains("-f v4l2") && e.contains("/dev/video0"),
+            "{e}"
+        );
         assert_eq!(
             SourceSpec::parse("tcp:cam.local:5000"),
             Ok(SourceSpec::Tcp("cam.local:5000".into()))

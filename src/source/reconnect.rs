@@ -119,7 +119,14 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
     // that connects (or starts a command) but delivers no frame is a failed attempt too.
     let mut outage = Outage::default();
-    log::info!("stream '{}': connecting to {what}", stream.name);
+    // A command is started and restarted; everything else is connected to and reconnected.
+    let command = what.starts_with("command ");
+    let (first, again) = if command {
+        ("starting", "restarting")
+    } else {
+        ("connecting to", "reconnecting")
+    };
+    log::info!("stream '{}': {first} {what}", stream.name);
     loop {
         if let Some(standby) = &ctx.standby {
             // A fallback waits, disconnected, while a preferred source is up.
@@ -177,6 +184,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     continue;
                 }
                 let reason = match result {
+                    Ok(()) if command => "its output ended".to_string(),
                     Ok(()) => "closed the connection".to_string(),
                     Err(e) => e.to_string(),
                 };
@@ -185,7 +193,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     outage = Outage::default();
                     let delay = backoff.next_delay();
                     log::warn!(
-                        "stream '{}': lost {what} after {:.1} s: {reason}; reconnecting in {:.1} s \
+                        "stream '{}': lost {what} after {:.1} s: {reason}; {again} in {:.1} s \
                          (then every {} s at most, logged again when it is back)",
                         stream.name,
                         started.elapsed().as_secs_f64(),
@@ -302,17 +310,44 @@ pub fn connect_tcp(addr: &str, silence: Duration) -> Result<Upstream, String> {
                     boundary: None,
                 });
             }
-            Err(e) => last = format!("{a}: {e}"),
+            // The log line names the address already; repeat it only when the name
+            // resolved to another (or to several).
+            Err(e) if a.to_string() == addr => last = describe_io(&e),
+            Err(e) => last = format!("{a}: {}", describe_io(&e)),
         }
     }
     Err(last)
 }
 
+/// An I/O error as a person reads it: `connection refused (nothing listens there)` rather
+/// than `Connection refused (os error 111)`.
+pub fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    if e.get_ref().is_some() {
+        return e.to_string(); // ours, already worded for a person
+    }
+    match e.kind() {
+        ConnectionRefused => "connection refused (nothing listens there)".into(),
+        TimedOut | WouldBlock => "timed out".into(),
+        ConnectionReset => "connection reset by the peer".into(),
+        NotFound => "no such file or socket".into(),
+        PermissionDenied => "permission denied".into(),
+        HostUnreachable | NetworkUnreachable => "unreachable".into(),
+        _ => {
+            // std's text without its "(os error N)" tail.
+            let text = e.to_string();
+            match text.rfind(" (os error ") {
+                Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// `unix:PATH`, within [`CONNECT_TIMEOUT`]: a listener whose backlog is full (a wedged camera
 /// daemon) makes a blocking `connect` wait forever, and with it the source thread.
 pub fn connect_unix(path: &Path, silence: Duration) -> Result<Upstream, String> {
-    let s = connect_unix_by(path, Instant::now() + CONNECT_TIMEOUT)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = connect_unix_by(path, Instant::now() + CONNECT_TIMEOUT).map_err(|e| describe_io(&e))?;
     s.set_read_timeout(Some(silence))
         .map_err(|e| e.to_string())?;
     Ok(Upstream {
