@@ -232,6 +232,11 @@ fn walk_through(engine: Engine) -> String {
     // live again within 2 s, without a reload.
     page.go(&format!("{base}/cam01/"));
     std::thread::sleep(Duration::from_millis(1500));
+    // On the way: a camera's viewer page is titled by its camera and links back to the list.
+    let v = page.js("const l = document.getElementById('list'); \
+         return [document.title, !!l && !l.hidden, l ? l.getAttribute('href') : null];");
+    assert_eq!(v[0], "cam01 · mjpeg-relay", "{name}: {v}");
+    assert_eq!(v[1], true, "{name}: no way back to the list: {v}");
     page.back();
     let returned = Instant::now();
     let before = count(&tiles(&mut page), "cam01", "received");
