@@ -16,6 +16,8 @@ pub struct StreamConfig {
     pub source_text: String,
     /// `--fallback` sources, in order, each with its redacted text.
     pub fallbacks: Vec<(SourceSpec, String)>,
+    /// `--on-demand`: the LINGER after the last viewer leaves; `None`: always running.
+    pub on_demand: Option<Duration>,
 }
 
 /// Everything the command line sets.
@@ -60,6 +62,7 @@ impl Default for Config {
                 source: SourceSpec::TestSrc,
                 source_text: "testsrc".into(),
                 fallbacks: Vec::new(),
+                on_demand: None,
             }],
             named: false,
             http: "127.0.0.1:8080".into(),
@@ -134,6 +137,10 @@ OPTIONS:
     --fallback SPEC         Feed the stream from SPEC while the source is lost, and go back
                             when it returns (repeatable, tried in order; any source kind).
                             With --stream: --fallback NAME=SPEC
+    --on-demand[=LINGER]    Run each source only while someone watches (a viewer, a /mux page,
+                            a /snapshot waiting), and stop it LINGER seconds after the last one
+                            left [default LINGER: 10]; --on-demand=NAME or NAME=LINGER for one
+                            stream. Not for tcp-listen: or stdin (the sender decides)
     --no-signal-after SECS  Show viewers a NO SIGNAL picture after this long without a frame;
                             0 turns it off [default: 2]
     --source-timeout SECS   Drop and reconnect an upstream silent for this long [default: 5]
@@ -219,6 +226,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut source: Option<StreamConfig> = None;
     let mut named: Vec<StreamConfig> = Vec::new();
     let mut fallbacks: Vec<String> = Vec::new();
+    // `--on-demand[=[NAME=]LINGER|NAME]`, resolved once every stream is known.
+    let mut on_demand: Vec<Option<String>> = Vec::new();
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -236,9 +245,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     source: SourceSpec::parse(&v).map_err(|e| format!("--source: {e}"))?,
                     source_text: crate::source::redact(&v),
                     fallbacks: Vec::new(),
+                    on_demand: None,
                 });
             }
             Long("fallback") => fallbacks.push(string(&mut p, "--fallback")?),
+            Long("on-demand") => on_demand.push(
+                p.optional_value()
+                    .map(|v| {
+                        v.into_string()
+                            .map_err(|_| "--on-demand: not UTF-8".to_string())
+                    })
+                    .transpose()?,
+            ),
             Long("stream") => {
                 let v = string(&mut p, "--stream")?;
                 // Error messages echo the value redacted: it may hold a camera's password.
@@ -259,6 +277,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     source,
                     source_text: crate::source::redact(spec),
                     fallbacks: Vec::new(),
+                    on_demand: None,
                 });
             }
             Long("no-signal-after") => {
@@ -460,6 +479,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             s.fallbacks.push((source, crate::source::redact(spec)));
         }
     }
+    for v in on_demand {
+        apply_on_demand(&mut cfg, v.as_deref())?;
+    }
     let stdin_users = cfg
         .streams
         .iter()
@@ -470,6 +492,61 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         return Err("--stream: only one stream can read stdin".into());
     }
     Ok(Command::Run(Box::new(cfg)))
+}
+
+/// LINGER when `--on-demand` names none: long enough for a viewer that reloads its page,
+/// or a dashboard that reconnects, not to restart the camera.
+pub const ON_DEMAND_LINGER: Duration = Duration::from_secs(10);
+
+/// One `--on-demand` (`None`: no value): every stream, or the one it names, runs its source
+/// only while watched. Push sources cannot: the sender connects when it wants.
+fn apply_on_demand(cfg: &mut Config, v: Option<&str>) -> Result<(), String> {
+    let secs = |t: &str| {
+        t.parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=86_400.0).contains(s))
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("--on-demand: '{t}' is not a LINGER in seconds (0 to 86400)"))
+    };
+    let (name, linger) = match v {
+        None => (None, ON_DEMAND_LINGER),
+        Some(v) => match v.split_once('=') {
+            Some((n, l)) => (Some(n), secs(l)?),
+            None if cfg.streams.iter().any(|s| s.name == v) => (Some(v), ON_DEMAND_LINGER),
+            None => (None, secs(v)?),
+        },
+    };
+    let mut matched = false;
+    for s in cfg.streams.iter_mut() {
+        if name.is_some_and(|n| n != s.name) {
+            continue;
+        }
+        matched = true;
+        let push = std::iter::once(&s.source)
+            .chain(s.fallbacks.iter().map(|(f, _)| f))
+            .find(|k| matches!(k, SourceSpec::TcpListen(_) | SourceSpec::Stdin));
+        if let Some(kind) = push {
+            let kind = match kind {
+                SourceSpec::Stdin => "stdin",
+                _ => "tcp-listen:",
+            };
+            return Err(format!(
+                "--on-demand: stream '{}' reads {kind}, which the relay cannot start or stop \
+                 (the sender decides when to send); on demand works with tcp:, unix:, http://, \
+                 exec:, testsrc and file: (for gstreamer, let the relay run it: \
+                 exec:gst-launch-1.0 … ! fdsink fd=1)",
+                s.name
+            ));
+        }
+        s.on_demand = Some(linger);
+    }
+    match (matched, name) {
+        (false, Some(n)) => Err(format!(
+            "--on-demand: no stream named '{n}' (--on-demand=NAME or NAME=LINGER for one \
+             --stream, a LINGER in seconds for all)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `--port`: "unknown flag --port; did you mean --http?". Suggests what people coming from

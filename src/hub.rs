@@ -26,6 +26,9 @@ pub enum SourceState {
     /// A `--fallback` source that is not needed now (a source before it is up): it stays
     /// disconnected, or for `testsrc` and `file:`, makes no frames.
     Standby,
+    /// `--on-demand`: nobody watches, so the source is not pulled (no connection, no command
+    /// running, no frames made) until someone does.
+    Idle,
 }
 
 impl SourceState {
@@ -36,6 +39,7 @@ impl SourceState {
             SourceState::Lost => "lost",
             SourceState::Ended => "ended",
             SourceState::Standby => "standby",
+            SourceState::Idle => "idle",
         }
     }
 }
@@ -110,6 +114,64 @@ pub struct Stream {
     /// A gap in frames that is expected (a failover switch takes up to `--source-timeout`
     /// plus a connect): the NO SIGNAL picture waits at least this long.
     pub expected_gap: Mutex<Duration>,
+    /// Who wants this stream's frames now, for `--on-demand`.
+    pub demand: Demand,
+}
+
+/// Who wants a stream's frames: its viewers (`/stream`, `/mux`, every one registered in
+/// [`Stream::clients`]) and the `/snapshot` requests waiting for a frame. With `--on-demand`
+/// its source runs only while someone does, and LINGER after the last one left.
+#[derive(Debug, Default)]
+pub struct Demand {
+    /// `--on-demand`'s LINGER for this stream; unset: the source always runs.
+    pub linger: std::sync::OnceLock<Duration>,
+    /// `/snapshot` requests waiting for a frame now (a [`SnapshotWait`] each).
+    pending_snapshots: std::sync::atomic::AtomicUsize,
+    /// When someone last wanted the frames (checked by the source's own loop).
+    last_wanted: Mutex<Option<Instant>>,
+    /// Times the source was started because someone came (for `/metrics`).
+    pub starts: AtomicU64,
+    /// The source was started for someone and has not delivered its first frame yet: the
+    /// NO SIGNAL watchdog shows a STARTING picture at once meanwhile.
+    pub starting: std::sync::atomic::AtomicBool,
+}
+
+/// Counts a waiting `/snapshot` as demand while it lives.
+#[derive(Debug)]
+pub struct SnapshotWait<'a>(&'a Demand);
+
+impl Drop for SnapshotWait<'_> {
+    fn drop(&mut self) {
+        self.0.pending_snapshots.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Demand {
+    pub fn on_demand(&self) -> bool {
+        self.linger.get().is_some()
+    }
+
+    pub fn snapshot_waits(&self) -> SnapshotWait<'_> {
+        self.pending_snapshots.fetch_add(1, Relaxed);
+        SnapshotWait(self)
+    }
+}
+
+impl Stream {
+    /// With `--on-demand`: true while nobody has wanted the frames for LINGER (or ever), so
+    /// the source may stop. Always false without it.
+    pub fn idle(&self) -> bool {
+        let Some(linger) = self.demand.linger.get() else {
+            return false;
+        };
+        let watched = !self.clients.is_empty() || self.demand.pending_snapshots.load(Relaxed) > 0;
+        let mut last = self.demand.last_wanted.lock();
+        if watched {
+            *last = Some(Instant::now());
+            return false;
+        }
+        last.is_none_or(|t| t.elapsed() >= *linger)
+    }
 }
 
 /// The sources of a stream with fallbacks, and which one feeds it now.
@@ -185,6 +247,7 @@ impl Stream {
             created: now,
             feeders: std::sync::OnceLock::new(),
             expected_gap: Mutex::new(Duration::ZERO),
+            demand: Demand::default(),
         })
     }
 
@@ -196,6 +259,9 @@ impl Stream {
     /// Makes `frame` (already laid out, e.g. by a feeder's hub) the newest frame, without a
     /// copy. Counted as input like [`publish`](Self::publish).
     pub fn publish_frame(&self, frame: Arc<Frame>) -> Arc<Frame> {
+        if self.demand.starting.load(Relaxed) {
+            self.demand.starting.store(false, Relaxed);
+        }
         let mut last_real = self.last_real.lock();
         let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
         self.slot.publish(frame.clone());

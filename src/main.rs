@@ -70,7 +70,7 @@ fn main() {
         width: cfg.width,
         height: cfg.height,
         source_timeout: cfg.source_timeout,
-        standby: None,
+        pauses: Default::default(),
     };
     for (sc, stream) in cfg.streams.iter().zip(&streams) {
         let started = start_sources(sc, stream, &source_cfg, &stop);
@@ -135,6 +135,15 @@ fn start_sources(
     cfg: &source::SourceConfig,
     stop: &shutdown::Shutdown,
 ) -> std::io::Result<()> {
+    let mut cfg = cfg.clone();
+    if let Some(linger) = sc.on_demand {
+        // Every source of the stream (its fallbacks too) runs only while the served stream
+        // has someone watching, and LINGER after.
+        let _ = stream.demand.linger.set(linger);
+        let served = stream.clone();
+        cfg.pauses.idle = Some(Arc::new(move || served.idle()));
+    }
+    let cfg = &cfg;
     if sc.fallbacks.is_empty() {
         return source::start(&sc.source, stream.clone(), cfg, stop.clone());
     }
@@ -149,7 +158,7 @@ fn start_sources(
     for (i, ((spec, _), member)) in chain.iter().zip(&members).enumerate() {
         let mut cfg = cfg.clone();
         if i > 0 {
-            cfg.standby = Some(Arc::new(mjpeg_relay::failover::standby(
+            cfg.pauses.standby = Some(Arc::new(mjpeg_relay::failover::standby(
                 &members,
                 i,
                 cfg.source_timeout,

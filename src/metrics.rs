@@ -25,7 +25,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     );
     // Families one after another, each with one sample per stream.
     type Sample = fn(&Stream) -> String;
-    let counters: [(&str, &str, &str, Sample); 9] = [
+    let counters: [(&str, &str, &str, Sample); 10] = [
         (
             "frames_in_total",
             "counter",
@@ -84,6 +84,12 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
                     .map_or(0, |f| f.switches.load(Relaxed))
                     .to_string()
             },
+        ),
+        (
+            "source_starts_total",
+            "counter",
+            "Times an --on-demand source was started because someone came to watch.",
+            |s| s.demand.starts.load(Relaxed).to_string(),
         ),
         (
             "source_fps",

@@ -38,6 +38,24 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> 
             let mut last_sent: Vec<Option<Instant>> = vec![None; streams.len()];
             loop {
                 for (s, last) in streams.iter().zip(last_sent.iter_mut()) {
+                    let state = s.source_info().state;
+                    // On demand with nobody watching: no picture for nobody.
+                    if state == SourceState::Idle {
+                        *last = None;
+                        continue;
+                    }
+                    // Started for someone who just came: say so at once, until the first frame.
+                    let starting = s.demand.starting.load(std::sync::atomic::Ordering::Relaxed);
+                    if starting {
+                        if last.is_none_or(|t| t.elapsed() >= REFRESH) {
+                            let (w, h) = s.last_dimensions().unwrap_or((640, 480));
+                            let frames_before =
+                                s.source.frames_in.load(std::sync::atomic::Ordering::SeqCst);
+                            s.publish_generated(&render_starting(&s.name, w, h), frames_before);
+                            *last = Some(Instant::now());
+                        }
+                        continue;
+                    }
                     let down_for = s.last_frame_age().unwrap_or_else(|| s.created.elapsed());
                     if down_for < after.max(*s.expected_gap.lock()) {
                         *last = None;
@@ -50,7 +68,6 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> 
                         s.source.frames_in.load(std::sync::atomic::Ordering::SeqCst);
                     let (w, h) = s.last_dimensions().unwrap_or((640, 480));
                     let had_frames = s.last_frame_age().is_some();
-                    let state = s.source_info().state;
                     let jpeg = render(&s.name, down_for, had_frames, state, w, h);
                     s.publish_generated(&jpeg, frames_before);
                     *last = Some(Instant::now());
@@ -72,13 +89,6 @@ pub fn render(
     w: u16,
     h: u16,
 ) -> Vec<u8> {
-    // Cap the canvas: the text is what matters, and a 4K frame would take long to encode.
-    let (w, h) = (
-        usize::from(w.clamp(160, 1280)),
-        usize::from(h.clamp(120, 720)),
-    );
-    let mut px = vec![0u8; w * h * 3];
-    fill(&mut px, w, h, 0, 0, w, h, [40, 40, 40]);
     let secs = down_for.as_secs();
     let since = if secs >= 3600 {
         format!("{}H {}M", secs / 3600, secs / 60 % 60)
@@ -92,11 +102,39 @@ pub fn render(
         (true, _) => format!("NO FRAME FOR {since}"),
         (false, _) => format!("WAITING FOR SOURCE {since}"),
     };
-    let lines = [
-        ("NO SIGNAL".to_string(), [230, 230, 230]),
-        (name.to_uppercase(), [200, 200, 120]),
-        (detail, [180, 180, 180]),
-    ];
+    picture(
+        &[
+            ("NO SIGNAL".to_string(), [230, 230, 230]),
+            (name.to_uppercase(), [200, 200, 120]),
+            (detail, [180, 180, 180]),
+        ],
+        w,
+        h,
+    )
+}
+
+/// The picture an `--on-demand` stream's viewer gets while its source starts.
+pub fn render_starting(name: &str, w: u16, h: u16) -> Vec<u8> {
+    picture(
+        &[
+            ("STARTING".to_string(), [230, 230, 230]),
+            (name.to_uppercase(), [200, 200, 120]),
+            ("CAMERA ON DEMAND".to_string(), [180, 180, 180]),
+        ],
+        w,
+        h,
+    )
+}
+
+/// Three centred lines, the first large, on dark grey; a marked JPEG.
+fn picture(lines: &[(String, [u8; 3]); 3], w: u16, h: u16) -> Vec<u8> {
+    // Cap the canvas: the text is what matters, and a 4K frame would take long to encode.
+    let (w, h) = (
+        usize::from(w.clamp(160, 1280)),
+        usize::from(h.clamp(120, 720)),
+    );
+    let mut px = vec![0u8; w * h * 3];
+    fill(&mut px, w, h, 0, 0, w, h, [40, 40, 40]);
     let big = (w / (9 * 6 + 4)).clamp(1, 8);
     let small = (big / 2).max(1);
     let mut y = (h / 2).saturating_sub((7 * big + 2 * (7 * small + 3 * small)) / 2);

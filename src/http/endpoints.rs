@@ -25,6 +25,9 @@ const MAX_FPS: f64 = 1000.0;
 
 /// How long `/snapshot` waits for a first frame before answering 503.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+/// The same for an `--on-demand` stream, whose source may have to start first (a camera
+/// command, a connection to a camera).
+pub const SNAPSHOT_WAIT_ON_DEMAND: Duration = Duration::from_secs(10);
 
 /// How parts are laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +114,25 @@ impl AsRef<[u8]> for FrameBody {
 /// The newest real frame, waiting up to [`SNAPSHOT_WAIT`] for one. A NO SIGNAL picture is
 /// not a snapshot: a program storing snapshots must not mistake it for the camera's view.
 fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
-    let deadline = Instant::now() + SNAPSHOT_WAIT;
-    let mut seen = 0;
+    // A waiting snapshot is someone watching: with --on-demand it starts the source, and the
+    // frame it gets must be one the source made for it, not the one from before it slept.
+    let _wants = stream.demand.snapshot_waits();
+    let cold = stream.demand.on_demand()
+        && matches!(
+            stream.source_info().state,
+            SourceState::Idle | SourceState::Connecting
+        );
+    let wait = if stream.demand.on_demand() {
+        SNAPSHOT_WAIT_ON_DEMAND
+    } else {
+        SNAPSHOT_WAIT
+    };
+    let deadline = Instant::now() + wait;
+    let mut seen = if cold {
+        stream.slot.latest().map_or(0, |(_, g)| g)
+    } else {
+        0
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match stream.slot.wait_newer(seen, left) {

@@ -180,6 +180,10 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "boundary_changes": src.boundary_changes.load(SeqCst),
                     "no_signal_parts": src.no_signal_parts.load(SeqCst),
                     "failover": s.feeders.get().map(|f| failover_json(f, &shown)),
+                    "on_demand": s.demand.linger.get().map(|l| json!({
+                        "linger_s": l.as_secs_f64(),
+                        "starts": s.demand.starts.load(SeqCst),
+                    })),
                 },
                 "clients_connected": clients.len(),
                 "out": {

@@ -30,7 +30,7 @@ pub fn start(
     check_playable(&path, cfg.max_frame_bytes)?;
     let interval = Duration::from_secs_f64(1.0 / cfg.fps);
     let max_frame = cfg.max_frame_bytes;
-    let standby = cfg.standby.clone();
+    let pauses = cfg.pauses.clone();
     let name = format!("src-{}-file", stream.name);
     spawn_source_thread(name, move || {
         let mut player = Player {
@@ -38,7 +38,7 @@ pub fn start(
             shutdown: &shutdown,
             interval,
             next: Instant::now(),
-            standby,
+            pauses,
         };
         stream.set_state(SourceState::Live, Some(path.display().to_string()));
         stream.source.connections.fetch_add(1, Relaxed);
@@ -151,14 +151,14 @@ struct Player<'a> {
     shutdown: &'a Shutdown,
     interval: Duration,
     next: Instant,
-    /// As a `--fallback`: not needed now (see [`super::idle_while_standby`]).
-    standby: Option<super::reconnect::Standby>,
+    /// When to make no frames (see [`super::wait_while_paused`]).
+    pauses: super::Pauses,
 }
 
 impl Player<'_> {
     /// Publishes `jpeg` at the next deadline. `false` means shutdown.
     fn show(&mut self, jpeg: &[u8]) -> bool {
-        if super::idle_while_standby(self.standby.as_ref(), self.stream, self.shutdown) {
+        if super::wait_while_paused(&self.pauses, self.stream, self.shutdown, SourceState::Live) {
             return false;
         }
         let now = Instant::now();

@@ -361,9 +361,40 @@ pub struct SourceConfig {
     pub height: u16,
     /// An upstream that sends no whole frame for this long is dropped and reconnected.
     pub source_timeout: Duration,
-    /// For a `--fallback` source: true while it is not needed (dialling kinds then stay
-    /// disconnected); `None` for a stream's primary source.
+    /// When the source may stop: a `--fallback` not needed now, or (`--on-demand`) a stream
+    /// nobody watches.
+    pub pauses: Pauses,
+}
+
+/// Why a source may stop for now, each a predicate its own loop asks every 100 ms or so
+/// while paused, and after every read while running.
+#[derive(Clone, Default)]
+pub struct Pauses {
+    /// A `--fallback` while a source before it is up (see [`crate::failover::standby`]).
     pub standby: Option<reconnect::Standby>,
+    /// `--on-demand`: the served stream has had nobody watching for LINGER ([`Stream::idle`]).
+    pub idle: Option<reconnect::Standby>,
+}
+
+/// What a paused source is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    Standby,
+    Idle,
+}
+
+impl Pauses {
+    /// Why the source may stop now, if it may. Nobody watching wins: an unwatched fallback
+    /// is idle, whatever the chain says.
+    pub fn now(&self) -> Option<Pause> {
+        if self.idle.as_ref().is_some_and(|f| f()) {
+            Some(Pause::Idle)
+        } else if self.standby.as_ref().is_some_and(|f| f()) {
+            Some(Pause::Standby)
+        } else {
+            None
+        }
+    }
 }
 
 /// Starts the source of `stream`, or says why it cannot (the caller reports it and exits).
@@ -676,33 +707,51 @@ impl DropLog {
     }
 }
 
-/// For a source that makes its own frames (`testsrc`, `file:`) as a `--fallback`: while it
-/// is not needed, it makes none (encoding a test pattern at 15 fps for nobody costs a Pi a
-/// good share of a core). Returns at once when not on standby; `true` means shutdown.
-pub fn idle_while_standby(
-    standby: Option<&reconnect::Standby>,
+/// For a source that makes its own frames (`testsrc`, `file:`): while it is paused (a
+/// `--fallback` not needed, or `--on-demand` with nobody watching) it makes none (encoding a
+/// test pattern at 15 fps for nobody costs a Pi a good share of a core). Returns at once when
+/// not paused; `true` means shutdown.
+/// `resume` is the state once it goes on: `live` for a source that makes frames at once,
+/// `connecting` for one that dials (which then also shows a STARTING picture to whoever came).
+pub fn wait_while_paused(
+    pauses: &Pauses,
     stream: &Stream,
     shutdown: &Shutdown,
+    resume: SourceState,
 ) -> bool {
-    let Some(standby) = standby else {
+    let Some(first) = pauses.now() else {
         return false;
     };
-    if !standby() {
-        return false;
-    }
     let info = stream.source_info();
-    stream.set_state(SourceState::Standby, info.peer.clone());
-    log::debug!(
-        "stream '{}': on standby (a preferred source is up)",
-        stream.name
-    );
-    while standby() {
+    let mut shown = None;
+    let mut pause = Some(first);
+    while let Some(p) = pause {
+        if shown != Some(p) {
+            shown = Some(p);
+            let state = match p {
+                Pause::Standby => SourceState::Standby,
+                Pause::Idle => SourceState::Idle,
+            };
+            stream.set_state(state, info.peer.clone());
+            log::debug!("stream '{}': {} (paused)", stream.name, state.as_str());
+        }
         if shutdown.sleep(std::time::Duration::from_millis(100)) {
             return true;
         }
+        pause = pauses.now();
     }
-    log::debug!("stream '{}': needed now; making frames again", stream.name);
-    stream.set_state(SourceState::Live, info.peer);
+    if shown == Some(Pause::Idle) {
+        stream.demand.starts.fetch_add(1, Relaxed);
+        if resume == SourceState::Connecting {
+            stream.demand.starting.store(true, Relaxed);
+        }
+        log::info!(
+            "stream '{}': someone watches: starting the source",
+            stream.name
+        );
+    }
+    let peer = (resume == SourceState::Live).then_some(info.peer).flatten();
+    stream.set_state(resume, peer);
     false
 }
 

@@ -8,7 +8,7 @@
 //! again, until shutdown. Viewers stay connected throughout; the no-signal watchdog
 //! ([`crate::nosignal`]) tells them why the picture stopped.
 
-use super::{spawn_source_thread, Pump, SourceConfig};
+use super::{spawn_source_thread, wait_while_paused, Pause, Pauses, Pump, SourceConfig};
 use crate::hub::{SourceState, Stream};
 use crate::parser::Parser;
 use crate::shutdown::Shutdown;
@@ -72,7 +72,7 @@ pub fn start(
     connect: impl FnMut() -> Result<Upstream, String> + Send + 'static,
 ) -> io::Result<()> {
     let (max_frame, timeout) = (cfg.max_frame_bytes, cfg.source_timeout);
-    let standby = cfg.standby.clone();
+    let pauses = cfg.pauses.clone();
     let name = format!("src-{}-connect", stream.name);
     spawn_source_thread(name, move || {
         let ctx = Loop {
@@ -81,7 +81,7 @@ pub fn start(
             timeout,
             shutdown: &shutdown,
             what: &what,
-            standby,
+            pauses,
         };
         run(&ctx, connect)
     })?;
@@ -95,11 +95,12 @@ struct Loop<'a> {
     timeout: Duration,
     shutdown: &'a Shutdown,
     what: &'a str,
-    /// A failover fallback's "not needed now" (see [`crate::failover`]).
-    standby: Option<Standby>,
+    /// When not to be connected: a fallback not needed now, nobody watching (`--on-demand`).
+    pauses: Pauses,
 }
 
-/// True while a source need not be connected; see [`crate::failover::standby`].
+/// True while a source need not be connected; see [`crate::failover::standby`] and
+/// [`Stream::idle`].
 pub type Standby = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// How long a fallback stays connected after a preferred source is up again, so one stray
@@ -126,18 +127,19 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     } else {
         ("connecting to", "reconnecting")
     };
-    log::info!("stream '{}': {first} {what}", stream.name);
+    if ctx.pauses.now() == Some(Pause::Idle) {
+        log::info!(
+            "stream '{}': on demand: {what} is {} when someone watches",
+            stream.name,
+            if command { "started" } else { "connected to" }
+        );
+    } else {
+        log::info!("stream '{}': {first} {what}", stream.name);
+    }
     loop {
-        if let Some(standby) = &ctx.standby {
-            // A fallback waits, disconnected, while a preferred source is up.
-            if standby() {
-                stream.set_state(SourceState::Standby, None);
-            }
-            while standby() {
-                if shutdown.sleep(Duration::from_millis(200)) {
-                    return;
-                }
-            }
+        // Disconnected while a preferred source is up (a fallback) or nobody watches.
+        if wait_while_paused(&ctx.pauses, stream, shutdown, SourceState::Connecting) {
+            return;
         }
         let failure = match connect() {
             Ok(up) => {
@@ -155,13 +157,17 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                 };
                 let mut pump = Pump::with_parser(stream.clone(), parser, what.to_string());
                 pump.first_frame_note = outage.back_note();
-                if let Some(standby) = ctx.standby.clone() {
-                    // Hang up once a preferred source has been up for a moment.
+                if ctx.pauses.standby.is_some() || ctx.pauses.idle.is_some() {
+                    // Hang up when nobody watches any more (LINGER has passed already), or
+                    // once a preferred source has been up for a moment.
+                    let pauses = ctx.pauses.clone();
                     let mut since: Option<Instant> = None;
-                    pump.stop_when = Some(Box::new(move || {
-                        if standby() {
+                    pump.stop_when = Some(Box::new(move || match pauses.now() {
+                        Some(Pause::Idle) => true,
+                        Some(Pause::Standby) => {
                             since.get_or_insert_with(Instant::now).elapsed() >= STANDBY_GRACE
-                        } else {
+                        }
+                        None => {
                             since = None;
                             false
                         }
@@ -174,13 +180,14 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     return; // we ended it: not a loss
                 }
                 if pump.stopped() {
-                    log::info!(
-                        "stream '{}': {what} is not needed now (a preferred source is up); \
-                         disconnected",
-                        stream.name
-                    );
-                    stream.set_state(SourceState::Standby, None);
+                    let why = match ctx.pauses.now() {
+                        Some(Pause::Idle) => "nobody has watched for the --on-demand linger",
+                        _ => "a preferred source is up",
+                    };
+                    let done = if command { "stopped" } else { "disconnected" };
+                    log::info!("stream '{}': {what} {done}: {why}", stream.name);
                     backoff.reset();
+                    outage = Outage::default();
                     continue;
                 }
                 let reason = match result {

@@ -20,7 +20,7 @@ pub const BARCODE_BITS: u32 = 16;
 
 pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Shutdown) -> io::Result<()> {
     let (w, h, fps) = (cfg.width, cfg.height, cfg.fps);
-    let standby = cfg.standby.clone();
+    let pauses = cfg.pauses.clone();
     let name = format!("src-{}-testsrc", stream.name);
     spawn_source_thread(name, move || {
         stream.set_state(SourceState::Live, Some(format!("testsrc {w}x{h}@{fps}")));
@@ -34,7 +34,7 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Shutdown) -> io:
         let mut n: u64 = 0;
         let mut next = Instant::now();
         loop {
-            if super::idle_while_standby(standby.as_ref(), &stream, &shutdown) {
+            if super::wait_while_paused(&pauses, &stream, &shutdown, SourceState::Live) {
                 return;
             }
             render(&mut pixels, w, h, n);

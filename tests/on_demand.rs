@@ -1,0 +1,234 @@
+//! `--on-demand` (issue 26): a source runs only while someone watches. With a real camera
+//! command (ffmpeg), checked in `/proc`: no child while nobody watches, a child for the first
+//! viewer, gone LINGER after the last; an `http://` upstream is not connected to while idle;
+//! a waiting `/snapshot` is a watcher; push sources are refused. Each has its control: the
+//! same relay without `--on-demand` runs its command with nobody watching.
+
+use mjpeg_relay::nosignal::is_no_signal;
+use mjpeg_relay::testjpeg::is_whole_jpeg;
+use mjpeg_testkit::*;
+use std::time::{Duration, Instant};
+
+/// ffmpeg's test picture as raw JPEGs at 10 fps, as a camera command would send them.
+fn camera(marker: &str) -> String {
+    format!(
+        "exec:ffmpeg -loglevel error -re -f lavfi -i testsrc=size=320x240:rate=10 \
+         -metadata title={marker} -c:v mjpeg -f mjpeg -"
+    )
+}
+
+/// Live processes of the relay's camera command (its `sh` and ffmpeg), not the relay itself
+/// (whose command line holds the marker too).
+fn children(relay: &Relay, marker: &str) -> usize {
+    live_processes(marker, None)
+        .iter()
+        .filter(|(pid, _)| *pid != relay.pid())
+        .count()
+}
+
+fn state(relay: &Relay) -> String {
+    relay.status()["streams"][0]["source"]["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn starts(relay: &Relay) -> u64 {
+    relay.status()["streams"][0]["source"]["on_demand"]["starts"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits until `f` holds, at most `limit`; how long it took.
+fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_camera_command_runs_only_while_someone_watches() {
+    require_tool("ffmpeg");
+    let marker = format!("ondemand{}", std::process::id());
+    let relay = Relay::start(&["--source", &camera(&marker), "--on-demand=2"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        children(&relay, &marker),
+        0,
+        "a camera command runs while nobody watches"
+    );
+    assert_eq!(state(&relay), "idle");
+
+    // The first viewer: a STARTING picture at once, then live frames.
+    let arrived = Instant::now();
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let first = viewer
+        .next_frame(Duration::from_secs(10))
+        .expect("a picture at once");
+    let at_once = arrived.elapsed();
+    let mut live_after = None;
+    for _ in 0..100 {
+        let f = viewer.next_frame(Duration::from_secs(10)).expect("frames");
+        if !is_no_signal(&f) {
+            assert!(is_whole_jpeg(&f));
+            live_after = Some(arrived.elapsed());
+            break;
+        }
+    }
+    let live_after = live_after.expect("live frames after the start");
+    eprintln!(
+        "on demand: first picture after {} ms (STARTING: {}), first live frame after {} ms",
+        at_once.as_millis(),
+        is_no_signal(&first),
+        live_after.as_millis()
+    );
+    assert!(live_after < Duration::from_secs(5), "{live_after:?}");
+    assert!(children(&relay, &marker) > 0);
+    assert_eq!(starts(&relay), 1);
+
+    // Leaves, and another viewer comes back within the linger: frames at once, no restart.
+    drop(viewer);
+    std::thread::sleep(Duration::from_millis(800));
+    let back = Instant::now();
+    let mut again = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let f = again.next_frame(Duration::from_secs(5)).unwrap();
+    assert!(
+        !is_no_signal(&f),
+        "a viewer within the linger gets the live picture"
+    );
+    assert!(
+        back.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        back.elapsed()
+    );
+    assert_eq!(starts(&relay), 1, "the command was not restarted");
+
+    // The last viewer leaves: the command ends LINGER (2 s) ± 1 s later.
+    drop(again);
+    let left = Instant::now();
+    let gone = until(Duration::from_secs(8), || children(&relay, &marker) == 0)
+        .expect("the camera command outlived the linger");
+    eprintln!(
+        "on demand: the command ended {} ms after the last viewer left",
+        gone.as_millis()
+    );
+    assert!(
+        gone >= Duration::from_secs(1) && gone <= Duration::from_secs(3),
+        "{gone:?} after the last viewer, LINGER 2 s"
+    );
+    let _ = left;
+    assert!(until(Duration::from_secs(2), || state(&relay) == "idle").is_some());
+
+    // A snapshot of the idle stream starts it and gets a real, fresh JPEG.
+    let t = Instant::now();
+    let (code, _, body) = get(&relay.http, "/snapshot");
+    eprintln!(
+        "on demand: /snapshot of an idle stream in {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(code, 200);
+    assert!(is_whole_jpeg(&body) && !is_no_signal(&body));
+    assert_eq!(starts(&relay), 2);
+    let (_, _, metrics) = get(&relay.http, "/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("mjpeg_relay_source_starts_total{stream=\"default\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// The control: without `--on-demand` the command runs with nobody watching.
+#[test]
+fn without_on_demand_the_camera_command_always_runs() {
+    require_tool("ffmpeg");
+    let marker = format!("always{}", std::process::id());
+    let relay = Relay::start(&["--source", &camera(&marker)]);
+    assert!(
+        until(Duration::from_secs(5), || children(&relay, &marker) > 0).is_some(),
+        "the command runs"
+    );
+    assert!(until(Duration::from_secs(5), || state(&relay) == "live").is_some());
+}
+
+/// An `http://` upstream (another relay) is not connected to while nobody watches, and a
+/// fallback of an on-demand stream runs only when it is needed and watched.
+#[test]
+fn an_http_upstream_is_pulled_only_while_watched() {
+    let origin = Relay::start(&["--size", "160x120"]);
+    let viewers_of_origin = || {
+        origin.status()["streams"][0]["clients_connected"]
+            .as_u64()
+            .unwrap()
+    };
+    let edge = Relay::start(&[
+        "--source",
+        &format!("http://{}/stream", origin.http),
+        "--on-demand=1",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(viewers_of_origin(), 0, "the idle edge pulls its origin");
+    let mut viewer = StreamClient::open(&edge.http, "/stream", "curl/8.0", None);
+    assert!(viewer.next_frame(Duration::from_secs(10)).is_some());
+    assert!(until(Duration::from_secs(5), || viewers_of_origin() == 1).is_some());
+    drop(viewer);
+    assert!(
+        until(Duration::from_secs(5), || viewers_of_origin() == 0).is_some(),
+        "the edge hung up after the linger"
+    );
+
+    // A chain on demand: the primary cannot be reached, the fallback makes frames only for a
+    // viewer.
+    let chained = Relay::start(&[
+        "--source",
+        &format!("tcp:127.0.0.1:{}", free_port()),
+        "--fallback",
+        "testsrc",
+        "--size",
+        "160x120",
+        "--on-demand=1",
+        "--source-timeout",
+        "1",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let fallback_frames = |r: &Relay| {
+        r.status()["streams"][0]["source"]["failover"]["chain"][1]["frames_in"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        fallback_frames(&chained),
+        0,
+        "an unwatched fallback made frames"
+    );
+    let mut viewer = StreamClient::open(&chained.http, "/stream", "curl/8.0", None);
+    let got = (0..200)
+        .filter_map(|_| viewer.next_frame(Duration::from_secs(5)))
+        .find(|f| mjpeg_relay::jpeg::dimensions(f) == Some((160, 120)) && !is_no_signal(f));
+    assert!(
+        got.is_some(),
+        "the watched stream fell back to the test pattern"
+    );
+}
+
+#[test]
+fn push_sources_cannot_be_on_demand() {
+    for (args, want) in [
+        (
+            &["--source", "tcp-listen:9999", "--on-demand"][..],
+            "tcp-listen:",
+        ),
+        (&["--source", "stdin", "--on-demand=5"][..], "stdin"),
+        (
+            &["--stream", "a=testsrc", "--on-demand=nope"][..],
+            "--on-demand",
+        ),
+        (&["--source", "testsrc", "--on-demand=-3"][..], "LINGER"),
+    ] {
+        assert_bad_command_line(args, want);
+    }
+}
