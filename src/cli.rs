@@ -44,6 +44,8 @@ pub struct Config {
     pub token: Option<String>,
     /// `--status-details`: source specs and viewer addresses in `/status` without a login.
     pub status_details: bool,
+    /// `--tls-cert` and `--tls-key`, both or neither.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub allow_origin: Option<String>,
     /// `--allow-host`: names accepted in `Host` without authentication (DNS rebinding).
     pub allow_hosts: Vec<String>,
@@ -78,6 +80,7 @@ impl Default for Config {
             auth: None,
             token: None,
             status_details: false,
+            tls: None,
             allow_origin: None,
             allow_hosts: Vec::new(),
             static_dir: None,
@@ -158,6 +161,9 @@ OPTIONS:
     --status-details        Show each source's spec (secrets redacted) and each viewer's
                             address and User-Agent in /status without --auth or --token
                             (with a login they are always shown)
+    --tls-cert FILE         Serve HTTPS: the certificate chain, PEM (leaf first), e.g. an ACME
+                            client's fullchain.pem; read again when it changes
+    --tls-key FILE          Its private key, PEM; read again when it changes
     --allow-origin ORIGIN   Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
                             https://dashboard.example
     --allow-host NAME       Without --auth or --token, requests must name the relay by IP
@@ -228,6 +234,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut fallbacks: Vec<String> = Vec::new();
     // `--on-demand[=[NAME=]LINGER|NAME]`, resolved once every stream is known.
     let mut on_demand: Vec<Option<String>> = Vec::new();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
@@ -340,6 +347,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 cfg.token = Some(token.to_string());
             }
             Long("status-details") => cfg.status_details = true,
+            Long("tls-cert") => {
+                tls_cert = Some(std::path::PathBuf::from(string(&mut p, "--tls-cert")?))
+            }
+            Long("tls-key") => {
+                tls_key = Some(std::path::PathBuf::from(string(&mut p, "--tls-key")?))
+            }
             Long("allow-origin") => {
                 let v = string(&mut p, "--allow-origin")?;
                 if v.is_empty() || v.contains(['\r', '\n']) {
@@ -481,6 +494,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     for v in on_demand {
         apply_on_demand(&mut cfg, v.as_deref())?;
+    }
+    cfg.tls = match (tls_cert, tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--tls-cert and --tls-key go together (the certificate chain and its \
+                          private key, PEM)"
+                    .into(),
+            )
+        }
+    };
+    if cfg.tls.is_some() && cfg.http.starts_with("unix:") {
+        return Err(
+            "--tls-cert: a Unix socket is for a proxy on the same host, which does TLS \
+                    itself; serve HTTPS on a TCP address (--http HOST:PORT)"
+                .into(),
+        );
     }
     let stdin_users = cfg
         .streams

@@ -39,6 +39,17 @@ fn main() {
         log::error!("cannot install signal handlers: {e}");
         exit(1);
     }
+    let tls = match &cfg.tls {
+        Some((cert, key)) => match http::tls::Tls::load(cert, key) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                log::error!("{e}");
+                exit(1);
+            }
+        },
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let http_cfg = http::HttpConfig {
         send_timeout: cfg.send_timeout,
         max_clients: cfg.max_clients,
@@ -50,6 +61,7 @@ fn main() {
         header_timeout: cfg.header_timeout,
         inflight_bound: http::inflight::enabled(),
         status_details: cfg.status_details,
+        tls,
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {
@@ -96,7 +108,7 @@ fn main() {
     let local = listener.describe();
     // "http://127.0.0.1:8080/", or for a Unix socket "unix:/run/x.sock" (no URL to open).
     let url = match &listener {
-        http::HttpListener::Tcp(_) => format!("http://{local}/"),
+        http::HttpListener::Tcp(_) => format!("{scheme}://{local}/"),
         http::HttpListener::Unix(..) => local.clone(),
     };
     if cfg.named {

@@ -263,10 +263,8 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         layout.as_str()
     );
     // The in-flight bound (see the inflight module), for TCP clients; owned by this thread.
-    let mut inflight = match &w {
-        super::server::Conn::Tcp(s) if shared.cfg.inflight_bound => {
-            super::inflight::InFlight::new(s.as_raw_fd())
-        }
+    let mut inflight = match w.tcp_fd() {
+        Some(fd) if shared.cfg.inflight_bound => super::inflight::InFlight::new(fd),
         _ => None,
     };
     // The newest generation taken from the slot, and the one last written.

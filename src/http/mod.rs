@@ -32,6 +32,7 @@ pub mod inflight;
 mod mux;
 mod pages;
 pub mod server;
+pub mod tls;
 
 pub use endpoints::{query_param, write_all_by, Layout, REPEAT_AFTER, SNAPSHOT_WAIT};
 
@@ -78,6 +79,8 @@ pub struct HttpConfig {
     pub inflight_bound: bool,
     /// `--status-details`: show source specs and viewer addresses in `/status` without a login.
     pub status_details: bool,
+    /// `--tls-cert`/`--tls-key`: HTTPS on the TCP listener.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// Where HTTP is served: a TCP address, or a Unix socket for a reverse proxy on the same host.
@@ -303,6 +306,7 @@ pub fn serve(
         head_timeout: cfg.header_timeout,
         on_accept,
         max_per_addr: cfg.max_clients_per_ip,
+        tls: cfg.tls.clone(),
     };
     let shared = Arc::new(Shared {
         unix: matches!(listener, HttpListener::Unix(..)),

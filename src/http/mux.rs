@@ -126,8 +126,8 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         "viewer {addr} connected to /mux with {} stream(s)",
         cams.len()
     );
-    let mut inflight = match &w {
-        super::server::Conn::Tcp(s) if shared.cfg.inflight_bound => InFlight::new(s.as_raw_fd()),
+    let mut inflight = match w.tcp_fd() {
+        Some(fd) if shared.cfg.inflight_bound => InFlight::new(fd),
         _ => None,
     };
     let mut next = 0; // round-robin position

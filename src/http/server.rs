@@ -53,10 +53,14 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 /// opens at most six connections to a host at once.
 pub const PENDING_PER_ADDR: usize = 8;
 
-/// A client connection: TCP, or a Unix socket behind a local proxy.
+/// A TLS session over a client's TCP socket (`--tls-cert`).
+pub use super::tls::TlsConn as TlsStream;
+
+/// A client connection: TCP, TLS over TCP, or a Unix socket behind a local proxy.
 #[derive(Debug)]
 pub enum Conn {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
 }
 
@@ -64,6 +68,8 @@ impl Conn {
     fn try_clone(&self) -> io::Result<Conn> {
         Ok(match self {
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            // A second handle of the socket underneath (to close it by), not of the session.
+            Conn::Tls(s) => Conn::Tcp(s.sock.try_clone()?),
             Conn::Unix(s) => Conn::Unix(s.try_clone()?),
         })
     }
@@ -71,6 +77,7 @@ impl Conn {
     fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.set_read_timeout(d),
+            Conn::Tls(s) => s.sock.set_read_timeout(d),
             Conn::Unix(s) => s.set_read_timeout(d),
         }
     }
@@ -78,6 +85,7 @@ impl Conn {
     fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.set_write_timeout(d),
+            Conn::Tls(s) => s.sock.set_write_timeout(d),
             Conn::Unix(s) => s.set_write_timeout(d),
         }
     }
@@ -85,8 +93,19 @@ impl Conn {
     fn shutdown(&self) {
         let _ = match self {
             Conn::Tcp(s) => s.shutdown(Shutdown::Both),
+            Conn::Tls(s) => s.sock.shutdown(Shutdown::Both),
             Conn::Unix(s) => s.shutdown(Shutdown::Both),
         };
+    }
+
+    /// The TCP socket's descriptor (under TLS too), for the in-flight bound; `None` for a
+    /// Unix socket.
+    pub fn tcp_fd(&self) -> Option<RawFd> {
+        match self {
+            Conn::Tcp(s) => Some(s.as_raw_fd()),
+            Conn::Tls(s) => Some(s.sock.as_raw_fd()),
+            Conn::Unix(_) => None,
+        }
     }
 }
 
@@ -94,6 +113,7 @@ impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
             Conn::Unix(s) => s.read(buf),
         }
     }
@@ -103,12 +123,17 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
             Conn::Unix(s) => s.write(buf),
         }
     }
 
+    /// Plain sockets hold nothing back; a TLS session writes out its pending records.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Conn::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -116,6 +141,7 @@ impl AsRawFd for Conn {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Tls(s) => s.sock.as_raw_fd(),
             Conn::Unix(s) => s.as_raw_fd(),
         }
     }
@@ -171,8 +197,12 @@ impl Request {
 /// requests) makes the kernel send a reset, which can destroy the response in flight to the
 /// client; so: end our side, read and discard briefly until the client closes, then close.
 fn linger_close(mut conn: Conn) {
-    let _ = match &conn {
+    let _ = match &mut conn {
         Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+        Conn::Tls(s) => {
+            s.close_notify();
+            s.sock.shutdown(Shutdown::Write)
+        }
         Conn::Unix(s) => s.shutdown(Shutdown::Write),
     };
     let deadline = Instant::now() + LINGER;
@@ -321,7 +351,7 @@ impl Listener<'_> {
 }
 
 /// Limits of the connection layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections past their request head (being answered, streaming) at once.
     pub max_clients: usize,
@@ -339,6 +369,8 @@ pub struct Limits {
     /// so one host that opens streams and never reads cannot take every slot. Unix-socket
     /// peers (a local proxy) are not counted per address.
     pub max_per_addr: usize,
+    /// `--tls-cert`/`--tls-key`: every TCP connection speaks TLS (see the `tls` module).
+    pub tls: Option<Arc<super::tls::Tls>>,
 }
 
 impl Limits {
@@ -481,6 +513,7 @@ pub fn run(
         (limits.on_accept)(&conn);
         let addr = match &conn {
             Conn::Tcp(s) => s.peer_addr().ok().map(|a| a.ip()),
+            Conn::Tls(s) => s.sock.peer_addr().ok().map(|a| a.ip()),
             Conn::Unix(_) => None,
         };
         let Ok(handle) = conn.try_clone() else {
@@ -508,6 +541,7 @@ pub fn run(
         }
         let guard = ActiveGuard(active.clone());
         let handler = handler.clone();
+        let limits = limits.clone();
         let (pending2, served, by_addr) = (pending.clone(), served.clone(), by_addr.clone());
         let spawned = std::thread::Builder::new()
             .name("http-client".into())
@@ -617,7 +651,21 @@ fn serve_connection(
             pending: admitted.pending,
             id: admitted.id,
         };
-        read_head(&mut conn, limits.head_timeout)
+        // The TLS handshake is part of the head: both within --header-timeout.
+        let deadline = Instant::now() + limits.head_timeout;
+        if let Some(tls) = &limits.tls {
+            conn = match conn {
+                Conn::Tcp(tcp) => match accept_tls(tcp, tls, deadline, &peer) {
+                    Some(c) => c,
+                    None => return,
+                },
+                other => other,
+            };
+        }
+        read_head(
+            &mut conn,
+            deadline.saturating_duration_since(Instant::now()),
+        )
     };
     match head {
         Ok(head) => {
@@ -675,6 +723,95 @@ fn serve_connection(
             linger_close(conn);
         }
     }
+}
+
+/// Log lines of failed handshakes and plain HTTP on the TLS port: a scanner repeats them.
+static TLS_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+
+/// The TLS handshake of a new connection, by `deadline`; the session, or `None` when it is
+/// over (logged, answered where a person may read it).
+fn accept_tls(
+    tcp: TcpStream,
+    tls: &super::tls::Tls,
+    deadline: Instant,
+    peer: &str,
+) -> Option<Conn> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // A TLS client speaks first with a handshake record (0x16). Anything else is most likely
+    // plain HTTP, typed as http:// by a person: tell them, in HTTP.
+    let mut first = [0u8; 1];
+    let _ = tcp.set_read_timeout(Some(left().max(Duration::from_millis(1))));
+    match tcp.peek(&mut first) {
+        Ok(1) if first == [0x16] => {}
+        Ok(1) => {
+            let mut conn = Conn::Tcp(tcp);
+            let host = read_head(&mut conn, left())
+                .ok()
+                .and_then(|h| {
+                    h.headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                        .map(|(_, v)| (v.clone(), h.target))
+                })
+                .filter(|(host, _)| {
+                    host.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                });
+            let url = match host {
+                Some((host, target))
+                    if target.starts_with('/') && !target.contains(['<', '>', '"', ' ']) =>
+                {
+                    format!("https://{host}{target}")
+                }
+                _ => "https://".to_string(),
+            };
+            TLS_LOG.note(|more| {
+                log::info!(
+                    "{peer}: plain HTTP on the TLS port, answered 400 (use https://){}",
+                    crate::logger::more(more)
+                )
+            });
+            let resp = Response::bytes(400, format!("This port serves HTTPS only. Use {url}\n"))
+                .with_header("Content-Type", "text/plain; charset=utf-8");
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = resp.write_to(&mut conn, 1, false);
+            linger_close(conn);
+            return None;
+        }
+        _ => {
+            log::debug!("{peer}: closed or silent before a TLS handshake");
+            return None;
+        }
+    }
+    let mut session = match rustls::ServerConnection::new(tls.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{peer}: cannot start a TLS session: {e}");
+            return None;
+        }
+    };
+    session.set_buffer_limit(Some(super::tls::TLS_BUFFER));
+    let mut tcp = tcp;
+    while session.is_handshaking() {
+        if left().is_zero() {
+            log::debug!("{peer}: TLS handshake not complete in time (--header-timeout)");
+            return None;
+        }
+        let _ = tcp.set_read_timeout(Some(left()));
+        if let Err(e) = session.complete_io(&mut tcp) {
+            TLS_LOG.note(|more| {
+                log::info!(
+                    "{peer}: TLS handshake failed: {e}{}",
+                    crate::logger::more(more)
+                )
+            });
+            return None;
+        }
+    }
+    Some(Conn::Tls(Box::new(super::tls::TlsConn {
+        conn: session,
+        sock: tcp,
+    })))
 }
 
 /// What went wrong reading a request head.
@@ -896,6 +1033,7 @@ mod tests {
             send_timeout: Duration::from_secs(5),
             on_accept: |_| {},
             max_per_addr: max_clients,
+            tls: None,
         }
     }
 

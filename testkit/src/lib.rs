@@ -102,7 +102,11 @@ impl Relay {
             let line = rx
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("relay did not start; log: {:?}", log.lock().unwrap()));
-            if let Some(rest) = line.split("serving http://").nth(1) {
+            if let Some(rest) = line
+                .split("serving http://")
+                .nth(1)
+                .or_else(|| line.split("serving https://").nth(1))
+            {
                 http = Some(rest.split('/').next().unwrap().to_string());
             }
             if let Some(rest) = line.split("serving unix:").nth(1) {

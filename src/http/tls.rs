@@ -1,0 +1,208 @@
+//! HTTPS without a reverse proxy: `--tls-cert FILE --tls-key FILE` (PEM).
+//!
+//! `rustls` on the same blocking per-client threads as plain HTTP: no async runtime. The TLS
+//! session wraps the client's TCP socket, so the socket options of the parent module
+//! (`TCP_NOTSENT_LOWAT`, `SO_SNDTIMEO`) and the in-flight bound still act on the TCP queue
+//! underneath: encrypted bytes queue there exactly as plain ones would. rustls's own buffer of
+//! outgoing records is capped at [`TLS_BUFFER`], and [`TlsConn`] writes it out before taking
+//! more, so a client that stops reading blocks its writes like a plain one.
+//!
+//! The handshake is part of the request head: it must finish within `--header-timeout`, so a
+//! client that opens TLS and stalls is cut like a slowloris. Plain HTTP sent to the TLS port
+//! gets a plain `400` saying to use `https://`, not a hang or a TLS alert a person cannot read.
+//!
+//! The certificate and key are read again when either file changes (checked at most once a
+//! second, when a connection arrives): an ACME client's renewal takes effect for new
+//! connections, and viewers already watching keep their session. A pair that fails to load
+//! (a half-written renewal) is logged and the previous one kept.
+//!
+//! Crypto provider: *ring*, pure Rust plus assembly and C that `cc` builds with the system's
+//! C compiler (on a fresh Debian machine and on Raspberry Pi OS alike: no cmake, no Go, unlike
+//! aws-lc-rs, rustls's default).
+
+use parking_lot::Mutex;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Outgoing TLS records rustls may hold per connection beyond what the socket took: a frame's
+/// worth; a client that reads nothing is stopped by the socket's own bounds first.
+pub const TLS_BUFFER: usize = 64 * 1024;
+
+/// How often the files are looked at for a change, at most.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The server's certificate and key, reloaded when their files change.
+pub struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    /// The configuration new connections get, and the files' modification times it was made
+    /// from, and when they were last looked at.
+    state: Mutex<State>,
+}
+
+struct State {
+    config: Arc<ServerConfig>,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+fn stamp(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Tls {
+    /// Loads the pair, or says why not (the relay then does not start).
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+        let config = server_config(cert, key)?;
+        Ok(Tls {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            state: Mutex::new(State {
+                config,
+                stamps: (stamp(cert), stamp(key)),
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The configuration for a new connection: the newest pair that loaded.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let mut st = self.state.lock();
+        if st.checked.elapsed() >= CHECK_EVERY {
+            st.checked = Instant::now();
+            let now = (stamp(&self.cert), stamp(&self.key));
+            if now != st.stamps {
+                st.stamps = now;
+                match server_config(&self.cert, &self.key) {
+                    Ok(c) => {
+                        st.config = c;
+                        log::info!(
+                            "TLS: {} changed; new connections get the new certificate",
+                            self.cert.display()
+                        );
+                    }
+                    Err(e) => log::warn!(
+                        "TLS: {} or {} changed but does not load ({e}); keeping the previous \
+                         certificate",
+                        self.cert.display(),
+                        self.key.display()
+                    ),
+                }
+            }
+        }
+        st.config.clone()
+    }
+}
+
+/// A rustls server configuration from PEM files: the chain (leaf first) and its private key.
+fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read --tls-cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--tls-cert {} holds no certificate (PEM, -----BEGIN CERTIFICATE-----)",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "--tls-key {}: no private key read ({e}); PEM, PKCS#8, PKCS#1 or SEC1",
+            key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert and --tls-key do not make a pair: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS session over a client's TCP socket, as the rest of the HTTP layer uses a socket:
+/// blocking reads and writes bounded by the socket's own timeouts.
+///
+/// Not rustls's `StreamOwned`: its `complete_io`, after a write that timed out, goes on to a
+/// *read* (a server always wants to read), which on a streaming connection (the client sends
+/// nothing after its request) blocks until the client closes, so a viewer that stopped
+/// reading held its thread forever instead of being dropped at `--send-timeout`. Here a write
+/// only writes, and a read only reads (and answers what TLS needs answered).
+pub struct TlsConn {
+    pub conn: rustls::ServerConnection,
+    pub sock: std::net::TcpStream,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn").field("sock", &self.sock).finish()
+    }
+}
+
+impl TlsConn {
+    /// Writes out every pending TLS record; each socket write is bounded by `SO_SNDTIMEO`.
+    fn flush_records(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `close_notify` (best effort).
+    pub fn close_notify(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush_records();
+    }
+}
+
+impl std::io::Write for TlsConn {
+    /// Records from the last write go out first (so rustls holds at most [`TLS_BUFFER`]),
+    /// then `buf` is encrypted into the session's buffer.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.flush_records()?;
+        self.conn.writer().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_records()
+    }
+}
+
+impl std::io::Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind;
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            // No plaintext yet: take records from the socket (bounded by SO_RCVTIMEO).
+            if self.conn.read_tls(&mut self.sock)? == 0 {
+                return Ok(0);
+            }
+            self.conn
+                .process_new_packets()
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            self.flush_records()?;
+        }
+    }
+}
