@@ -2,8 +2,6 @@
 //! viewers stay connected (issue 16, first part). Origins are relays on loopback, told apart by
 //! picture size.
 
-use mjpeg_relay::jpeg::dimensions;
-use mjpeg_relay::nosignal::is_no_signal;
 use mjpeg_testkit::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,23 +18,6 @@ fn origin(port: u16, size: &str) -> Helper {
         std::thread::sleep(Duration::from_millis(20));
     }
     child
-}
-
-/// Reads the viewer until a frame of `size` arrives; returns how long that took and whether a
-/// NO SIGNAL picture came meanwhile.
-fn until_size(viewer: &mut StreamClient, size: (u16, u16), limit: Duration) -> (Duration, bool) {
-    let start = Instant::now();
-    let mut no_signal = false;
-    while start.elapsed() < limit {
-        let Some(f) = viewer.next_frame(limit) else {
-            break;
-        };
-        no_signal |= is_no_signal(&f);
-        if dimensions(&f) == Some(size) {
-            return (start.elapsed(), no_signal);
-        }
-    }
-    panic!("no {size:?} frame within {limit:?}");
 }
 
 #[test]

@@ -76,24 +76,6 @@ fn gst_camera(upstream: &str) -> Helper {
     )
 }
 
-/// Reads `viewer` until a frame of `size`; how long that took and whether a NO SIGNAL picture
-/// came first.
-fn until_size(viewer: &mut StreamClient, size: (u16, u16), limit: Duration) -> (Duration, bool) {
-    use mjpeg_relay::{jpeg::dimensions, nosignal::is_no_signal};
-    let start = Instant::now();
-    let mut dark = false;
-    while start.elapsed() < limit {
-        let Some(f) = viewer.next_frame(limit) else {
-            break;
-        };
-        dark |= is_no_signal(&f);
-        if dimensions(&f) == Some(size) {
-            return (start.elapsed(), dark);
-        }
-    }
-    panic!("no {size:?} frame within {limit:?}");
-}
-
 /// Item 2: the camera dies behind a live origin. The origin keeps serving its NO SIGNAL
 /// picture (marked `X-No-Signal: 1` and `no_signal` in `/status`); the edge treats that as
 /// its source being down and switches to its fallback, and back when the camera returns.
@@ -465,7 +447,7 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
     sh(&format!(
         "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {vport} 0xffff flowid 1:20"
     ));
-    let sock = socket2_like_bind(vport, &relay.http);
+    let sock = connect_from("127.0.0.1", vport, &relay.http, Some(16 * 1024));
     let mut viewer = sock;
     viewer
         .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
@@ -527,7 +509,7 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
     // stalled client blocks in write first): a viewer on the slow link that stops reading
     // and stays connected is dropped after --send-timeout, with that reason.
     let relay = Relay::start(&["--fps", "15", "--send-timeout", "3"]);
-    let mut viewer = socket2_like_bind(vport, &relay.http);
+    let mut viewer = connect_from("127.0.0.1", vport, &relay.http, Some(16 * 1024));
     viewer
         .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
         .unwrap();
@@ -567,55 +549,6 @@ fn sh_quiet(cmd: &str) -> bool {
         .args(parts)
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// A TCP connection from 127.0.0.1:`port` to `to`, with a 16 KiB receive buffer (set before
-/// connecting, so the window stays small and a viewer that stops reading stops the link).
-fn socket2_like_bind(port: u16, to: &str) -> TcpStream {
-    let to: std::net::SocketAddrV4 = to.parse().unwrap();
-    // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
-    unsafe {
-        use std::os::fd::FromRawFd;
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let one: libc::c_int = 1;
-        let rcv: libc::c_int = 16 * 1024;
-        let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            int,
-        );
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&rcv as *const libc::c_int).cast(),
-            int,
-        );
-        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let local = sa(std::net::Ipv4Addr::LOCALHOST, port);
-        assert_eq!(
-            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        let remote = sa(*to.ip(), to.port());
-        assert_eq!(
-            libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        TcpStream::from_raw_fd(fd)
-    }
 }
 
 /// Item 8: secrets in command lines stay out of the log and `/status`; without a login

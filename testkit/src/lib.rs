@@ -774,13 +774,36 @@ pub fn nginx_in_front(dir: &TempDir, relay_sock: &str) -> (Helper, u16) {
 
 /// A connection from a chosen loopback source address (127.0.0.0/8 is all loopback).
 pub fn bound_to(from: &str, to: &str) -> TcpStream {
+    connect_from(from, 0, to, None)
+}
+
+/// A TCP connection from `from`:`port` (0: any port) to the IPv4 `to`, with `SO_RCVBUF` set
+/// before connecting when given (the receive window is negotiated at connect time).
+pub fn connect_from(from: &str, port: u16, to: &str, rcvbuf: Option<i32>) -> TcpStream {
     let to: std::net::SocketAddrV4 = to.parse().unwrap();
     let from: std::net::Ipv4Addr = from.parse().unwrap();
     // SAFETY: plain socket calls on a descriptor we own until TcpStream takes it.
     unsafe {
-        use std::os::fd::FromRawFd;
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0);
+        let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            int,
+        );
+        if let Some(rcv) = rcvbuf {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&rcv as *const libc::c_int).cast(),
+                int,
+            );
+        }
         let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
@@ -790,7 +813,7 @@ pub fn bound_to(from: &str, to: &str) -> TcpStream {
             sin_zero: [0; 8],
         };
         let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let local = sa(from, 0);
+        let local = sa(from, port);
         assert_eq!(
             libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
             0
@@ -802,6 +825,28 @@ pub fn bound_to(from: &str, to: &str) -> TcpStream {
         );
         TcpStream::from_raw_fd(fd)
     }
+}
+
+/// Reads `viewer` until a frame of `size` arrives; how long that took and whether a NO SIGNAL
+/// picture came first.
+pub fn until_size(
+    viewer: &mut StreamClient,
+    size: (u16, u16),
+    limit: Duration,
+) -> (Duration, bool) {
+    use mjpeg_relay::{jpeg::dimensions, nosignal::is_no_signal};
+    let start = Instant::now();
+    let mut dark = false;
+    while start.elapsed() < limit {
+        let Some(f) = viewer.next_frame(limit) else {
+            break;
+        };
+        dark |= is_no_signal(&f);
+        if dimensions(&f) == Some(size) {
+            return (start.elapsed(), dark);
+        }
+    }
+    panic!("no {size:?} frame within {limit:?}");
 }
 
 #[cfg(test)]
