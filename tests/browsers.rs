@@ -687,58 +687,15 @@ fn dashboard_check(one_down: bool) {
     assert_eq!(pictures, 12, "pictures in the screenshot");
 }
 
+/// The camera without upstream (NO SIGNAL) and the relay restarting under the page are walked
+/// in all three engines in `tests/engines.rs`; this one checks, in Chromium, that each tile
+/// paints where the page says it is.
 #[test]
 fn dashboard_shows_twelve_cameras_live_over_one_connection() {
     dashboard_check(false);
 }
 
-#[test]
-fn dashboard_shows_no_signal_for_a_stopped_camera_and_keeps_the_others_live() {
-    dashboard_check(true);
-}
 
-#[test]
-fn dashboard_reconnects_by_itself_when_the_relay_restarts() {
-    let port = free_port();
-    let http = format!("127.0.0.1:{port}");
-    let args = |http: &str| -> Vec<String> {
-        let mut a = vec!["--http".to_string(), http.to_string()];
-        for i in 1..=3 {
-            a.extend(["--stream".into(), format!("c{i}=testsrc")]);
-        }
-        a.extend(["--fps", "8", "--size", "160x120"].map(String::from));
-        a
-    };
-    let start = |http: &str| {
-        Command::new(relay_bin())
-            .args(args(http))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let relay = start(&http);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&http).is_err() {
-        assert!(Instant::now() < deadline, "relay did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (_browser, lines) = chromium(&format!("http://{http}/?tilelog=1"));
-    let start_again = || start(&http);
-    let received = |v: &serde_json::Value| v["c1"]["received"].as_u64().unwrap_or(0);
-    // Live first.
-    let (_, before) = tile_counters(&lines, Duration::from_secs(2), 2);
-    assert!(received(&before) > 0, "{before}");
-    // Counters restart from the old values: live again means they grow again.
-    let old = received(&before);
-    let back = until_live_after_restart(relay, start_again, &lines, |line| {
-        tiles_line(line).is_some_and(|v| received(&v) > old + 8)
-    });
-    eprintln!(
-        "live again {:.1} s after the relay restarted",
-        back.as_secs_f64()
-    );
-    assert!(back < Duration::from_secs(5), "{back:?}");
-}
 
 /// Kills `relay` without a goodbye, checks that the page then shows nothing new (the control:
 /// `live` cannot hold by itself), restarts it with `start` on the same port a second later,
