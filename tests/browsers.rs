@@ -695,8 +695,6 @@ fn dashboard_shows_twelve_cameras_live_over_one_connection() {
     dashboard_check(false);
 }
 
-
-
 /// Kills `relay` without a goodbye, checks that the page then shows nothing new (the control:
 /// `live` cannot hold by itself), restarts it with `start` on the same port a second later,
 /// and returns how long until the page shows `live` again, without a reload.

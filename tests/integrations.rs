@@ -497,3 +497,24 @@ fn curl_http10_reads_the_stream() {
         seqs.len()
     );
 }
+
+/// Issue 24: the pages poll `/status?clients=0`, which leaves out the per-viewer list (so M
+/// dashboards cost M × streams, not M × streams × viewers) but keeps the count; the full list
+/// is still there for whoever asks without it.
+#[test]
+fn status_without_the_viewer_list_for_the_pages() {
+    let relay = Relay::start(&["--fps", "10", "--size", "160x120"]);
+    let viewers: Vec<StreamClient> = (0..5)
+        .map(|_| StreamClient::open(&relay.http, "/stream", "curl/8.0", None))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, _, full) = get(&relay.http, "/status");
+    let full: serde_json::Value = serde_json::from_slice(&full).unwrap();
+    assert_eq!(full["streams"][0]["clients"].as_array().unwrap().len(), 5);
+    let (_, _, light) = get(&relay.http, "/status?clients=0");
+    let light: serde_json::Value = serde_json::from_slice(&light).unwrap();
+    assert!(light["streams"][0].get("clients").is_none(), "{light}");
+    assert_eq!(light["streams"][0]["clients_connected"], 5);
+    assert_eq!(light["streams"][0]["source"]["state"], "live");
+    drop(viewers);
+}

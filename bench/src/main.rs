@@ -26,8 +26,13 @@ const HELP: &str = "\
 mjpeg-bench: measure liveness and scale of an MJPEG-over-HTTP server (loopback only).
 
 USAGE:
-    mjpeg-bench scenario NAME [--server relay|naive] [--duration S] [--relay-bin PATH]
+    mjpeg-bench scenario NAME [--server relay|naive|toy] [--duration S] [--relay-bin PATH]
         NAME: live | fanout | raw | churn | big | smoke | link | hop
+        toy: a minimal relay built in (newest frame per client thread, TCP_NOTSENT_LOWAT,
+        one write_all per frame), the baseline for the relay's cost per viewer
+    mjpeg-bench scenario fanout [--clients 500,1000] [--servers relay,toy] [--pairs 3]
+        [--frame-bytes 50000] [--duration S]
+        the servers in turn (A B A B …); server CPU per delivered GB and per delivered frame
     mjpeg-bench scenario link [--rate 2mbit] [--queue 100] [--frame-bytes 20000] [--size WxH]
         [--servers relay,relay-nobound,naive] [--duration S]
         one viewer on a shaped link: a private network namespace (entered through unshare(1),
@@ -37,6 +42,7 @@ USAGE:
     mjpeg-bench load --url http://127.0.0.1:PORT/stream --push 127.0.0.1:PORT [OPTIONS]
     mjpeg-bench naive-server --upstream 127.0.0.1:PORT --http 127.0.0.1:PORT
     mjpeg-bench raw-server --http 127.0.0.1:PORT --frame-bytes N
+    mjpeg-bench toy-server --upstream 127.0.0.1:PORT --http 127.0.0.1:PORT
 
 LOAD OPTIONS:
     --url URL            the server's stream URL (loopback)
@@ -65,6 +71,7 @@ fn main() {
         }),
         Some("naive-server") => rest().and_then(|a| naive_server(&a)),
         Some("raw-server") => rest().and_then(|a| raw_server(&a)),
+        Some("toy-server") => rest().and_then(|a| toy_server(&a)),
         Some("-h") | Some("--help") | None => {
             print!("{HELP}");
             Ok(())
@@ -89,6 +96,7 @@ const OPTIONS: &[&str] = &[
     "frame-bytes",
     "size",
     "servers",
+    "pairs",
     "url",
     "push",
     "listen",
@@ -643,6 +651,14 @@ impl Report {
             .sum()
     }
 
+    fn delivered_frames(&self) -> u64 {
+        self.kinds
+            .iter()
+            .flat_map(|(_, l)| l.iter())
+            .map(|l| l.frames.len() as u64)
+            .sum()
+    }
+
     fn server_cpu_secs(&self) -> Option<f64> {
         Some((self.proc_end?.cpu_ticks - self.proc_start?.cpu_ticks) as f64 / clk_tck())
     }
@@ -960,6 +976,100 @@ fn naive_server(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+fn start_toy() -> Server {
+    let (h, u) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    start_self(
+        &["toy-server", "--http", &h, "--upstream", &u],
+        h.clone(),
+        Some(u.clone()),
+    )
+}
+
+/// The newest frame and its generation, for the toy server.
+type ToySlot = Arc<(Mutex<(u64, Arc<[u8]>)>, std::sync::Condvar)>;
+
+/// The toy: only the core trick, as a first good relay would write it. The upstream is split
+/// into whole frames (with the relay's parser, so both split alike), the newest is kept as a
+/// ready multipart part, and each client thread waits for a newer one and writes it with one
+/// `write_all`; `TCP_NOTSENT_LOWAT` 16 KiB on the listener. No limits, no deadlines, no
+/// counters, no registry, no in-flight bound: the baseline for the relay's cost per viewer.
+fn toy_server(a: &Args) -> Result<(), String> {
+    let http = flag(a, "--http").ok_or("--http")?;
+    let upstream = flag(a, "--upstream").ok_or("--upstream")?;
+    let slot: ToySlot = Arc::new((
+        Mutex::new((0, Arc::from(Vec::new().into_boxed_slice()))),
+        std::sync::Condvar::new(),
+    ));
+    let up = TcpListener::bind(upstream).map_err(|e| e.to_string())?;
+    let s2 = slot.clone();
+    std::thread::spawn(move || {
+        for conn in up.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut parser = Parser::new(8 << 20);
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                parser.push(&buf[..n], &mut |e| {
+                    if let Event::Frame(jpeg) = e {
+                        let part: Arc<[u8]> = Arc::from(gst_part(&jpeg).into_boxed_slice());
+                        let (lock, cond) = &*s2;
+                        let mut g = lock.lock().unwrap();
+                        *g = (g.0 + 1, part);
+                        cond.notify_all();
+                    }
+                });
+            }
+        }
+    });
+    let l = TcpListener::bind(http).map_err(|e| e.to_string())?;
+    let lowat: libc::c_int = 16 * 1024;
+    // SAFETY: setsockopt and listen on the listener we own, with a plain c_int. The backlog
+    // as the relay sizes it (std's 128 makes a thousand viewers fail to connect, which would
+    // flatter the toy's figures with fewer clients).
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&lowat as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        libc::listen(l.as_raw_fd(), 4096);
+    }
+    println!("ready");
+    for conn in l.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let slot = slot.clone();
+        std::thread::spawn(move || {
+            if !answer(&mut conn) {
+                return;
+            }
+            let mut seen = 0;
+            loop {
+                let part = {
+                    let (lock, cond) = &*slot;
+                    let mut g = lock.lock().unwrap();
+                    while g.0 == seen {
+                        g = cond.wait(g).unwrap();
+                    }
+                    seen = g.0;
+                    g.1.clone()
+                };
+                if conn.write_all(&part).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
 /// The helper servers' whole HTTP: read (and ignore) the request, send a multipart head.
 fn answer(conn: &mut TcpStream) -> bool {
     let mut req = [0u8; 4096];
@@ -1007,6 +1117,7 @@ fn scenario(a: &Args) -> Result<(), String> {
     let start = |kind: &str| -> Server {
         match kind {
             "naive" => start_naive(),
+            "toy" => start_toy(),
             _ => start_relay(&relay_bin),
         }
     };
@@ -1073,20 +1184,36 @@ fn scenario(a: &Args) -> Result<(), String> {
                 .split(',')
                 .map(|c| c.parse().map_err(|_| "--clients: list of numbers"))
                 .collect::<Result<_, _>>()?;
+            // `--servers relay,toy --pairs 3`: the servers in turn, A B A B …, so a drift of
+            // the machine's speed hits both alike; each run's cost per delivered frame.
+            let servers: Vec<String> = flag(a, "--servers")
+                .unwrap_or(server_kind)
+                .split(',')
+                .map(String::from)
+                .collect();
+            let pairs: usize = num(a, "--pairs", 1)?;
+            let bytes: usize = num(a, "--frame-bytes", 50_000)?;
             for n in counts {
-                let srv = start(server_kind);
-                let mut cfg = base(&srv, 30.0, 50_000, dur(30.0)?);
-                cfg.fast = n;
-                cfg.label = format!("fan-out {n} ({server_kind})");
-                let r = run_load(&cfg, None);
-                print!("{}", r.rows(&cfg.label));
-                if let (Some(cpu), Some(end)) = (r.server_cpu_secs(), r.proc_end) {
-                    let gb = r.delivered_bytes() as f64 / 1e9;
-                    eprintln!(
-                        "fan-out {n}: server CPU {:.2} s per delivered GB; RSS per client {:.1} KB",
-                        cpu / gb,
-                        end.rss_kb as f64 / n as f64
-                    );
+                for _ in 0..pairs {
+                    for kind in &servers {
+                        let srv = start(kind);
+                        let mut cfg = base(&srv, 30.0, bytes, dur(30.0)?);
+                        cfg.fast = n;
+                        cfg.label = format!("fan-out {n} ({kind})");
+                        let r = run_load(&cfg, None);
+                        print!("{}", r.rows(&cfg.label));
+                        if let (Some(cpu), Some(end)) = (r.server_cpu_secs(), r.proc_end) {
+                            let gb = r.delivered_bytes() as f64 / 1e9;
+                            let frames = r.delivered_frames().max(1) as f64;
+                            eprintln!(
+                                "fan-out {n} ({kind}): server CPU {:.2} s per delivered GB, {:.1} us \
+                                 per delivered frame; RSS per client {:.1} KB",
+                                cpu / gb,
+                                cpu * 1e6 / frames,
+                                end.rss_kb as f64 / n as f64
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -336,6 +336,9 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             break describe_write_error(&e, shared.cfg.send_timeout);
         }
         last_write = Instant::now();
+        if let Some(bound) = &mut inflight {
+            bound.wrote(bytes.len());
+        }
         info.bytes_sent.fetch_add(bytes.len() as u64, SeqCst);
         out.bytes_out.fetch_add(bytes.len() as u64, SeqCst);
         if repeat {

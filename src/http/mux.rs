@@ -158,6 +158,9 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
                         break describe_write_error(&e, shared.cfg.send_timeout);
                     }
                     last_write = Instant::now();
+                    if let Some(bound) = &mut inflight {
+                        bound.wrote(cams[i].header.len() + frame.wire.framed().len());
+                    }
                     cams[i].written_at = Some(last_write);
                     let bytes = (cams[i].header.len() + frame.wire.framed().len()) as u64;
                     let (info, out) = (&regs[i].info, &cams[i].stream.out);
@@ -209,6 +212,9 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             break describe_write_error(&e, shared.cfg.send_timeout);
         }
         last_write = Instant::now();
+        if let Some(bound) = &mut inflight {
+            bound.wrote(cams[i].header.len() + frame.wire.framed().len());
+        }
         let cam = &mut cams[i];
         let (info, out) = (&regs[i].info, &cam.stream.out);
         if cam.sent > 0 && generation > cam.sent + 1 {

@@ -25,7 +25,8 @@ pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Strea
     if page {
         return send(rq, super::html(STATUS_HTML), shared);
     }
-    let body = status_json(shared, only).to_string();
+    let with_clients = super::query_param(query, "clients").as_deref() != Some("0");
+    let body = status_json(shared, only, with_clients).to_string();
     let resp = Response::bytes(200, body)
         .with_header("Content-Type", "application/json")
         .no_cache();
@@ -107,7 +108,13 @@ pub(super) fn public_spec(spec: &str) -> String {
     spec.to_string()
 }
 
-pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_json::Value {
+/// `with_clients`: the per-viewer list (`?clients=0` leaves it out: what the pages poll every
+/// second or two, so M open dashboards cost M × streams, not M × streams × viewers).
+pub(super) fn status_json(
+    shared: &Shared,
+    only: Option<&Arc<Stream>>,
+    with_clients: bool,
+) -> serde_json::Value {
     let details = details(shared);
     let shown = |spec: &str| {
         if details {
@@ -124,32 +131,35 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
             let info = s.source_info();
             let (fps, bps) = s.input_rate();
             let src = &s.source;
-            let clients: Vec<_> = s
-                .clients
-                .snapshot()
-                .iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id,
-                        "address": details.then_some(&c.addr),
-                        "user_agent": details.then_some(&c.user_agent),
-                        "layout": c.layout,
-                        "fps_cap": c.fps_cap,
-                        "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
-                        "frames_sent": c.frames_sent.load(SeqCst),
-                        "frames_skipped": c.frames_skipped.load(SeqCst),
-                        "repeats": c.repeats.load(SeqCst),
-                        "bytes_sent": c.bytes_sent.load(SeqCst),
-                    })
+            let viewers = s.clients.len();
+            let clients: Vec<_> = (if with_clients {
+                s.clients.snapshot()
+            } else {
+                Vec::new()
+            })
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "address": details.then_some(&c.addr),
+                    "user_agent": details.then_some(&c.user_agent),
+                    "layout": c.layout,
+                    "fps_cap": c.fps_cap,
+                    "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
+                    "frames_sent": c.frames_sent.load(SeqCst),
+                    "frames_skipped": c.frames_skipped.load(SeqCst),
+                    "repeats": c.repeats.load(SeqCst),
+                    "bytes_sent": c.bytes_sent.load(SeqCst),
                 })
-                .collect();
+            })
+            .collect();
             let path = if shared.named {
                 format!("/{}/stream", s.name)
             } else {
                 "/stream".to_string()
             };
             let connections = src.connections.load(SeqCst);
-            json!({
+            let mut v = json!({
                 "name": s.name,
                 "path": path,
                 "source": {
@@ -185,7 +195,7 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                         "starts": s.demand.starts.load(SeqCst),
                     })),
                 },
-                "clients_connected": clients.len(),
+                "clients_connected": viewers,
                 "out": {
                     "frames": s.out.frames_out.load(SeqCst),
                     "bytes": s.out.bytes_out.load(SeqCst),
@@ -194,8 +204,11 @@ pub(super) fn status_json(shared: &Shared, only: Option<&Arc<Stream>>) -> serde_
                     "clients_served": s.out.clients_total.load(SeqCst),
                 },
                 "no_signal": s.shows_no_signal(),
-                "clients": clients,
-            })
+            });
+            if with_clients {
+                v["clients"] = clients.into();
+            }
+            v
         })
         .collect();
     json!({
