@@ -918,16 +918,21 @@ fn start_self(args: &[&str], http: String, upstream: Option<String>) -> Server {
     }
 }
 
-fn start_naive() -> Server {
+/// One of this tool's own helper servers (`naive-server`, `toy-server`) on free ports.
+fn start_helper(command: &str) -> Server {
     let (h, u) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
     start_self(
-        &["naive-server", "--http", &h, "--upstream", &u],
+        &[command, "--http", &h, "--upstream", &u],
         h.clone(),
         Some(u.clone()),
     )
+}
+
+fn start_naive() -> Server {
+    start_helper("naive-server")
 }
 
 /// Every connected naive client's unbounded queue; the unboundedness is the point being measured.
@@ -977,15 +982,7 @@ fn naive_server(a: &Args) -> Result<(), String> {
 }
 
 fn start_toy() -> Server {
-    let (h, u) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    start_self(
-        &["toy-server", "--http", &h, "--upstream", &u],
-        h.clone(),
-        Some(u.clone()),
-    )
+    start_helper("toy-server")
 }
 
 /// The newest frame and its generation, for the toy server.

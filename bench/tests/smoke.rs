@@ -7,10 +7,23 @@ use std::time::Duration;
 
 #[test]
 fn bench_smoke_scenario_reports_every_client_kind_without_errors() {
+    smoke("relay");
+}
+
+/// The toy baseline the relay's cost per viewer is compared with must itself deliver frames,
+/// or the comparison would flatter the relay.
+#[test]
+fn the_toy_baseline_serves_every_client_kind_without_errors() {
+    smoke("toy");
+}
+
+fn smoke(server: &str) {
     let out = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_mjpeg-bench")).args([
             "scenario",
             "smoke",
+            "--server",
+            server,
             "--duration",
             "3",
             "--relay-bin",
