@@ -105,6 +105,15 @@ fn differing(a: &[u8], b: &[u8]) -> usize {
     a.chunks(3).zip(b.chunks(3)).filter(|(x, y)| x != y).count()
 }
 
+/// Opens `url`, and counts the pixels that change between two screenshots 2 s apart.
+fn changed_over_2s(page: &mut Page, url: &str) -> usize {
+    page.go(url);
+    std::thread::sleep(Duration::from_secs(1));
+    let a = page.screenshot();
+    std::thread::sleep(Duration::from_secs(2));
+    differing(&a, &page.screenshot())
+}
+
 /// What a user of `engine` sees, measured; see the module docs. Returns the row of the
 /// closing note's table.
 fn walk_through(engine: Engine) -> String {
@@ -257,18 +266,8 @@ fn walk_through(engine: Engine) -> String {
     // A stream URL opened directly: a picture that moves (iOS paints the first part of a
     // multipart document and stops). The control: a still picture, /snapshot, shows no change
     // in the same two screenshots, so "it moved" is not an artefact of the screenshots.
-    page.go(&format!("{base}/cam01/stream"));
-    std::thread::sleep(Duration::from_secs(1));
-    let s1 = page.screenshot();
-    std::thread::sleep(Duration::from_secs(2));
-    let s2 = page.screenshot();
-    let moved = differing(&s1, &s2);
-    page.go(&format!("{base}/cam01/snapshot"));
-    std::thread::sleep(Duration::from_secs(1));
-    let c1 = page.screenshot();
-    std::thread::sleep(Duration::from_secs(2));
-    let c2 = page.screenshot();
-    let still = differing(&c1, &c2);
+    let moved = changed_over_2s(&mut page, &format!("{base}/cam01/stream"));
+    let still = changed_over_2s(&mut page, &format!("{base}/cam01/snapshot"));
     assert!(
         moved > 1000,
         "{name}: /stream opened directly: {moved} pixels changed in 2 s"

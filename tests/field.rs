@@ -166,6 +166,17 @@ fn metric(relay: &Relay, series: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().to_string()))
 }
 
+/// The stream 'default''s primary-up and on-fallback series of `/metrics`.
+fn fallback_metrics(relay: &Relay) -> (Option<String>, Option<String>) {
+    (
+        metric(
+            relay,
+            "mjpeg_relay_failover_member_up{stream=\"default\",member=\"0\"}",
+        ),
+        metric(relay, "mjpeg_relay_on_fallback{stream=\"default\"}"),
+    )
+}
+
 /// Item 3: a `testsrc` or `file:` fallback makes no frames while the primary feeds; it starts
 /// at once when needed. Item 11: a dead camera behind a fallback shows in `/metrics`.
 #[test]
@@ -196,15 +207,9 @@ fn idle_fallbacks_make_no_frames_and_a_dead_primary_shows_in_metrics() {
         assert_eq!(chain[i]["state"], "standby", "{chain}");
     }
     assert_eq!(
-        metric(
-            &relay,
-            "mjpeg_relay_failover_member_up{stream=\"default\",member=\"0\"}"
-        ),
-        Some("1".into())
-    );
-    assert_eq!(
-        metric(&relay, "mjpeg_relay_on_fallback{stream=\"default\"}"),
-        Some("0".into())
+        fallback_metrics(&relay),
+        (Some("1".into()), Some("0".into())),
+        "primary up, on fallback"
     );
     // The control: the primary goes, the first fallback makes frames at once.
     drop(up);
@@ -227,15 +232,9 @@ fn idle_fallbacks_make_no_frames_and_a_dead_primary_shows_in_metrics() {
         "the second fallback is still not needed: {chain}"
     );
     assert_eq!(
-        metric(
-            &relay,
-            "mjpeg_relay_failover_member_up{stream=\"default\",member=\"0\"}"
-        ),
-        Some("0".into())
-    );
-    assert_eq!(
-        metric(&relay, "mjpeg_relay_on_fallback{stream=\"default\"}"),
-        Some("1".into())
+        fallback_metrics(&relay),
+        (Some("0".into()), Some("1".into())),
+        "primary up, on fallback"
     );
 }
 
@@ -475,22 +474,7 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
         "the control: a viewer that only stopped reading stays"
     );
     // Close the tab: a reset, as a browser's kernel sends for a socket closed with unread data.
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a valid linger struct on our own socket.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            viewer.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(viewer);
+    close_with_reset(viewer);
     let closed = Instant::now();
     while listed(&relay) > 0 {
         assert!(

@@ -827,6 +827,27 @@ pub fn connect_from(from: &str, port: u16, to: &str, rcvbuf: Option<i32>) -> Tcp
     }
 }
 
+/// Closes `sock` with a reset (`SO_LINGER` 0), as a browser's kernel does for a tab closed
+/// with unread data.
+pub fn close_with_reset(sock: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid linger struct on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(sock);
+}
+
 /// Reads `viewer` until a frame of `size` arrives; how long that took and whether a NO SIGNAL
 /// picture came first.
 pub fn until_size(
