@@ -84,7 +84,7 @@ impl Default for Config {
             allow_origin: None,
             allow_hosts: Vec::new(),
             static_dir: None,
-            header_timeout: crate::http::server::HEAD_TIMEOUT,
+            header_timeout: crate::http::head::HEAD_TIMEOUT,
             log_level: log::LevelFilter::Info,
             notes: Vec::new(),
         }

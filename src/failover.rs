@@ -7,10 +7,12 @@
 //! connected throughout and see at most `--source-timeout` plus one connect of stale picture:
 //! the NO SIGNAL picture waits that long for such a stream.
 //!
-//! How: each source of the chain feeds a hub of its own ([`Feeders`]) that no client sees,
-//! exactly as it would feed a stream, so every source kind works unchanged. One thread per
-//! chained stream forwards the frames of the first member that is *up* (live, with a frame
-//! younger than `--source-timeout`) to the served stream: the same `Arc<Frame>`, no copy. A
+//! How: each source of the chain fills a [`SourceFeed`] of its own ([`Feeders`]) that no viewer
+//! sees, exactly as it would fill a stream's, so every source kind works unchanged. One thread
+//! per chained stream forwards the frames of the first member that is *up* (live, with a frame
+//! younger than `--source-timeout`) to the served stream's feed: the same `Arc<Frame>`, no
+//! copy. It sleeps on a [`Subscription`] to the chain's members, so it wakes for their frames
+//! only (and every 100 ms, to notice a member falling silent and a shutdown). A
 //! fallback that dials out (`tcp:`, `unix:`, `http://`, `exec:`) stays disconnected while a
 //! member before it is up ([`standby`]), so an edge does not pull from two origins at once;
 //! `testsrc` and `file:` make no frames meanwhile (encoding a test pattern for nobody costs a
@@ -21,7 +23,8 @@
 //! source counts as down while it does ([`crate::source::Pump::feed`]), so an edge fails over
 //! when the camera behind a live origin dies, not only when the origin does.
 
-use crate::hub::{Feeders, SourceState, Stream, ANY_FRAME};
+use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
+use crate::hub::{Feeders, Stream};
 use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether a member is up: live, with a frame younger than `timeout`.
-fn up(m: &Stream, timeout: Duration) -> bool {
+fn up(m: &SourceFeed, timeout: Duration) -> bool {
     m.source_info().state == SourceState::Live && m.last_frame_age().is_some_and(|a| a < timeout)
 }
 
@@ -37,13 +40,13 @@ fn up(m: &Stream, timeout: Duration) -> bool {
 /// start-up, none of them has failed yet and `--source-timeout` has not passed (a primary
 /// gets that long to deliver its first frame before a fallback dials). The reconnect loop
 /// neither connects nor stays connected while this holds, and `testsrc` and `file:` make no
-/// frames ([`crate::source::idle_while_standby`]).
+/// frames ([`crate::source::wait_while_paused`]).
 pub fn standby(
-    members: &[Arc<Stream>],
+    members: &[Arc<SourceFeed>],
     index: usize,
     timeout: Duration,
 ) -> impl Fn() -> bool + Send + Sync + 'static {
-    let before: Vec<Arc<Stream>> = members.iter().take(index).cloned().collect();
+    let before: Vec<Arc<SourceFeed>> = members.iter().take(index).cloned().collect();
     move || {
         // A member before this one that is on standby is about to be called (its own check
         // sees what this one sees), and one that is live without a recent frame is on its way
@@ -70,7 +73,7 @@ pub fn standby(
 /// (redacted, for logs).
 pub fn start(
     stream: Arc<Stream>,
-    members: Vec<Arc<Stream>>,
+    members: Vec<Arc<SourceFeed>>,
     specs: Vec<String>,
     timeout: Duration,
     shutdown: Shutdown,
@@ -78,7 +81,7 @@ pub fn start(
     // A switch is noticed after --source-timeout at worst, then one connect (5 s at worst,
     // usually milliseconds); NO SIGNAL only after that.
     *stream.expected_gap.lock() = timeout + Duration::from_secs(1);
-    let _ = stream.feeders.set(Feeders {
+    let _ = stream.chain.set(Feeders {
         members: members.clone(),
         current: Default::default(),
         switches: 0.into(),
@@ -93,26 +96,24 @@ pub fn start(
 
 fn forward(
     stream: &Stream,
-    members: &[Arc<Stream>],
+    members: &[Arc<SourceFeed>],
     specs: &[String],
     timeout: Duration,
     shutdown: &Shutdown,
 ) {
-    let Some(feeders) = stream.feeders.get() else {
+    let Some(feeders) = stream.chain.get() else {
         return;
     };
+    let feed = &stream.feed;
+    // Owned by this thread; woken by the members' publishes, and by nothing else.
+    let mut doorbell = Subscription::new(members.iter().map(|m| &**m));
     // The member whose frames are forwarded now, and the last one that was.
     let mut current: Option<usize> = None;
     let mut last_fed: Option<usize> = None;
     // The generation of each member last forwarded.
     let mut sent = vec![0u64; members.len()];
-    let mut epoch = 0;
     loop {
-        match ANY_FRAME.wait(epoch, Duration::from_millis(100)) {
-            Some(e) => epoch = e,
-            None => return,
-        }
-        if shutdown.is_stopping() {
+        if doorbell.wait(Duration::from_millis(100)) == Rung::Closed || shutdown.is_stopping() {
             return;
         }
         let active = members.iter().position(|m| up(m, timeout));
@@ -153,20 +154,19 @@ fn forward(
         // /status shows the member that feeds the stream, or the primary while none does.
         let shown = &members[current.unwrap_or(0)];
         let info = shown.source_info();
-        stream.set_state(info.state, info.peer);
+        feed.set_state(info.state, info.peer);
         if let Some(f) = info.format {
-            stream.set_format(f);
+            feed.set_format(f);
         }
-        stream.set_last_error(info.last_error);
+        feed.set_last_error(info.last_error);
         if let Some(i) = current {
             if let Some((frame, g)) = members[i].slot.latest() {
                 if g > sent[i] {
                     sent[i] = g;
-                    stream
-                        .source
+                    feed.stats
                         .bytes_in
                         .fetch_add(frame.jpeg().len() as u64, Relaxed);
-                    stream.publish_frame(frame);
+                    feed.publish_frame(frame);
                 }
             }
         }

@@ -1,116 +1,32 @@
-//! One served stream: its frame slot, what its source is doing, and who is watching.
+//! One served stream: the feed its viewers read, the chain of sources behind it, and who is
+//! watching.
 //!
-//! This is the only state shared between the source side and the HTTP side. Sources call
-//! [`Stream::publish`]; client threads wait on [`Stream::slot`] and register themselves in
-//! [`Stream::clients`] so `/status` can list them.
+//! This is the state shared between the source side and the HTTP side. Sources fill a
+//! [`SourceFeed`] and see nothing else; viewer threads wait on [`Stream::feed`]'s slot and
+//! register themselves in [`Stream::clients`] so `/status` can list them.
 
-use crate::frame::Frame;
-use crate::slot::FrameSlot;
+use crate::feed::SourceFeed;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where a source is in its life. Shown in `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceState {
-    /// Waiting for the upstream to connect (or to be reached).
-    Connecting,
-    /// Frames are arriving.
-    Live,
-    /// The upstream went away; waiting for it to come back.
-    Lost,
-    /// The input ended for good (stdin closed).
-    Ended,
-    /// A `--fallback` source that is not needed now (a source before it is up): it stays
-    /// disconnected, or for `testsrc` and `file:`, makes no frames.
-    Standby,
-    /// `--on-demand`: nobody watches, so the source is not pulled (no connection, no command
-    /// running, no frames made) until someone does.
-    Idle,
-}
-
-impl SourceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceState::Connecting => "connecting",
-            SourceState::Live => "live",
-            SourceState::Lost => "lost",
-            SourceState::Ended => "ended",
-            SourceState::Standby => "standby",
-            SourceState::Idle => "idle",
-        }
-    }
-}
-
-/// Counters and state of a stream's source. Atomics, because the source thread bumps them per
-/// frame and `/status` reads them from other threads.
-#[derive(Debug)]
-pub struct SourceStats {
-    pub frames_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub not_jpeg: AtomicU64,
-    pub oversized: AtomicU64,
-    pub header_too_long: AtomicU64,
-    pub garbage_bytes: AtomicU64,
-    /// Frames cut off by the upstream disconnecting (or being dropped) mid-frame.
-    pub truncated: AtomicU64,
-    /// Times the upstream changed its multipart boundary mid-stream.
-    pub boundary_changes: AtomicU64,
-    /// NO SIGNAL pictures received from an upstream relay (its camera was down); not
-    /// published, see [`crate::source::Pump::feed`].
-    pub no_signal_parts: AtomicU64,
-    /// Upstream connections accepted or made, including the first.
-    pub connections: AtomicU64,
-    info: Mutex<SourceInfo>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SourceInfo {
-    pub state: SourceState,
-    /// The upstream's address, when there is one.
-    pub peer: Option<String>,
-    /// Detected format, e.g. `multipart boundary=spionisto`: the last one seen, kept while
-    /// the source is down.
-    pub format: Option<String>,
-    pub since: Instant,
-    /// Why the source last failed (`connection refused`, `HTTP 404`, `exited with status
-    /// 127`), and when; kept after it recovers, so `/status` says what the last outage was.
-    pub last_error: Option<(String, Instant)>,
-}
-
-/// Input rate over the last completed window of about a second.
-#[derive(Debug)]
-struct Rate {
-    window_start: Instant,
-    frames_at_start: u64,
-    bytes_at_start: u64,
-    fps: f64,
-    bits_per_sec: f64,
-}
-
 /// A served stream. Share it as `Arc<Stream>`.
 #[derive(Debug)]
 pub struct Stream {
     /// `default` for the single `--source` form.
     pub name: String,
-    /// The source spec as given on the command line.
-    pub spec: String,
-    pub slot: FrameSlot<Frame>,
-    pub source: SourceStats,
+    /// What viewers read: filled by the stream's source, or, with `--fallback`, by the
+    /// failover forwarder from the member of [`Stream::chain`] that is up.
+    pub feed: Arc<SourceFeed>,
     pub clients: ClientRegistry,
     /// Totals over all clients, past and present, for `/metrics`.
     pub out: OutStats,
-    rate: Mutex<Rate>,
-    /// The newest frame from the source (not a generated one). Its lock also orders real
-    /// frames against generated ones, so a no-signal picture never covers a newer real frame.
-    last_real: Mutex<Option<Arc<Frame>>>,
-    pub created: Instant,
-    /// With `--fallback`: the sources that can feed this stream, in order of preference, each
-    /// a hub of its own that no client sees ([`crate::failover`] forwards the frames of the
-    /// first that is up). Set once at start-up.
-    pub feeders: std::sync::OnceLock<Feeders>,
+    /// With `--fallback`: the sources that can feed this stream, in order of preference,
+    /// each filling a feed of its own that no viewer sees ([`crate::failover`] forwards the
+    /// frames of the first that is up). Set once at start-up.
+    pub chain: std::sync::OnceLock<Feeders>,
     /// A gap in frames that is expected (a failover switch takes up to `--source-timeout`
     /// plus a connect): the NO SIGNAL picture waits at least this long.
     pub expected_gap: Mutex<Duration>,
@@ -129,11 +45,6 @@ pub struct Demand {
     pending_snapshots: std::sync::atomic::AtomicUsize,
     /// When someone last wanted the frames (checked by the source's own loop).
     last_wanted: Mutex<Option<Instant>>,
-    /// Times the source was started because someone came (for `/metrics`).
-    pub starts: AtomicU64,
-    /// The source was started for someone and has not delivered its first frame yet: the
-    /// NO SIGNAL watchdog shows a STARTING picture at once meanwhile.
-    pub starting: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a waiting `/snapshot` as demand while it lives.
@@ -178,7 +89,7 @@ impl Stream {
 #[derive(Debug)]
 pub struct Feeders {
     /// Primary first, then each `--fallback`.
-    pub members: Vec<Arc<Stream>>,
+    pub members: Vec<Arc<SourceFeed>>,
     /// The member whose frames are forwarded now, if any.
     pub current: Feeding,
     /// Changes of the feeding member since start (for `/metrics`).
@@ -209,167 +120,23 @@ impl Feeding {
 }
 
 impl Stream {
+    /// A stream named `name` whose source is `spec` (as given, for `/status`).
     pub fn new(name: &str, spec: &str) -> Arc<Stream> {
-        let now = Instant::now();
         Arc::new(Stream {
             name: name.to_string(),
-            spec: spec.to_string(),
-            slot: FrameSlot::new(),
-            source: SourceStats {
-                frames_in: AtomicU64::new(0),
-                bytes_in: AtomicU64::new(0),
-                not_jpeg: AtomicU64::new(0),
-                oversized: AtomicU64::new(0),
-                header_too_long: AtomicU64::new(0),
-                garbage_bytes: AtomicU64::new(0),
-                truncated: AtomicU64::new(0),
-                boundary_changes: AtomicU64::new(0),
-                no_signal_parts: AtomicU64::new(0),
-                connections: AtomicU64::new(0),
-                info: Mutex::new(SourceInfo {
-                    state: SourceState::Connecting,
-                    peer: None,
-                    format: None,
-                    since: now,
-                    last_error: None,
-                }),
-            },
+            feed: SourceFeed::new(name, spec),
             clients: ClientRegistry::default(),
             out: Default::default(),
-            rate: Mutex::new(Rate {
-                window_start: now,
-                frames_at_start: 0,
-                bytes_at_start: 0,
-                fps: 0.0,
-                bits_per_sec: 0.0,
-            }),
-            last_real: Mutex::new(None),
-            created: now,
-            feeders: std::sync::OnceLock::new(),
+            chain: std::sync::OnceLock::new(),
             expected_gap: Mutex::new(Duration::ZERO),
             demand: Demand::default(),
         })
     }
 
-    /// Makes `jpeg` the newest frame. Called by source threads only.
-    pub fn publish(&self, jpeg: &[u8]) -> Arc<Frame> {
-        self.publish_frame(Arc::new(Frame::new(jpeg)))
-    }
-
-    /// Makes `frame` (already laid out, e.g. by a feeder's hub) the newest frame, without a
-    /// copy. Counted as input like [`publish`](Self::publish).
-    pub fn publish_frame(&self, frame: Arc<Frame>) -> Arc<Frame> {
-        if self.demand.starting.load(Relaxed) {
-            self.demand.starting.store(false, Relaxed);
-        }
-        let mut last_real = self.last_real.lock();
-        let frames = self.source.frames_in.fetch_add(1, Relaxed) + 1;
-        self.slot.publish(frame.clone());
-        *last_real = Some(frame.clone());
-        drop(last_real);
-        ANY_FRAME.bump();
-        let bytes = self.source.bytes_in.load(Relaxed);
-        let mut rate = self.rate.lock();
-        let elapsed = frame.arrived_at.duration_since(rate.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            let secs = elapsed.as_secs_f64();
-            rate.fps = (frames - rate.frames_at_start) as f64 / secs;
-            rate.bits_per_sec = (bytes - rate.bytes_at_start) as f64 * 8.0 / secs;
-            rate.window_start = frame.arrived_at;
-            rate.frames_at_start = frames;
-            rate.bytes_at_start = bytes;
-        }
-        drop(rate);
-        frame
-    }
-
-    /// Publishes a generated picture (see [`crate::nosignal`]) unless a real frame arrived
-    /// since `frames_in` was `frames_before`. Not counted as input.
-    pub fn publish_generated(&self, jpeg: &[u8], frames_before: u64) -> bool {
-        let last_real = self.last_real.lock();
-        if self.source.frames_in.load(Relaxed) != frames_before {
-            return false;
-        }
-        let frame = Arc::new(Frame::no_signal(jpeg));
-        self.slot.publish(frame);
-        drop(last_real);
-        ANY_FRAME.bump();
-        true
-    }
-
-    /// Whether viewers are being sent the NO SIGNAL picture now (the newest frame is one).
-    pub fn shows_no_signal(&self) -> bool {
-        self.slot.latest().is_some_and(|(f, _)| f.no_signal)
-    }
-
-    /// Width and height of the newest real frame, if it says.
-    pub fn last_dimensions(&self) -> Option<(u16, u16)> {
-        let frame = self.last_real.lock().clone()?;
-        crate::jpeg::dimensions(frame.jpeg())
-    }
-
-    /// `since` (how long the source has been in this state) moves only when the state does.
-    pub fn set_state(&self, state: SourceState, peer: Option<String>) {
-        let mut info = self.source.info.lock();
-        if info.state != state {
-            info.state = state;
-            info.since = Instant::now();
-        }
-        info.peer = peer;
-    }
-
-    /// A connection attempt reached the upstream: record where. The state stays (a source
-    /// that is down is not live again until a frame arrives, see [`Stream::set_live`]).
-    pub fn set_peer(&self, peer: String) {
-        self.source.info.lock().peer = Some(peer);
-    }
-
-    /// Frames are flowing again: `live`, keeping the peer the source set when it connected.
-    pub fn set_live(&self) {
-        let mut info = self.source.info.lock();
-        if info.state != SourceState::Live {
-            info.state = SourceState::Live;
-            info.since = Instant::now();
-        }
-    }
-
-    /// Copies another hub's last error, with its time (a failover feeder's).
-    pub fn set_last_error(&self, error: Option<(String, Instant)>) {
-        if error.is_some() {
-            self.source.info.lock().last_error = error;
-        }
-    }
-
-    /// Records why the source failed, for `/status` and the viewer page.
-    pub fn set_error(&self, error: String) {
-        self.source.info.lock().last_error = Some((error, Instant::now()));
-    }
-
-    pub fn set_format(&self, format: String) {
-        self.source.info.lock().format = Some(format);
-    }
-
-    pub fn source_info(&self) -> SourceInfo {
-        self.source.info.lock().clone()
-    }
-
-    /// Input frames per second and bits per second, over the last window of about a second.
-    /// Zero once frames stop arriving for more than two seconds.
-    pub fn input_rate(&self) -> (f64, f64) {
-        let age = self.last_frame_age();
-        if age.is_none_or(|a| a > Duration::from_secs(2)) {
-            return (0.0, 0.0);
-        }
-        let rate = self.rate.lock();
-        (rate.fps, rate.bits_per_sec)
-    }
-
-    /// Time since the newest frame arrived.
-    pub fn last_frame_age(&self) -> Option<Duration> {
-        self.last_real
-            .lock()
-            .as_ref()
-            .map(|f| f.arrived_at.elapsed())
+    /// The feeds a viewer of this stream can be shown: the served one, then the members of
+    /// its chain (for `/status`).
+    pub fn members(&self) -> &[Arc<SourceFeed>] {
+        self.chain.get().map_or(&[], |c| &c.members)
     }
 }
 
@@ -406,52 +173,6 @@ impl OutStats {
         self.delay_buckets[i].fetch_add(1, Relaxed);
         self.delay_sum_us
             .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
-    }
-}
-
-/// Wakes whoever waits for a new frame of *any* stream: the `/mux` writer, which carries
-/// several streams on one connection and so cannot sleep on one slot. One per process, bumped
-/// by every publish (a lock and a notify per frame, not per client).
-#[derive(Debug)]
-pub struct AnyFrame {
-    /// Frames published so far, and whether the server is stopping.
-    state: Mutex<(u64, bool)>,
-    cond: parking_lot::Condvar,
-}
-
-pub static ANY_FRAME: AnyFrame = AnyFrame {
-    state: parking_lot::const_mutex((0, false)),
-    cond: parking_lot::Condvar::new(),
-};
-
-impl AnyFrame {
-    fn bump(&self) {
-        self.state.lock().0 += 1;
-        self.cond.notify_all();
-    }
-
-    /// Frames published so far (by all streams).
-    pub fn epoch(&self) -> u64 {
-        self.state.lock().0
-    }
-
-    /// Waits until the epoch passes `seen` or `timeout` ends; the epoch then, or `None` once
-    /// the server is stopping.
-    pub fn wait(&self, seen: u64, timeout: Duration) -> Option<u64> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.state.lock();
-        while st.0 <= seen && !st.1 {
-            if self.cond.wait_until(&mut st, deadline).timed_out() {
-                break;
-            }
-        }
-        (!st.1).then_some(st.0)
-    }
-
-    /// Wakes every waiter for good (the HTTP side calls it when it stops).
-    pub fn close(&self) {
-        self.state.lock().1 = true;
-        self.cond.notify_all();
     }
 }
 

@@ -49,6 +49,7 @@
 pub mod auth;
 pub mod cli;
 pub mod failover;
+pub mod feed;
 pub mod font;
 pub mod frame;
 pub mod http;

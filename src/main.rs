@@ -2,7 +2,7 @@
 //! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
 
 use mjpeg_relay::shutdown::{self, Trigger};
-use mjpeg_relay::{cli, http, hub::Stream, logger, nosignal, source};
+use mjpeg_relay::{cli, feed::SourceFeed, http, hub::Stream, logger, nosignal, source};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -139,8 +139,8 @@ fn main() {
     exit(0);
 }
 
-/// Starts the source of a stream, or with `--fallback` the whole chain: each source feeds a
-/// hub of its own, and the failover thread forwards the first that is up.
+/// Starts the source of a stream, or with `--fallback` the whole chain: each source fills a
+/// feed of its own, and the failover thread forwards the first that is up.
 fn start_sources(
     sc: &cli::StreamConfig,
     stream: &Arc<Stream>,
@@ -157,15 +157,15 @@ fn start_sources(
     }
     let cfg = &cfg;
     if sc.fallbacks.is_empty() {
-        return source::start(&sc.source, stream.clone(), cfg, stop.clone());
+        return source::start(&sc.source, stream.feed.clone(), cfg, stop.clone());
     }
     let chain: Vec<(&source::SourceSpec, &String)> = std::iter::once((&sc.source, &sc.source_text))
         .chain(sc.fallbacks.iter().map(|(s, t)| (s, t)))
         .collect();
-    let members: Vec<Arc<Stream>> = chain
+    let members: Vec<Arc<SourceFeed>> = chain
         .iter()
         .enumerate()
-        .map(|(i, (_, text))| Stream::new(&format!("{}#{i}", sc.name), text))
+        .map(|(i, (_, text))| SourceFeed::new(&format!("{}#{i}", sc.name), text))
         .collect();
     for (i, ((spec, _), member)) in chain.iter().zip(&members).enumerate() {
         let mut cfg = cfg.clone();

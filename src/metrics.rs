@@ -4,7 +4,8 @@
 //! ([`OutStats`](crate::hub::OutStats), in the hub) that client threads bump after every write;
 //! this module only renders them.
 
-use crate::hub::{SourceState, Stream, DELAY_BUCKETS};
+use crate::feed::SourceState;
+use crate::hub::{Stream, DELAY_BUCKETS};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -30,13 +31,13 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             "frames_in_total",
             "counter",
             "Whole frames received from the source.",
-            |s| s.source.frames_in.load(Relaxed).to_string(),
+            |s| s.feed.stats.frames_in.load(Relaxed).to_string(),
         ),
         (
             "bytes_in_total",
             "counter",
             "Bytes received from the source.",
-            |s| s.source.bytes_in.load(Relaxed).to_string(),
+            |s| s.feed.stats.bytes_in.load(Relaxed).to_string(),
         ),
         (
             "frames_out_total",
@@ -67,7 +68,8 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             "counter",
             "Upstream connections after the first.",
             |s| {
-                s.source
+                s.feed
+                    .stats
                     .connections
                     .load(Relaxed)
                     .saturating_sub(1)
@@ -79,7 +81,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             "counter",
             "Changes of the source feeding the stream (--fallback), 0 without fallbacks.",
             |s| {
-                s.feeders
+                s.chain
                     .get()
                     .map_or(0, |f| f.switches.load(Relaxed))
                     .to_string()
@@ -89,13 +91,13 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             "source_starts_total",
             "counter",
             "Times an --on-demand source was started because someone came to watch.",
-            |s| s.demand.starts.load(Relaxed).to_string(),
+            |s| s.feed.starts.load(Relaxed).to_string(),
         ),
         (
             "source_fps",
             "gauge",
             "Input frames per second over the last second.",
-            |s| format!("{:.3}", s.input_rate().0),
+            |s| format!("{:.3}", s.feed.input_rate().0),
         ),
     ];
     for (name, kind, help, f) in counters {
@@ -112,10 +114,10 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     let _ = writeln!(out, "# TYPE mjpeg_relay_invalid_frames_total counter");
     for s in streams {
         for (reason, c) in [
-            ("not_jpeg", &s.source.not_jpeg),
-            ("oversized", &s.source.oversized),
-            ("header_too_long", &s.source.header_too_long),
-            ("truncated", &s.source.truncated),
+            ("not_jpeg", &s.feed.stats.not_jpeg),
+            ("oversized", &s.feed.stats.oversized),
+            ("header_too_long", &s.feed.stats.header_too_long),
+            ("truncated", &s.feed.stats.truncated),
         ] {
             let _ = writeln!(
                 out,
@@ -131,7 +133,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     );
     let _ = writeln!(out, "# TYPE mjpeg_relay_source_up gauge");
     for s in streams {
-        let up = s.source_info().state == SourceState::Live;
+        let up = s.feed.source_info().state == SourceState::Live;
         let _ = writeln!(
             out,
             "mjpeg_relay_source_up{{stream=\"{}\"}} {}",
@@ -149,7 +151,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     let _ = writeln!(out, "# TYPE mjpeg_relay_failover_member_up gauge");
     for s in streams {
         for (i, m) in s
-            .feeders
+            .chain
             .get()
             .map_or(&[][..], |f| &f.members)
             .iter()
@@ -170,7 +172,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     );
     let _ = writeln!(out, "# TYPE mjpeg_relay_on_fallback gauge");
     for s in streams {
-        if let Some(f) = s.feeders.get() {
+        if let Some(f) = s.chain.get() {
             let on = f.current.load().is_some_and(|i| i > 0);
             let _ = writeln!(
                 out,
@@ -186,7 +188,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
     );
     let _ = writeln!(out, "# TYPE mjpeg_relay_source_state gauge");
     for s in streams {
-        let now = s.source_info().state;
+        let now = s.feed.source_info().state;
         for st in [
             SourceState::Connecting,
             SourceState::Live,

@@ -12,8 +12,9 @@
 //! One watchdog thread serves every stream: it renders at most one small JPEG per stream per
 //! second, and only while a source is down.
 
+use crate::feed::SourceState;
 use crate::font::{draw_text, fill, text_width};
-use crate::hub::{SourceState, Stream};
+use crate::hub::Stream;
 use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::Arc;
@@ -37,7 +38,8 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> 
         .spawn(move || {
             let mut last_sent: Vec<Option<Instant>> = vec![None; streams.len()];
             loop {
-                for (s, last) in streams.iter().zip(last_sent.iter_mut()) {
+                for (stream, last) in streams.iter().zip(last_sent.iter_mut()) {
+                    let s = &stream.feed;
                     let state = s.source_info().state;
                     // On demand with nobody watching: no picture for nobody.
                     if state == SourceState::Idle {
@@ -45,27 +47,26 @@ pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> 
                         continue;
                     }
                     // Started for someone who just came: say so at once, until the first frame.
-                    let starting = s.demand.starting.load(std::sync::atomic::Ordering::Relaxed);
+                    let starting = s.starting.load(std::sync::atomic::Ordering::Relaxed);
                     if starting {
                         if last.is_none_or(|t| t.elapsed() >= REFRESH) {
                             let (w, h) = s.last_dimensions().unwrap_or((640, 480));
                             let frames_before =
-                                s.source.frames_in.load(std::sync::atomic::Ordering::SeqCst);
+                                s.stats.frames_in.load(std::sync::atomic::Ordering::SeqCst);
                             s.publish_generated(&render_starting(&s.name, w, h), frames_before);
                             *last = Some(Instant::now());
                         }
                         continue;
                     }
                     let down_for = s.last_frame_age().unwrap_or_else(|| s.created.elapsed());
-                    if down_for < after.max(*s.expected_gap.lock()) {
+                    if down_for < after.max(*stream.expected_gap.lock()) {
                         *last = None;
                         continue;
                     }
                     if last.is_some_and(|t| t.elapsed() < REFRESH) {
                         continue;
                     }
-                    let frames_before =
-                        s.source.frames_in.load(std::sync::atomic::Ordering::SeqCst);
+                    let frames_before = s.stats.frames_in.load(std::sync::atomic::Ordering::SeqCst);
                     let (w, h) = s.last_dimensions().unwrap_or((640, 480));
                     let had_frames = s.last_frame_age().is_some();
                     let jpeg = render(&s.name, down_for, had_frames, state, w, h);

@@ -1,17 +1,17 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-//! The two frame endpoints: the long-lived `/stream` response, one thread per client, and
-//! `/snapshot`. See the parent module for the socket options that keep `/stream` live.
+//! The two frame endpoints of one stream: the long-lived `/stream` response (a
+//! [`Viewer`](super::viewer) of one track) and `/snapshot`, and what they share with `/mux`:
+//! the part layouts, `?fps`, the never-ending response head, bounded writes.
 
-use super::inflight::Drained;
-use super::server::{Body, Method, Request, Response};
+use super::conn::{Body, Method, Request, Response};
+use super::viewer::{Track, Viewer};
 use super::{send, text, NoCache, Shared};
+use crate::feed::SourceState;
 use crate::frame::Frame;
-use crate::hub::{SourceState, Stream};
+use crate::hub::Stream;
 use crate::multipart::{ADVANCE_OPENING, BOUNDARY, FRAMED_OPENING};
-use crate::slot::{FrameSlot, Next};
+use crate::slot::Next;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -119,7 +119,7 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
     let _wants = stream.demand.snapshot_waits();
     let cold = stream.demand.on_demand()
         && matches!(
-            stream.source_info().state,
+            stream.feed.source_info().state,
             SourceState::Idle | SourceState::Connecting
         );
     let wait = if stream.demand.on_demand() {
@@ -129,13 +129,13 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
     };
     let deadline = Instant::now() + wait;
     let mut seen = if cold {
-        stream.slot.latest().map_or(0, |(_, g)| g)
+        stream.feed.slot.latest().map_or(0, |(_, g)| g)
     } else {
         0
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match stream.slot.wait_newer(seen, left) {
+        match stream.feed.slot.wait_newer(seen, left) {
             Next::Frame(frame, _) if !crate::nosignal::is_no_signal(frame.jpeg()) => {
                 return Some(frame)
             }
@@ -146,7 +146,7 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
 }
 
 pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
-    let info = stream.source_info();
+    let info = stream.feed.source_info();
     // An ended source sends nothing more: answer at once, and do not invite a retry.
     let frame = match info.state {
         SourceState::Ended => None,
@@ -187,8 +187,9 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
                         "No live picture: the source has sent no frame for {} s{why}. The relay \
                          keeps reconnecting; try again later.\n",
                         stream
+                            .feed
                             .last_frame_age()
-                            .unwrap_or_else(|| stream.created.elapsed())
+                            .unwrap_or_else(|| stream.feed.created.elapsed())
                             .as_secs()
                     ),
                 )
@@ -204,8 +205,8 @@ fn timestamp(t: SystemTime) -> String {
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
-/// The long-lived `/stream` response. Runs until the client goes away, a frame cannot be
-/// delivered within `--send-timeout`, or the server shuts down.
+/// The long-lived `/stream` response: a [`Viewer`] of one track. Runs until the client goes
+/// away, a frame cannot be delivered within `--send-timeout`, or the server shuts down.
 pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
     let fps_cap = match fps_cap(query) {
         Ok(f) => f,
@@ -215,150 +216,30 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         let page = stream_page(&stream.name, &rq.target);
         return send(rq, page, shared);
     }
-    let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
-    // A still picture is re-sent after REPEAT_AFTER, but never more often than the cap allows.
-    let repeat_after = min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER));
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let layout = Layout::choose(&user_agent, query);
     let http10 = rq.minor_version == 0;
     let is_head = rq.method == Method::Head;
     let addr = rq.peer.clone();
+    let track = Track::new(
+        stream,
+        layout,
+        Vec::new(),
+        (&addr, &user_agent, layout.as_str(), fps_cap),
+    );
     // A response that never ends: written by hand on the connection, never chunked or buffered.
-    let mut w = rq.into_conn();
-    // Registered before the head goes out, so a client that has its head is in `/status`
-    // (a test reading /status right after the head found an empty list). Removed when `reg`
-    // drops with this function, whatever the path out.
-    let reg = stream
-        .clients
-        .register(addr.clone(), user_agent, layout.as_str(), fps_cap);
-    let info = &reg.info;
-    let out = &stream.out;
-    if !is_head {
-        out.clients_total.fetch_add(1, SeqCst);
-    }
-    let head = multipart_head(http10, shared);
-    let deadline = Instant::now() + shared.cfg.send_timeout;
-    if write_all_by(&mut w, head.as_bytes(), deadline)
-        .and_then(|_| w.flush())
-        .is_err()
-        || is_head
-    {
-        return;
-    }
+    let what = format!("stream '{}'", stream.name);
+    let mut viewer = Viewer::new(rq.into_conn(), addr, what, vec![track], fps_cap, shared);
     let opening = match layout {
         Layout::Framed => FRAMED_OPENING,
         Layout::Advance => ADVANCE_OPENING,
     };
-    let deadline = Instant::now() + shared.cfg.send_timeout;
-    if write_all_by(&mut w, opening, deadline).is_err() {
-        return;
+    if viewer.open(multipart_head(http10, shared).as_bytes(), opening, is_head) {
+        let cap_note = fps_cap
+            .map(|f| format!(", capped at {f} fps"))
+            .unwrap_or_default();
+        viewer.run(&format!("{} layout{cap_note}", layout.as_str()));
     }
-
-    let cap_note = fps_cap
-        .map(|f| format!(", capped at {f} fps"))
-        .unwrap_or_default();
-    log::info!(
-        "viewer {addr} connected to stream '{}' ({} layout{cap_note})",
-        stream.name,
-        layout.as_str()
-    );
-    // The in-flight bound (see the inflight module), for TCP clients; owned by this thread.
-    let mut inflight = match w.tcp_fd() {
-        Some(fd) if shared.cfg.inflight_bound => super::inflight::InFlight::new(fd),
-        _ => None,
-    };
-    // The newest generation taken from the slot, and the one last written.
-    let (mut seen_gen, mut sent_gen) = (0, 0);
-    let mut last: Option<Arc<Frame>> = None;
-    let mut last_write = Instant::now();
-    let mut last_new = Instant::now();
-    let end = loop {
-        if let Some(interval) = min_interval {
-            if last.is_some() {
-                match sleep_until(&stream.slot, last_new + interval, w.as_raw_fd()) {
-                    Slept::Done => {}
-                    Slept::Stopping => break "server shutting down".to_string(),
-                    Slept::PeerGone => break "client closed".to_string(),
-                }
-            }
-        }
-        // Repeat the current frame once nothing was written for a while.
-        let wait = (last_write + repeat_after).saturating_duration_since(Instant::now());
-        let (frame, repeat) = match stream.slot.wait_newer(seen_gen, wait) {
-            Next::Frame(mut frame, mut generation) => {
-                // Choose the frame only once the link has room for it: the newest then.
-                if let Some(bound) = &mut inflight {
-                    let deadline = Instant::now() + shared.cfg.send_timeout;
-                    let waited = match bound.wait(&stream.slot, deadline) {
-                        Drained::Ready { waited } => waited,
-                        Drained::Closed => break "server shutting down".to_string(),
-                        Drained::Gone => break "client closed".to_string(),
-                        Drained::Stalled => {
-                            break format!(
-                                "its unacknowledged data did not drain within --send-timeout \
-                                 ({:.1} s)",
-                                shared.cfg.send_timeout.as_secs_f64()
-                            )
-                        }
-                    };
-                    if let Some((newest, g)) = waited.then(|| stream.slot.latest()).flatten() {
-                        if g > generation {
-                            (frame, generation) = (newest, g);
-                        }
-                    }
-                }
-                seen_gen = generation;
-                (frame, false)
-            }
-            Next::Timeout => match &last {
-                Some(f) => (f.clone(), true),
-                None => {
-                    last_write = Instant::now();
-                    continue;
-                }
-            },
-            Next::Closed => break "server shutting down".to_string(),
-        };
-        // Generations count the stream's frames: a gap is what this client skipped.
-        if last.is_some() && !repeat && seen_gen > sent_gen + 1 {
-            let skipped = seen_gen - sent_gen - 1;
-            info.frames_skipped.fetch_add(skipped, SeqCst);
-            out.frames_skipped.fetch_add(skipped, SeqCst);
-        }
-        sent_gen = seen_gen;
-        let bytes = match layout {
-            Layout::Framed => frame.wire.framed(),
-            Layout::Advance => frame.wire.advance(),
-        };
-        // One write per frame: the wire form is contiguous (see the multipart module).
-        let deadline = Instant::now() + shared.cfg.send_timeout;
-        if let Err(e) = write_all_by(&mut w, bytes, deadline).and_then(|_| w.flush()) {
-            break describe_write_error(&e, shared.cfg.send_timeout);
-        }
-        last_write = Instant::now();
-        if let Some(bound) = &mut inflight {
-            bound.wrote(bytes.len());
-        }
-        info.bytes_sent.fetch_add(bytes.len() as u64, SeqCst);
-        out.bytes_out.fetch_add(bytes.len() as u64, SeqCst);
-        if repeat {
-            info.repeats.fetch_add(1, SeqCst);
-            out.repeats.fetch_add(1, SeqCst);
-        } else {
-            info.frames_sent.fetch_add(1, SeqCst);
-            out.frames_out.fetch_add(1, SeqCst);
-            out.observe_delay(last_write.duration_since(frame.arrived_at));
-            last_new = last_write;
-        }
-        last = Some(frame);
-    };
-    log::info!(
-        "viewer {addr} left stream '{}' after {:.1} s: {} frames sent, {} skipped ({end})",
-        stream.name,
-        info.connected_at.elapsed().as_secs_f64(),
-        info.frames_sent.load(SeqCst),
-        info.frames_skipped.load(SeqCst),
-    );
 }
 
 /// Whether the request opens the stream URL as a page (someone typed or tapped the link)
@@ -439,44 +320,6 @@ pub(super) fn stream_head(http10: bool, content_type: &str, shared: &Shared) -> 
             .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
             .unwrap_or_default(),
     )
-}
-
-/// How a paced client's sleep ended.
-pub(super) enum Slept {
-    Done,
-    Stopping,
-    PeerGone,
-}
-
-/// Sleeps until `t` (a `?fps` cap: up to 100 s), waking in steps of at most 100 ms to notice
-/// shutdown, and at once when the client goes away: the sleep waits on the socket itself, so
-/// a closed tab frees its thread and its `--max-clients` slot now, not at the next frame.
-pub(super) fn sleep_until(slot: &FrameSlot<Frame>, t: Instant, fd: RawFd) -> Slept {
-    loop {
-        if slot.is_closed() {
-            return Slept::Stopping;
-        }
-        let left = t.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Slept::Done;
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        let ms = left.min(Duration::from_millis(100)).as_millis().max(1) as i32;
-        // SAFETY: one valid pollfd for the client's socket, owned by this thread.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
-            return Slept::PeerGone;
-        }
-        if rc > 0 {
-            // Readable but not closed: bytes after the request (pipelined, never read).
-            // Sleep the step out instead of spinning on them.
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
-    }
 }
 
 pub(super) fn describe_write_error(e: &io::Error, timeout: Duration) -> String {

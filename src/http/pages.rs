@@ -1,7 +1,7 @@
 //! The informational endpoints: `/status` (ours), `/state` (ustreamer's shape), `/metrics`
 //! (Prometheus), and the HTML pages.
 
-use super::server::{Request, Response};
+use super::conn::{Request, Response};
 use super::{send, NoCache, Shared};
 use crate::hub::Stream;
 use serde_json::json;
@@ -44,8 +44,8 @@ pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
 /// ustreamer's `/state`, for tools that poll it (the first stream).
 pub(super) fn serve_state(rq: Request, shared: &Shared) {
     let s = &shared.streams[0];
-    let (fps, _) = s.input_rate();
-    let (w, h) = s.last_dimensions().unwrap_or((0, 0));
+    let (fps, _) = s.feed.input_rate();
+    let (w, h) = s.feed.last_dimensions().unwrap_or((0, 0));
     let clients: serde_json::Map<String, serde_json::Value> = s
         .clients
         .snapshot()
@@ -70,7 +70,7 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
         "result": {
             "source": {
                 "resolution": {"width": w, "height": h},
-                "online": s.source_info().state == crate::hub::SourceState::Live,
+                "online": s.feed.source_info().state == crate::feed::SourceState::Live,
                 "captured_fps": fps.round(),
             },
             "stream": {
@@ -128,9 +128,9 @@ pub(super) fn status_json(
         .iter()
         .filter(|s| only.is_none_or(|o| Arc::ptr_eq(o, s)))
         .map(|s| {
-            let info = s.source_info();
-            let (fps, bps) = s.input_rate();
-            let src = &s.source;
+            let info = s.feed.source_info();
+            let (fps, bps) = s.feed.input_rate();
+            let src = &s.feed.stats;
             let viewers = s.clients.len();
             let clients: Vec<_> = (if with_clients {
                 s.clients.snapshot()
@@ -163,7 +163,7 @@ pub(super) fn status_json(
                 "name": s.name,
                 "path": path,
                 "source": {
-                    "spec": shown(&s.spec),
+                    "spec": shown(&s.feed.spec),
                     "state": info.state.as_str(),
                     "address": info.peer,
                     "format": info.format,
@@ -179,7 +179,7 @@ pub(super) fn status_json(
                     "bytes_in": src.bytes_in.load(SeqCst),
                     "fps": round3(fps),
                     "bitrate_bps": bps.round(),
-                    "last_frame_age_s": s.last_frame_age().map(|a| round3(a.as_secs_f64())),
+                    "last_frame_age_s": s.feed.last_frame_age().map(|a| round3(a.as_secs_f64())),
                     "dropped": {
                         "not_jpeg": src.not_jpeg.load(SeqCst),
                         "oversized": src.oversized.load(SeqCst),
@@ -189,10 +189,10 @@ pub(super) fn status_json(
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
                     "no_signal_parts": src.no_signal_parts.load(SeqCst),
-                    "failover": s.feeders.get().map(|f| failover_json(f, &shown)),
+                    "failover": s.chain.get().map(|f| failover_json(f, &shown)),
                     "on_demand": s.demand.linger.get().map(|l| json!({
                         "linger_s": l.as_secs_f64(),
-                        "starts": s.demand.starts.load(SeqCst),
+                        "starts": s.feed.starts.load(SeqCst),
                     })),
                 },
                 "clients_connected": viewers,
@@ -203,7 +203,7 @@ pub(super) fn status_json(
                     "repeats": s.out.repeats.load(SeqCst),
                     "clients_served": s.out.clients_total.load(SeqCst),
                 },
-                "no_signal": s.shows_no_signal(),
+                "no_signal": s.feed.shows_no_signal(),
             });
             if with_clients {
                 v["clients"] = clients.into();
@@ -230,7 +230,7 @@ fn failover_json(f: &crate::hub::Feeders, shown: &dyn Fn(&str) -> String) -> ser
                 "spec": shown(&m.spec),
                 "state": info.state.as_str(),
                 "address": info.peer,
-                "frames_in": m.source.frames_in.load(SeqCst),
+                "frames_in": m.stats.frames_in.load(SeqCst),
                 "last_frame_age_s": m.last_frame_age().map(|a| round3(a.as_secs_f64())),
                 "last_error": info.last_error.as_ref().map(|(e, _)| e),
             })

@@ -19,7 +19,8 @@
 //!   closes only its own connections and cannot lock viewers out (it used to: 150 idle
 //!   connections made `--max-clients 100` refuse every viewer for `--header-timeout`).
 //!   Threads: at most `max_clients + max_pending` (beyond that, `503` at accept);
-//! * a request head must be complete within [`HEAD_TIMEOUT`] and [`MAX_HEAD`] bytes, else
+//! * a request head must be complete within `--header-timeout` ([`HEAD_TIMEOUT`](super::head::HEAD_TIMEOUT)) and
+//!   [`MAX_HEAD`](super::head::MAX_HEAD) bytes, else
 //!   `408` or `431` and close; a malformed one gets `400`;
 //! * refusals and evictions are logged once and then summarised every 10 s
 //!   ([`crate::logger::Throttled`]), never a line each;
@@ -27,306 +28,26 @@
 //!   and a browser simply opens a new connection for the next request. Pipelined requests
 //!   after the first are not read.
 //!
-//! Request heads are parsed by `httparse` (sans-IO, already in the dependency tree through the
-//! HTTP client), responses are written here: they are a status line, a few headers and a body.
+//! Request heads are read by [`super::head`] and parsed by `httparse` (sans-IO, already in the
+//! dependency tree through the HTTP client); requests and responses are [`super::conn`]'s:
+//! a status line, a few headers and a body.
 
-use crate::shutdown::Shutdown as Stop;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use super::conn::{linger_close, Conn, Request, Response};
+use super::head::{read_head, HeadError};
+use crate::shutdown::Shutdown;
+use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Default for `--header-timeout`: a request head (request line and headers) must arrive
-/// within this time in total.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head accepted, request line and headers together.
-pub const MAX_HEAD: usize = 16 * 1024;
-/// Most header lines accepted in one request.
-const MAX_HEADERS: usize = 64;
 /// How long a `503` to a client over the limit may take to write.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Pending connections (request head not complete yet) from one source address. A browser
 /// opens at most six connections to a host at once.
 pub const PENDING_PER_ADDR: usize = 8;
-
-/// A TLS session over a client's TCP socket (`--tls-cert`).
-pub use super::tls::TlsConn as TlsStream;
-
-/// A client connection: TCP, TLS over TCP, or a Unix socket behind a local proxy.
-#[derive(Debug)]
-pub enum Conn {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream>),
-    Unix(UnixStream),
-}
-
-impl Conn {
-    fn try_clone(&self) -> io::Result<Conn> {
-        Ok(match self {
-            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
-            // A second handle of the socket underneath (to close it by), not of the session.
-            Conn::Tls(s) => Conn::Tcp(s.sock.try_clone()?),
-            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
-        })
-    }
-
-    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_read_timeout(d),
-            Conn::Tls(s) => s.sock.set_read_timeout(d),
-            Conn::Unix(s) => s.set_read_timeout(d),
-        }
-    }
-
-    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.set_write_timeout(d),
-            Conn::Tls(s) => s.sock.set_write_timeout(d),
-            Conn::Unix(s) => s.set_write_timeout(d),
-        }
-    }
-
-    fn shutdown(&self) {
-        let _ = match self {
-            Conn::Tcp(s) => s.shutdown(Shutdown::Both),
-            Conn::Tls(s) => s.sock.shutdown(Shutdown::Both),
-            Conn::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-
-    /// The TCP socket's descriptor (under TLS too), for the in-flight bound; `None` for a
-    /// Unix socket.
-    pub fn tcp_fd(&self) -> Option<RawFd> {
-        match self {
-            Conn::Tcp(s) => Some(s.as_raw_fd()),
-            Conn::Tls(s) => Some(s.sock.as_raw_fd()),
-            Conn::Unix(_) => None,
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Tls(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Tls(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
-        }
-    }
-
-    /// Plain sockets hold nothing back; a TLS session writes out its pending records.
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Tls(s) => s.flush(),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl AsRawFd for Conn {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Tls(s) => s.sock.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-/// The request methods the relay tells apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Options,
-    Other(String),
-}
-
-/// One parsed request head, and the connection to answer on.
-#[derive(Debug)]
-pub struct Request {
-    pub method: Method,
-    /// The request target as sent: path and query, not decoded.
-    pub target: String,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor_version: u8,
-    pub headers: Vec<(String, String)>,
-    /// The client's address for logs, `unix` for a Unix socket peer.
-    pub peer: String,
-    conn: Conn,
-}
-
-impl Request {
-    /// The first header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Writes `resp` and closes the connection.
-    pub fn respond(mut self, resp: Response) -> io::Result<()> {
-        let head_only = self.method == Method::Head;
-        let result = resp.write_to(&mut self.conn, self.minor_version, head_only);
-        linger_close(self.conn);
-        result
-    }
-
-    /// The connection, for responses written by hand (`/stream`).
-    pub fn into_conn(self) -> Conn {
-        self.conn
-    }
-}
-
-/// Closes after a response. Closing a socket with unread input (a request body, pipelined
-/// requests) makes the kernel send a reset, which can destroy the response in flight to the
-/// client; so: end our side, read and discard briefly until the client closes, then close.
-fn linger_close(mut conn: Conn) {
-    let _ = match &mut conn {
-        Conn::Tcp(s) => s.shutdown(Shutdown::Write),
-        Conn::Tls(s) => {
-            s.close_notify();
-            s.sock.shutdown(Shutdown::Write)
-        }
-        Conn::Unix(s) => s.shutdown(Shutdown::Write),
-    };
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < 64 * 1024 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match conn.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-/// Longest wait for a client to close after its response (see `linger_close`).
-const LINGER: Duration = Duration::from_millis(500);
-
-/// A response body.
-pub enum Body {
-    Empty,
-    Bytes(Vec<u8>),
-    /// Bytes shared with other threads (a frame), written without a copy.
-    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
-    File(File, u64),
-}
-
-/// A status, headers and a body; always sent with `Content-Length` and `Connection: close`.
-pub struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Body,
-}
-
-impl Response {
-    pub fn new(status: u16, body: Body) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body,
-        }
-    }
-
-    pub fn empty(status: u16) -> Response {
-        Response::new(status, Body::Empty)
-    }
-
-    pub fn bytes(status: u16, body: impl Into<Vec<u8>>) -> Response {
-        Response::new(status, Body::Bytes(body.into()))
-    }
-
-    pub fn with_header(mut self, name: &str, value: &str) -> Response {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    fn write_to(self, w: &mut dyn Write, minor: u8, head_only: bool) -> io::Result<()> {
-        let len = match &self.body {
-            Body::Empty => 0,
-            Body::Bytes(b) => b.len() as u64,
-            Body::Shared(b) => b.as_ref().as_ref().len() as u64,
-            Body::File(_, n) => *n,
-        };
-        let mut head = format!(
-            "HTTP/1.{} {} {}\r\n",
-            minor.min(1),
-            self.status,
-            reason(self.status)
-        );
-        for (k, v) in &self.headers {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
-        }
-        if self.status != 204 && self.status != 304 {
-            head.push_str(&format!("Content-Length: {len}\r\n"));
-        }
-        head.push_str("Connection: close\r\n\r\n");
-        if head_only {
-            return w.write_all(head.as_bytes());
-        }
-        match self.body {
-            Body::Empty => w.write_all(head.as_bytes()),
-            Body::Bytes(mut b) => {
-                // One write for small responses: head and body together.
-                let mut all = head.into_bytes();
-                all.append(&mut b);
-                w.write_all(&all)
-            }
-            Body::Shared(b) => {
-                w.write_all(head.as_bytes())?;
-                w.write_all(b.as_ref().as_ref())
-            }
-            Body::File(mut f, n) => {
-                w.write_all(head.as_bytes())?;
-                io::copy(&mut (&mut f).take(n), w).map(|_| ())
-            }
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
 
 /// Where connections come from.
 pub enum Listener<'a> {
@@ -475,7 +196,7 @@ static PER_ADDR_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 pub fn run(
     listener: Listener<'_>,
     limits: Limits,
-    shutdown: &Stop,
+    shutdown: &Shutdown,
     active: Arc<AtomicUsize>,
     handler: Arc<dyn Fn(Request) + Send + Sync>,
 ) {
@@ -818,120 +539,13 @@ fn accept_tls(
     })))
 }
 
-/// What went wrong reading a request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadError {
-    /// The client closed (or reset) before a whole head arrived.
-    Closed,
-    Timeout,
-    TooLarge,
-    Malformed,
-}
-
-/// A parsed request head.
-#[derive(Debug)]
-pub struct Head {
-    pub method: Method,
-    pub target: String,
-    pub minor_version: u8,
-    pub headers: Vec<(String, String)>,
-}
-
-/// Reads one request head from `conn` within `limit` in total and [`MAX_HEAD`] bytes. Bytes after
-/// the head (a body, pipelined requests) are not read.
-pub fn read_head(conn: &mut Conn, limit: Duration) -> Result<Head, HeadError> {
-    let deadline = Instant::now() + limit;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::Timeout);
-        }
-        conn.set_read_timeout(Some(left))
-            .map_err(|_| HeadError::Closed)?;
-        // Read no further than the head could reach, so a body or a pipelined request stays
-        // unread in the socket.
-        let want = chunk.len().min(MAX_HEAD + 1 - buf.len());
-        let n = match conn.read(chunk.get_mut(..want).unwrap_or_default()) {
-            Ok(0) => return Err(HeadError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HeadError::Timeout)
-            }
-            Err(_) => return Err(HeadError::Closed),
-        };
-        let first = buf.is_empty();
-        let scan_from = buf.len().saturating_sub(2);
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        // Parse the first read (a TLS hello or other garbage gets its 400 at once) and then only
-        // when a blank line may have arrived: re-parsing the whole head on every read would let
-        // a client sending a byte at a time make us parse ~MAX_HEAD²/2 bytes.
-        let fresh = buf.get(scan_from..).unwrap_or_default();
-        let may_end = memchr::memmem::find(fresh, b"\n\n").is_some()
-            || memchr::memmem::find(fresh, b"\n\r\n").is_some();
-        if !first && !may_end {
-            if buf.len() > MAX_HEAD {
-                return Err(HeadError::TooLarge);
-            }
-            continue;
-        }
-        match parse_head(&buf) {
-            Ok(Some(head)) => {
-                let _ = conn.set_read_timeout(None);
-                return Ok(head);
-            }
-            Ok(None) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// `Ok(None)` while the head is incomplete.
-pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Partial) => Ok(None),
-        Ok(httparse::Status::Complete(_)) => {
-            let method = match req.method.unwrap_or("") {
-                "GET" => Method::Get,
-                "HEAD" => Method::Head,
-                "OPTIONS" => Method::Options,
-                other => Method::Other(other.to_string()),
-            };
-            let headers = req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).trim().to_string(),
-                    )
-                })
-                .collect();
-            Ok(Some(Head {
-                method,
-                target: req.path.unwrap_or("/").to_string(),
-                minor_version: req.version.unwrap_or(1),
-                headers,
-            }))
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
-        Err(_) => Err(HeadError::Malformed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::conn::Method;
+    use crate::http::head::{parse_head, Head, MAX_HEAD};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn heads_parse_or_say_why_not() {

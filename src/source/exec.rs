@@ -1,4 +1,4 @@
-//! `exec:COMMAND`: run `sh -c COMMAND`, read its stdout as the stream, and babysit it.
+//! `exec:COMMAND`: run `sh -c COMMAND`, read its stdout as the feed, and babysit it.
 //!
 //! The command runs in its own process group, so stopping it stops the whole pipeline `sh`
 //! started (a `gst-launch-1.0 … | …` or an ffmpeg with helpers), not just the shell. The group

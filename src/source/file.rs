@@ -8,7 +8,7 @@
 //! Frames go out on absolute deadlines (no drift); the recording's own timing is not kept.
 
 use super::{spawn_source_thread, SourceConfig};
-use crate::hub::{SourceState, Stream};
+use crate::feed::{SourceFeed, SourceState};
 use crate::parser::{Event, Parser};
 use crate::shutdown::Shutdown;
 use std::fs::File;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const CHUNK: usize = 64 * 1024;
 
 pub fn start(
-    stream: Arc<Stream>,
+    feed: Arc<SourceFeed>,
     path: PathBuf,
     cfg: &SourceConfig,
     shutdown: Shutdown,
@@ -31,20 +31,20 @@ pub fn start(
     let interval = Duration::from_secs_f64(1.0 / cfg.fps);
     let max_frame = cfg.max_frame_bytes;
     let pauses = cfg.pauses.clone();
-    let name = format!("src-{}-file", stream.name);
+    let name = format!("src-{}-file", feed.name);
     spawn_source_thread(name, move || {
         let mut player = Player {
-            stream: &stream,
+            feed: &feed,
             shutdown: &shutdown,
             interval,
             next: Instant::now(),
             pauses,
         };
-        stream.set_state(SourceState::Live, Some(path.display().to_string()));
-        stream.source.connections.fetch_add(1, Relaxed);
+        feed.set_state(SourceState::Live, Some(path.display().to_string()));
+        feed.stats.connections.fetch_add(1, Relaxed);
         log::info!(
             "stream '{}': replaying {} at {:.1} fps, looping",
-            stream.name,
+            feed.name,
             path.display(),
             1.0 / interval.as_secs_f64()
         );
@@ -58,7 +58,7 @@ pub fn start(
                 Ok(Some(0)) => {
                     log::error!(
                         "stream '{}': {} holds no whole JPEG frame; nothing to replay",
-                        stream.name,
+                        feed.name,
                         path.display()
                     );
                     break;
@@ -68,14 +68,14 @@ pub fn start(
                 Err(e) => {
                     log::error!(
                         "stream '{}': cannot read {}: {e}",
-                        stream.name,
+                        feed.name,
                         path.display()
                     );
                     break;
                 }
             }
         }
-        stream.set_state(SourceState::Ended, None);
+        feed.set_state(SourceState::Ended, None);
     })?;
     Ok(())
 }
@@ -147,7 +147,7 @@ fn jpeg_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 struct Player<'a> {
-    stream: &'a Stream,
+    feed: &'a SourceFeed,
     shutdown: &'a Shutdown,
     interval: Duration,
     next: Instant,
@@ -158,7 +158,7 @@ struct Player<'a> {
 impl Player<'_> {
     /// Publishes `jpeg` at the next deadline. `false` means shutdown.
     fn show(&mut self, jpeg: &[u8]) -> bool {
-        if super::wait_while_paused(&self.pauses, self.stream, self.shutdown, SourceState::Live) {
+        if super::wait_while_paused(&self.pauses, self.feed, self.shutdown, SourceState::Live) {
             return false;
         }
         let now = Instant::now();
@@ -170,11 +170,11 @@ impl Player<'_> {
             self.next = now; // fell behind: skip ahead, do not burst
         }
         self.next += self.interval;
-        self.stream
-            .source
+        self.feed
+            .stats
             .bytes_in
             .fetch_add(jpeg.len() as u64, Relaxed);
-        self.stream.publish(jpeg);
+        self.feed.publish(jpeg);
         true
     }
 
@@ -200,7 +200,7 @@ impl Player<'_> {
                 continue;
             }
             if shown == 0 && !found.is_empty() {
-                self.stream.set_format(format!("file, {}", parser.format()));
+                self.feed.set_format(format!("file, {}", parser.format()));
             }
             for j in found.drain(..) {
                 if !self.show(&j) {
@@ -214,7 +214,7 @@ impl Player<'_> {
     /// One pass over a directory of JPEG files, in name order.
     fn play_dir(&mut self, dir: &Path, max_frame: usize) -> io::Result<Option<u64>> {
         let files = jpeg_files(dir)?;
-        self.stream.set_format("directory of JPEG files".into());
+        self.feed.set_format("directory of JPEG files".into());
         let mut shown = 0;
         for p in files {
             let len = p.metadata().map(|m| m.len()).unwrap_or(0);

@@ -194,7 +194,7 @@ fn is_single_picture(content_type: &str) -> bool {
         .any(|m| mime.eq_ignore_ascii_case(m))
 }
 
-/// A snapshot URL read as a stream: each response body in turn, a new request every `every`
+/// A snapshot URL read as a feed: each response body in turn, a new request every `every`
 /// (on a fixed schedule, skipping ahead if a request took longer). A failed request ends the
 /// "connection", and the reconnect loop takes over as for any lost upstream.
 struct Poller {

@@ -9,7 +9,7 @@
 //! ([`crate::nosignal`]) tells them why the picture stopped.
 
 use super::{spawn_source_thread, wait_while_paused, Pause, Pauses, Pump, SourceConfig};
-use crate::hub::{SourceState, Stream};
+use crate::feed::{SourceFeed, SourceState};
 use crate::parser::Parser;
 use crate::shutdown::Shutdown;
 use std::io::{self, Read};
@@ -65,7 +65,7 @@ impl Backoff {
 /// Starts the source thread: `connect` is called for every attempt, on that thread.
 /// `what` names the upstream in log lines (passwords already redacted).
 pub fn start(
-    stream: Arc<Stream>,
+    feed: Arc<SourceFeed>,
     cfg: &SourceConfig,
     shutdown: Shutdown,
     what: String,
@@ -73,10 +73,10 @@ pub fn start(
 ) -> io::Result<()> {
     let (max_frame, timeout) = (cfg.max_frame_bytes, cfg.source_timeout);
     let pauses = cfg.pauses.clone();
-    let name = format!("src-{}-connect", stream.name);
+    let name = format!("src-{}-connect", feed.name);
     spawn_source_thread(name, move || {
         let ctx = Loop {
-            stream: &stream,
+            feed: &feed,
             max_frame,
             timeout,
             shutdown: &shutdown,
@@ -90,7 +90,7 @@ pub fn start(
 
 /// What the loop needs besides the way to connect.
 struct Loop<'a> {
-    stream: &'a Arc<Stream>,
+    feed: &'a Arc<SourceFeed>,
     max_frame: usize,
     timeout: Duration,
     shutdown: &'a Shutdown,
@@ -108,13 +108,8 @@ pub type Standby = Arc<dyn Fn() -> bool + Send + Sync>;
 const STANDBY_GRACE: Duration = Duration::from_secs(1);
 
 fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
-    let (stream, max_frame, timeout, shutdown, what) = (
-        ctx.stream,
-        ctx.max_frame,
-        ctx.timeout,
-        ctx.shutdown,
-        ctx.what,
-    );
+    let (feed, max_frame, timeout, shutdown, what) =
+        (ctx.feed, ctx.max_frame, ctx.timeout, ctx.shutdown, ctx.what);
     let mut backoff = Backoff::default();
     // One WARN when the source goes down, one INFO when frames flow again, nothing in between
     // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
@@ -130,32 +125,28 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     if ctx.pauses.now() == Some(Pause::Idle) {
         log::info!(
             "stream '{}': on demand: {what} is {} when someone watches",
-            stream.name,
+            feed.name,
             if command { "started" } else { "connected to" }
         );
     } else {
-        log::info!("stream '{}': {first} {what}", stream.name);
+        log::info!("stream '{}': {first} {what}", feed.name);
     }
     loop {
         // Disconnected while a preferred source is up (a fallback) or nobody watches.
-        if wait_while_paused(&ctx.pauses, stream, shutdown, SourceState::Connecting) {
+        if wait_while_paused(&ctx.pauses, feed, shutdown, SourceState::Connecting) {
             return;
         }
         let failure = match connect() {
             Ok(up) => {
-                stream.source.connections.fetch_add(1, Relaxed);
-                stream.set_peer(up.peer.clone());
-                log::debug!(
-                    "stream '{}': connected to {what} ({})",
-                    stream.name,
-                    up.peer
-                );
+                feed.stats.connections.fetch_add(1, Relaxed);
+                feed.set_peer(up.peer.clone());
+                log::debug!("stream '{}': connected to {what} ({})", feed.name, up.peer);
                 let started = Instant::now();
                 let parser = match &up.boundary {
                     Some(b) => Parser::with_boundary(max_frame, b),
                     None => Parser::new(max_frame),
                 };
-                let mut pump = Pump::with_parser(stream.clone(), parser, what.to_string());
+                let mut pump = Pump::with_parser(feed.clone(), parser, what.to_string());
                 pump.first_frame_note = outage.back_note();
                 if ctx.pauses.standby.is_some() || ctx.pauses.idle.is_some() {
                     // Hang up when nobody watches any more (LINGER has passed already), or
@@ -185,7 +176,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                         _ => "a preferred source is up",
                     };
                     let done = if command { "stopped" } else { "disconnected" };
-                    log::info!("stream '{}': {what} {done}: {why}", stream.name);
+                    log::info!("stream '{}': {what} {done}: {why}", feed.name);
                     backoff.reset();
                     outage = Outage::default();
                     continue;
@@ -202,14 +193,14 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     log::warn!(
                         "stream '{}': lost {what} after {:.1} s: {reason}; {again} in {:.1} s \
                          (then every {} s at most, logged again when it is back)",
-                        stream.name,
+                        feed.name,
                         started.elapsed().as_secs_f64(),
                         delay.as_secs_f64(),
                         BACKOFF_CAP.as_secs()
                     );
                     outage.begin(reason.clone());
-                    stream.set_error(reason);
-                    stream.set_state(SourceState::Lost, None);
+                    feed.set_error(reason);
+                    feed.set_state(SourceState::Lost, None);
                     if shutdown.sleep(delay) {
                         return;
                     }
@@ -235,19 +226,19 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
             log::warn!(
                 "stream '{}': cannot get frames from {what}: {failure}; retrying in {:.1} s \
                  (then every {} s at most; repeats of this error are logged at debug level)",
-                stream.name,
+                feed.name,
                 delay.as_secs_f64(),
                 BACKOFF_CAP.as_secs()
             );
         } else {
             log::debug!(
                 "stream '{}': cannot get frames from {what}: {failure} (attempt {})",
-                stream.name,
+                feed.name,
                 outage.failed_attempts
             );
         }
-        stream.set_error(failure);
-        stream.set_state(SourceState::Lost, None);
+        feed.set_error(failure);
+        feed.set_state(SourceState::Lost, None);
         if shutdown.sleep(delay) {
             return;
         }

@@ -7,20 +7,19 @@
 //! any other server.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
-use crate::hub::{SourceState, Stream};
+use crate::feed::{SourceFeed, SourceState};
 use std::io;
 use std::sync::Arc;
 
-pub fn start(stream: Arc<Stream>, cfg: &SourceConfig) -> io::Result<()> {
+pub fn start(feed: Arc<SourceFeed>, cfg: &SourceConfig) -> io::Result<()> {
     let max_frame = cfg.max_frame_bytes;
-    let name = format!("src-{}-stdin", stream.name);
+    let name = format!("src-{}-stdin", feed.name);
     spawn_source_thread(name, move || {
-        stream.set_state(SourceState::Live, Some("stdin".into()));
-        stream
-            .source
+        feed.set_state(SourceState::Live, Some("stdin".into()));
+        feed.stats
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut pump = Pump::new(stream.clone(), max_frame, "stdin".into());
+        let mut pump = Pump::new(feed.clone(), max_frame, "stdin".into());
         let result = pump.run(&mut io::stdin().lock());
         let how = match result {
             Ok(()) => "reached end of input".to_string(),
@@ -30,17 +29,17 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig) -> io::Result<()> {
             log::error!(
                 "stream '{}': stdin {how} without one whole JPEG; is the command before the pipe \
                  writing MJPEG to stdout (e.g. fdsink fd=1)?",
-                stream.name
+                feed.name
             );
         } else {
             log::warn!(
                 "stream '{}': stdin {how}: the stream has ended (viewers get a SOURCE ENDED \
                  picture, /snapshot answers 503); restart the pipeline and the relay to resume",
-                stream.name
+                feed.name
             );
         }
-        stream.set_error(format!("stdin {how}"));
-        stream.set_state(SourceState::Ended, None);
+        feed.set_error(format!("stdin {how}"));
+        feed.set_state(SourceState::Ended, None);
     })?;
     Ok(())
 }

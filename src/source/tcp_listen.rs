@@ -5,7 +5,7 @@
 //! have noticed yet that its peer is gone. Viewers are not touched; they just see the next frame.
 
 use super::{spawn_source_thread, Pump, SourceConfig};
-use crate::hub::{SourceState, Stream};
+use crate::feed::{SourceFeed, SourceState};
 use parking_lot::Mutex;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Binds `addr` and starts accepting upstreams. Returns the bound address (useful with port 0).
-pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<String> {
+pub fn start(feed: Arc<SourceFeed>, addr: &str, cfg: &SourceConfig) -> io::Result<String> {
     let listener = TcpListener::bind(addr).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -24,22 +24,19 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
     let local = listener.local_addr()?.to_string();
     log::info!(
         "stream '{}': waiting for the upstream on tcp {local}",
-        stream.name
+        feed.name
     );
     let (max_frame, silence) = (cfg.max_frame_bytes, cfg.source_timeout);
     // The current upstream: its id and a handle to shut it down when a new one replaces it.
     let current: Arc<(AtomicU64, Mutex<Option<TcpStream>>)> = Arc::default();
-    let name = format!("src-{}-accept", stream.name);
+    let name = format!("src-{}-accept", feed.name);
     spawn_source_thread(name, move || {
         for conn in listener.incoming() {
             let conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: log and keep accepting, after a pause.
-                    log::warn!(
-                        "stream '{}': accepting an upstream failed: {e}",
-                        stream.name
-                    );
+                    log::warn!("stream '{}': accepting an upstream failed: {e}", feed.name);
                     std::thread::sleep(std::time::Duration::from_millis(200));
                     continue;
                 }
@@ -49,7 +46,7 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
             let handle = match conn.try_clone() {
                 Ok(h) => h,
                 Err(e) => {
-                    log::error!("stream '{}': dropping upstream {peer}: {e}", stream.name);
+                    log::error!("stream '{}': dropping upstream {peer}: {e}", feed.name);
                     continue;
                 }
             };
@@ -58,23 +55,23 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
             let mut guard = current.1.lock();
             let id = current.0.fetch_add(1, SeqCst) + 1;
             let old = guard.replace(handle);
-            stream.source.connections.fetch_add(1, SeqCst);
-            stream.set_state(SourceState::Live, Some(peer.clone()));
+            feed.stats.connections.fetch_add(1, SeqCst);
+            feed.set_state(SourceState::Live, Some(peer.clone()));
             drop(guard);
             if let Some(old) = old {
                 log::info!(
                     "stream '{}': new upstream from {peer} replaces the previous one",
-                    stream.name
+                    feed.name
                 );
                 let _ = old.shutdown(Shutdown::Both);
             } else {
-                log::info!("stream '{}': upstream connected from {peer}", stream.name);
+                log::info!("stream '{}': upstream connected from {peer}", feed.name);
             }
-            let stream = stream.clone();
+            let feed = feed.clone();
             let current = current.clone();
-            let thread = format!("src-{}-read", stream.name);
+            let thread = format!("src-{}-read", feed.name);
             let spawned = spawn_source_thread(thread, move || {
-                read_upstream(&stream, conn, &peer, (max_frame, silence), id, &current)
+                read_upstream(&feed, conn, &peer, (max_frame, silence), id, &current)
             });
             if let Err(e) = spawned {
                 log::error!("cannot start a reader thread for the upstream: {e}");
@@ -85,7 +82,7 @@ pub fn start(stream: Arc<Stream>, addr: &str, cfg: &SourceConfig) -> io::Result<
 }
 
 fn read_upstream(
-    stream: &Arc<Stream>,
+    feed: &Arc<SourceFeed>,
     mut conn: TcpStream,
     peer: &str,
     (max_frame, silence): (usize, std::time::Duration),
@@ -93,7 +90,7 @@ fn read_upstream(
     current: &(AtomicU64, Mutex<Option<TcpStream>>),
 ) {
     let started = Instant::now();
-    let mut pump = Pump::new(stream.clone(), max_frame, format!("upstream {peer}"));
+    let mut pump = Pump::new(feed.clone(), max_frame, format!("upstream {peer}"));
     // A connected but silent upstream is dropped, so a restarted one is not kept waiting
     // behind a half-open connection and /status says "lost", not "live".
     let result = match conn.set_read_timeout(Some(silence)) {
@@ -113,20 +110,20 @@ fn read_upstream(
         // Our connection is over: drop the shutdown handle too, or its descriptor stays open
         // until the next upstream arrives. The state changes under the same lock as above.
         *handle = None;
-        stream.set_error(format!("upstream {peer} {how}"));
-        stream.set_state(SourceState::Lost, None);
+        feed.set_error(format!("upstream {peer} {how}"));
+        feed.set_state(SourceState::Lost, None);
     }
     if pump.frames() == 0 {
         log::warn!(
             "stream '{}': upstream {peer} {how} after {:.1} s without sending one whole JPEG; \
              is it sending MJPEG (multipart or raw JPEG)?",
-            stream.name,
+            feed.name,
             started.elapsed().as_secs_f64()
         );
     } else {
         log::warn!(
             "stream '{}': upstream {peer} {how} after {:.1} s; waiting for it to reconnect",
-            stream.name,
+            feed.name,
             started.elapsed().as_secs_f64()
         );
     }

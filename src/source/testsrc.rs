@@ -8,8 +8,8 @@
 //! falls behind, late frames are skipped rather than bunched.
 
 use super::{spawn_source_thread, SourceConfig};
+use crate::feed::{SourceFeed, SourceState};
 use crate::font::{draw_text, fill};
-use crate::hub::{SourceState, Stream};
 use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::Arc;
@@ -18,15 +18,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Number of cells in the bottom bar code.
 pub const BARCODE_BITS: u32 = 16;
 
-pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Shutdown) -> io::Result<()> {
+pub fn start(feed: Arc<SourceFeed>, cfg: &SourceConfig, shutdown: Shutdown) -> io::Result<()> {
     let (w, h, fps) = (cfg.width, cfg.height, cfg.fps);
     let pauses = cfg.pauses.clone();
-    let name = format!("src-{}-testsrc", stream.name);
+    let name = format!("src-{}-testsrc", feed.name);
     spawn_source_thread(name, move || {
-        stream.set_state(SourceState::Live, Some(format!("testsrc {w}x{h}@{fps}")));
-        stream.set_format("testsrc JPEG".into());
-        stream
-            .source
+        feed.set_state(SourceState::Live, Some(format!("testsrc {w}x{h}@{fps}")));
+        feed.set_format("testsrc JPEG".into());
+        feed.stats
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let interval = Duration::from_secs_f64(1.0 / fps);
@@ -34,17 +33,16 @@ pub fn start(stream: Arc<Stream>, cfg: &SourceConfig, shutdown: Shutdown) -> io:
         let mut n: u64 = 0;
         let mut next = Instant::now();
         loop {
-            if super::wait_while_paused(&pauses, &stream, &shutdown, SourceState::Live) {
+            if super::wait_while_paused(&pauses, &feed, &shutdown, SourceState::Live) {
                 return;
             }
             render(&mut pixels, w, h, n);
             match encode(&pixels, w, h) {
                 Ok(jpeg) => {
-                    stream
-                        .source
+                    feed.stats
                         .bytes_in
                         .fetch_add(jpeg.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    stream.publish(&jpeg);
+                    feed.publish(&jpeg);
                 }
                 Err(e) => log::error!("testsrc: encoding failed: {e}"),
             }

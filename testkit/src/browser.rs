@@ -142,20 +142,38 @@ impl WebDriver {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, String> {
         let url = format!("{}{path}", self.base);
+        // A WebDriver error is a 4xx/5xx with a JSON body that says what went wrong: read it.
         let resp = match body {
             Some(b) => ureq::post(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
                 .header("Content-Type", "application/json")
                 .send(b.to_string()),
-            None if method == "GET" => ureq::get(&url).call(),
+            None if method == "GET" => ureq::get(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call(),
             None => ureq::post(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
                 .header("Content-Type", "application/json")
                 .send("{}"),
         };
         let mut resp = resp.map_err(|e| e.to_string())?;
+        let status = resp.status();
         let text = resp
             .body_mut()
             .read_to_string()
             .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "HTTP {status}: {}",
+                text.chars().take(400).collect::<String>()
+            ));
+        }
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         Ok(v["value"].clone())
     }

@@ -1,0 +1,134 @@
+//! Who may ask: the `Host` guard against DNS rebinding, authentication (Basic or token), the
+//! CORS preflight and the methods served. Everything that refuses a request before routing.
+
+use super::conn::{Method, Request, Response};
+use super::{query_param, send, text, Shared};
+use crate::auth::Verdict;
+
+/// Failed logins and refused `Host`s: logged once, then summarised.
+static LOGIN_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+static REBIND_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+
+/// The host name of a `Host` value: without its port, brackets kept off an IPv6 literal.
+pub(super) fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Without authentication, a web page the user visits could read `/snapshot` and `/status`
+/// through a hostname it rebinds to this relay's address (DNS rebinding). A browser sends the
+/// name it resolved in `Host`, so the relay answers only IP literals, `localhost` (and
+/// `*.localhost`, which resolves to loopback) and the names given with `--allow-host`.
+pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = host_name(host).trim_end_matches('.');
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(name))
+}
+
+/// CORS preflight, the `Host` guard, authentication and the method check: the request back
+/// if it may go on to routing, `None` once it has been answered here.
+pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
+    let url = rq.target.clone();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if rq.method == Method::Options && shared.cfg.allow_origin.is_some() {
+        let resp = Response::empty(204)
+            .with_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+            .with_header("Access-Control-Allow-Headers", "Authorization")
+            .with_header("Access-Control-Max-Age", "600");
+        send(rq, resp, shared);
+        return None;
+    }
+    if shared.cfg.auth.is_open() && !shared.unix {
+        if let Some(host) = rq
+            .header("Host")
+            .filter(|h| !host_allowed(h, &shared.cfg.allow_hosts))
+        {
+            let host = host.to_string();
+            REBIND_LOG.note(|more| {
+                log::warn!(
+                    "{}: refused Host '{host}' (not an IP address, localhost or an --allow-host \
+                     name){}",
+                    rq.peer,
+                    crate::logger::more(more)
+                )
+            });
+            let msg = format!(
+                "This relay has no authentication, so it answers only requests addressed to an \
+                 IP address or localhost (a defence against DNS rebinding). To use the name \
+                 '{host}', start it with --allow-host {}, or set --auth or --token.\n",
+                host_name(&host)
+            );
+            send(rq, text(403, &msg), shared);
+            return None;
+        }
+    }
+    if !shared.cfg.auth.is_open() {
+        let token = query_param(query, "token");
+        let verdict = shared
+            .cfg
+            .auth
+            .check(rq.header("Authorization"), token.as_deref());
+        if verdict != Verdict::Allowed {
+            if verdict == Verdict::Wrong {
+                LOGIN_LOG.note(|more| {
+                    log::warn!(
+                        "{}: wrong credentials for {path}{}",
+                        rq.peer,
+                        crate::logger::more(more)
+                    )
+                });
+            }
+            let challenge = if shared.cfg.auth.has_basic() {
+                r#"Basic realm="mjpeg-relay", charset="UTF-8""#
+            } else {
+                r#"Bearer realm="mjpeg-relay""#
+            };
+            let resp =
+                text(401, "Authentication required.\n").with_header("WWW-Authenticate", challenge);
+            send(rq, resp, shared);
+            return None;
+        }
+    }
+    if !matches!(rq.method, Method::Get | Method::Head) {
+        let resp =
+            text(405, "Only GET and HEAD are supported.\n").with_header("Allow", "GET, HEAD");
+        send(rq, resp, shared);
+        return None;
+    }
+    Some(rq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_hosts_match_with_and_without_a_trailing_dot() {
+        let allowed = vec!["cams.example.test.".to_string(), "door.local".to_string()];
+        for host in [
+            "cams.example.test",
+            "cams.example.test.",
+            "CAMS.example.test:8080",
+            "door.local.:80",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost",
+            "x.localhost",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in ["evil.example", "cams.example.test.evil", "door.local.x"] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The viewer loop: one long-lived frame response, whatever the endpoint.
+//!
+//! `/stream` carries one camera and `/mux` several; both are a [`Viewer`] with one [`Track`]
+//! per camera. The viewer owns everything a connection needs for its whole life: the socket,
+//! its registration with every stream it carries (so `/status` lists it, removed when it
+//! drops), the in-flight bound, the `?fps` pacing, repeats of a still picture and the
+//! counters. What an endpoint decides is only *what* goes out: which frames a track reads
+//! ([`Track::new`] takes the slot), how a part is laid out ([`Layout`]) and what precedes it
+//! (`X-Stream: NAME` on `/mux`). Before this type the two endpoints each had a copy of the
+//! loop, and they diverged (`/mux?fps` below 1 froze for good while `/stream` did not).
+//!
+//! Each round the viewer sends the newest frame of the next track (round-robin) that has one
+//! it has not sent and whose `?fps` interval has passed, choosing it only once the link has
+//! room for it (the in-flight bound): a slow viewer skips frames, never queues them. When no
+//! track has anything new for [`REPEAT_AFTER`], the part sent longest ago goes out again. With
+//! nothing to do it sleeps: on the slot of its only track, on a [`Subscription`] to the feeds of
+//! its tracks (woken by those and no others), or, while every track waits out its `?fps`
+//! interval, on the socket itself (so a closed tab frees its thread at once).
+
+use super::conn::Conn;
+use super::endpoints::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
+use super::inflight::{peer_gone, Drained, InFlight};
+use super::Shared;
+use crate::feed::{Rung, Subscription};
+use crate::frame::Frame;
+use crate::hub::{Registration, Stream};
+use crate::slot::{FrameSlot, Next};
+use std::fmt;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One camera of a viewer: where its frames come from, how they go out, what was sent.
+pub(super) struct Track<'a> {
+    stream: &'a Stream,
+    /// The frames this track sends: the stream's own slot.
+    slot: &'a FrameSlot<Frame>,
+    /// Written before each part (`X-Stream: NAME\r\n` on `/mux`); empty on `/stream`.
+    prefix: Vec<u8>,
+    layout: Layout,
+    /// This viewer in the stream's client list; removed when the track drops.
+    reg: Registration<'a>,
+    /// Generation last sent (0: none yet).
+    sent: u64,
+    /// A frame the wait already took from the slot, so the next pick need not look again.
+    ready: Option<(Arc<Frame>, u64)>,
+    /// When its last *new* frame went out: the `?fps` cap counts these, not repeats.
+    last_new: Option<Instant>,
+    /// When any part of it went out, repeats included: the oldest is repeated first.
+    written_at: Option<Instant>,
+    last: Option<Arc<Frame>>,
+}
+
+impl<'a> Track<'a> {
+    /// A track of `stream`'s frames, registered in its client list as `kind` (`framed`,
+    /// `advance`, `mux`) before anything is written, so a client that has its head is listed.
+    pub fn new(
+        stream: &'a Stream,
+        layout: Layout,
+        prefix: Vec<u8>,
+        (addr, user_agent, kind, fps_cap): (&str, &str, &'static str, Option<f64>),
+    ) -> Track<'a> {
+        let reg = stream
+            .clients
+            .register(addr.to_string(), user_agent.to_string(), kind, fps_cap);
+        Track {
+            stream,
+            slot: &stream.feed.slot,
+            prefix,
+            layout,
+            reg,
+            sent: 0,
+            ready: None,
+            last_new: None,
+            written_at: None,
+            last: None,
+        }
+    }
+
+    fn wire<'f>(&self, frame: &'f Frame) -> &'f [u8] {
+        match self.layout {
+            Layout::Framed => frame.wire.framed(),
+            Layout::Advance => frame.wire.advance(),
+        }
+    }
+}
+
+/// Why a viewer's response ended; its text ends the "left" log line.
+#[derive(Debug)]
+pub(super) enum End {
+    Stopping,
+    Gone,
+    /// The in-flight bound saw nothing acknowledged within `--send-timeout`.
+    Stalled(Duration),
+    /// A write failed, already described.
+    Write(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Stopping => f.write_str("server shutting down"),
+            End::Gone => f.write_str("client closed"),
+            End::Stalled(t) => write!(
+                f,
+                "its unacknowledged data did not drain within --send-timeout ({:.1} s)",
+                t.as_secs_f64()
+            ),
+            End::Write(why) => f.write_str(why),
+        }
+    }
+}
+
+/// How a viewer sleeps when nothing is due.
+enum Doorbell<'a> {
+    /// One track: its slot wakes it (the common case, the cheapest).
+    Slot,
+    /// Several: woken by a publish of any feed it carries, and no other.
+    Feeds(Subscription<'a>),
+}
+
+/// A long-lived frame response. See the module docs.
+pub(super) struct Viewer<'a> {
+    conn: Conn,
+    addr: String,
+    /// For the log: `stream 'door'` or `/mux`.
+    what: String,
+    tracks: Vec<Track<'a>>,
+    /// The in-flight bound ([`super::inflight`]), for TCP viewers; owned by this thread.
+    inflight: Option<InFlight>,
+    send_timeout: Duration,
+    /// `?fps=`: the shortest time between two new frames of a track.
+    min_interval: Option<Duration>,
+    /// A still picture is re-sent after REPEAT_AFTER, never more often than the cap allows.
+    repeat_after: Duration,
+    last_write: Instant,
+    /// Round-robin position: the track looked at first.
+    next: usize,
+    doorbell: Doorbell<'a>,
+    connected_at: Instant,
+}
+
+impl<'a> Viewer<'a> {
+    /// A viewer of `tracks` (at least one) on `conn`, capped at `fps_cap` new frames per
+    /// second per track. Counts it as a client of each stream unless `is_head`.
+    pub fn new(
+        conn: Conn,
+        addr: String,
+        what: String,
+        tracks: Vec<Track<'a>>,
+        fps_cap: Option<f64>,
+        shared: &Shared,
+    ) -> Viewer<'a> {
+        let min_interval = fps_cap.map(|f| Duration::from_secs_f64(1.0 / f));
+        let inflight = match conn.tcp_fd() {
+            Some(fd) if shared.cfg.inflight_bound => InFlight::new(fd),
+            _ => None,
+        };
+        let doorbell = if tracks.len() == 1 {
+            Doorbell::Slot
+        } else {
+            Doorbell::Feeds(Subscription::new(tracks.iter().map(|t| &*t.stream.feed)))
+        };
+        Viewer {
+            conn,
+            addr,
+            what,
+            tracks,
+            inflight,
+            send_timeout: shared.cfg.send_timeout,
+            min_interval,
+            repeat_after: min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER)),
+            last_write: Instant::now(),
+            next: 0,
+            doorbell,
+            connected_at: Instant::now(),
+        }
+    }
+
+    /// Writes the response head and the body's opening (the first boundary line), each
+    /// within `--send-timeout`, counting the viewer in each stream's `clients_total`. `false`:
+    /// the viewer is gone already.
+    pub fn open(&mut self, head: &[u8], opening: &[u8], is_head: bool) -> bool {
+        if !is_head {
+            for t in &self.tracks {
+                t.stream.out.clients_total.fetch_add(1, SeqCst);
+            }
+        }
+        let deadline = Instant::now() + self.send_timeout;
+        if write_all_by(&mut self.conn, head, deadline)
+            .and_then(|_| self.conn.flush())
+            .is_err()
+            || is_head
+        {
+            return false;
+        }
+        let deadline = Instant::now() + self.send_timeout;
+        write_all_by(&mut self.conn, opening, deadline).is_ok()
+    }
+
+    /// Serves until the viewer goes away, stalls or the server stops; logs how it went.
+    pub fn run(mut self, detail: &str) {
+        log::info!("viewer {} connected to {} ({detail})", self.addr, self.what);
+        let end = loop {
+            if let Err(end) = self.step() {
+                break end;
+            }
+        };
+        let sum = |f: fn(&Track) -> u64| self.tracks.iter().map(f).sum::<u64>();
+        log::info!(
+            "viewer {} left {} after {:.1} s: {} frames sent, {} skipped ({end})",
+            self.addr,
+            self.what,
+            self.connected_at.elapsed().as_secs_f64(),
+            sum(|t| t.reg.info.frames_sent.load(SeqCst)),
+            sum(|t| t.reg.info.frames_skipped.load(SeqCst)),
+        );
+    }
+
+    /// One part out, or one sleep.
+    fn step(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if let Some((i, frame, generation)) = self.pick(now) {
+            return self.send_new(i, frame, generation);
+        }
+        if now >= self.last_write + self.repeat_after {
+            let oldest = (0..self.tracks.len())
+                .filter(|&i| self.tracks[i].last.is_some())
+                .min_by_key(|&i| self.tracks[i].written_at);
+            match oldest {
+                Some(i) => return self.repeat(i),
+                // Nothing sent yet: nothing to repeat; wait another interval.
+                None => self.last_write = now,
+            }
+        }
+        self.sleep(now)
+    }
+
+    /// Whether track `t` may send a new frame at `now` (its `?fps` interval has passed).
+    fn due(&self, t: &Track, now: Instant) -> bool {
+        self.min_interval
+            .is_none_or(|i| t.last_new.is_none_or(|at| now.duration_since(at) >= i))
+    }
+
+    /// The next track, from the round-robin position on, that is due and has a frame it has
+    /// not sent, with that frame.
+    fn pick(&mut self, now: Instant) -> Option<(usize, Arc<Frame>, u64)> {
+        let n = self.tracks.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if !self.due(&self.tracks[i], now) {
+                continue;
+            }
+            let t = &mut self.tracks[i];
+            let newest = t.ready.take().or_else(|| t.slot.latest());
+            if let Some((frame, g)) = newest.filter(|(_, g)| *g > t.sent) {
+                return Some((i, frame, g));
+            }
+        }
+        None
+    }
+
+    /// Sleeps until something may be due: a new frame of a due track, the end of a `?fps`
+    /// interval, or a repeat.
+    fn sleep(&mut self, now: Instant) -> Result<(), End> {
+        let mut until = self.last_write + self.repeat_after;
+        let mut any_due = false;
+        if let Some(interval) = self.min_interval {
+            for t in &self.tracks {
+                match t.last_new {
+                    Some(at) if now.duration_since(at) < interval => {
+                        until = until.min(at + interval)
+                    }
+                    _ => any_due = true,
+                }
+            }
+            // A capped viewer may write nothing for seconds: look at the socket while it
+            // waits (an uncapped one writes often and notices a closed peer by that).
+            if !any_due {
+                return self.sleep_on_socket(until);
+            }
+            if peer_gone(self.conn.as_raw_fd()) {
+                return Err(End::Gone);
+            }
+        }
+        let timeout = until.saturating_duration_since(now);
+        match &mut self.doorbell {
+            Doorbell::Slot => {
+                let t = &mut self.tracks[0];
+                match t.slot.wait_newer(t.sent, timeout) {
+                    Next::Frame(frame, g) => t.ready = Some((frame, g)),
+                    Next::Timeout => {}
+                    Next::Closed => return Err(End::Stopping),
+                }
+            }
+            Doorbell::Feeds(sub) => {
+                if sub.wait(timeout) == Rung::Closed {
+                    return Err(End::Stopping);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until `t` (a `?fps` cap: up to 100 s), waking in steps of at most 100 ms to
+    /// notice shutdown, and at once when the viewer goes away: the sleep waits on the socket
+    /// itself, so a closed tab frees its thread and its `--max-clients` slot now.
+    fn sleep_on_socket(&self, t: Instant) -> Result<(), End> {
+        let fd = self.conn.as_raw_fd();
+        loop {
+            if self.tracks[0].slot.is_closed() {
+                return Err(End::Stopping);
+            }
+            let left = t.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            let ms = left.min(Duration::from_millis(100)).as_millis().max(1) as i32;
+            // SAFETY: one valid pollfd for the viewer's socket, owned by this thread.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+                return Err(End::Gone);
+            }
+            if rc > 0 {
+                // Readable but not closed: bytes after the request (pipelined, never read).
+                // Sleep the step out instead of spinning on them.
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+            }
+        }
+    }
+
+    /// Sends track `i`'s newest frame, `frame` unless a newer one came while the link drained.
+    fn send_new(&mut self, i: usize, mut frame: Arc<Frame>, mut g: u64) -> Result<(), End> {
+        self.next = (i + 1) % self.tracks.len();
+        // Choose the frame only once the link has room for it: the newest then.
+        if let Some(bound) = &mut self.inflight {
+            let slot = self.tracks[i].slot;
+            match bound.wait(slot, Instant::now() + self.send_timeout) {
+                Drained::Ready { waited: true } => {
+                    if let Some((newest, ng)) = slot.latest().filter(|(_, ng)| *ng > g) {
+                        (frame, g) = (newest, ng);
+                    }
+                }
+                Drained::Ready { waited: false } => {}
+                Drained::Closed => return Err(End::Stopping),
+                Drained::Gone => return Err(End::Gone),
+                Drained::Stalled => return Err(End::Stalled(self.send_timeout)),
+            }
+        }
+        let bytes = self.write(i, &frame)? as u64;
+        let now = self.last_write;
+        let t = &mut self.tracks[i];
+        let (info, out) = (&t.reg.info, &t.stream.out);
+        // Generations count the stream's frames: a gap is what this viewer skipped.
+        if t.sent > 0 && g > t.sent + 1 {
+            let skipped = g - t.sent - 1;
+            info.frames_skipped.fetch_add(skipped, SeqCst);
+            out.frames_skipped.fetch_add(skipped, SeqCst);
+        }
+        info.frames_sent.fetch_add(1, SeqCst);
+        info.bytes_sent.fetch_add(bytes, SeqCst);
+        out.frames_out.fetch_add(1, SeqCst);
+        out.bytes_out.fetch_add(bytes, SeqCst);
+        out.observe_delay(now.duration_since(frame.arrived_at));
+        t.sent = g;
+        t.last_new = Some(now);
+        t.written_at = Some(now);
+        t.last = Some(frame);
+        Ok(())
+    }
+
+    /// Sends track `i`'s last part again (keep-alive for a still picture). A repeat is not a
+    /// new frame: the track's `?fps` timer stays (resetting it froze capped cameras for good,
+    /// below 1 fps), but its bytes count.
+    fn repeat(&mut self, i: usize) -> Result<(), End> {
+        let Some(frame) = self.tracks[i].last.clone() else {
+            return Ok(());
+        };
+        let bytes = self.write(i, &frame)? as u64;
+        let t = &mut self.tracks[i];
+        t.written_at = Some(self.last_write);
+        let (info, out) = (&t.reg.info, &t.stream.out);
+        info.repeats.fetch_add(1, SeqCst);
+        info.bytes_sent.fetch_add(bytes, SeqCst);
+        out.repeats.fetch_add(1, SeqCst);
+        out.bytes_out.fetch_add(bytes, SeqCst);
+        Ok(())
+    }
+
+    /// Writes one part of track `i` within `--send-timeout`: its prefix, then the frame's
+    /// wire form (one write: it is contiguous, see the multipart module). Returns the bytes.
+    fn write(&mut self, i: usize, frame: &Frame) -> Result<usize, End> {
+        let t = &self.tracks[i];
+        let wire = t.wire(frame);
+        let deadline = Instant::now() + self.send_timeout;
+        let written = write_all_by(&mut self.conn, &t.prefix, deadline)
+            .and_then(|_| write_all_by(&mut self.conn, wire, deadline))
+            .and_then(|_| self.conn.flush());
+        if let Err(e) = written {
+            return Err(End::Write(describe_write_error(&e, self.send_timeout)));
+        }
+        self.last_write = Instant::now();
+        let n = t.prefix.len() + wire.len();
+        if let Some(bound) = &mut self.inflight {
+            bound.wrote(n);
+        }
+        Ok(n)
+    }
+}
