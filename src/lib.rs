@@ -1,21 +1,24 @@
 //! mjpeg-relay: take one live MJPEG stream per source, serve it to any number of HTTP clients,
 //! always live.
 //!
-//! Data flows one way, **source → parser → hub/slot → HTTP → client**, and the imports form no
-//! circle: `parser`, `jpeg`, `slot` and `multipart` use nothing of the crate but each other's
-//! basics; the hub uses only `slot`, `frame` and `jpeg`; sources and the HTTP side use the hub
-//! and never each other; the features (NO SIGNAL, metrics, auth, static files) use the core,
-//! and the core none of them.
+//! Data flows one way, **source → parser → feed/slot → HTTP viewer → client**, and the imports
+//! form no circle: `parser`, `jpeg`, `slot` and `multipart` use nothing of the crate but each
+//! other's basics; the feed uses only `slot`, `frame` and `jpeg`, the hub only the feed; sources
+//! fill a feed and never see the hub or the HTTP side, which reads the hub and never a source;
+//! the features (NO SIGNAL, metrics, auth, static files) use the core, and the core none of
+//! them.
 //!
 //! | module | job |
 //! |---|---|
-//! | [`source`] | where bytes come from: one file per kind, each owning its threads and I/O |
+//! | [`source`] | where bytes come from: one file per kind, each owning its threads and I/O; the spec parser, redaction and the pump beside them |
 //! | [`parser`] | sans-IO multipart framing: bytes in, whole JPEG frames out |
 //! | [`jpeg`] | the JPEG marker walk (where an image ends), header segments, comments |
-//! | [`hub`] | one served stream: its [`slot`], source state and counters, its clients |
+//! | [`feed`] | what a source fills: its [`slot`], state and counters; subscriptions for waiters that carry several feeds |
 //! | [`slot`] | the newest frame, a generation counter and a timed wait; nothing else |
+//! | [`hub`] | one served stream: the feed its viewers read, its fallback chain, its clients, demand |
+//! | [`failover`] | `--fallback`: standby and the forwarder from the first member that is up |
 //! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
-//! | [`http`] | the connection layer, routing, the `/stream` loop, the in-flight bound, pages |
+//! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
 //! | [`nosignal`], [`metrics`], [`auth`], [`static_files`] | features on top of the hub |
 //! | [`cli`], [`logger`], [`font`], [`testjpeg`] | flags, the log, a pixel font, test frames |

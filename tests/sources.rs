@@ -381,7 +381,7 @@ fn upstream_loss_keeps_viewers_and_shows_no_signal_until_the_upstream_returns() 
     let src = &st["streams"][0]["source"];
     assert_eq!(src["state"], "live", "{src}");
     assert_eq!(src["reconnects"], 1, "{src}");
-    assert!(relay.log_text().contains("back after"));
+    assert!(relay.wait_log("back after", Duration::from_secs(2)));
     server.join().unwrap();
 }
 

@@ -1,9 +1,9 @@
 //! The HTTP side: one blocking thread per connection, the newest frame for every stream client.
 //!
 //! The connection layer ([`server`]) accepts, reads one request head within a deadline and
-//! hands it to a thread; this file owns the listener, access control and routing. We build the
-//! listener ourselves and set, once, socket options that every accepted socket inherits on
-//! Linux:
+//! hands it to a thread; this file starts it and hands each request to `access`, then to
+//! `routes`. We build the listener ourselves (`listener`) and set, once, socket options
+//! that every accepted socket inherits on Linux:
 //!
 //! * `TCP_NOTSENT_LOWAT` (16 KiB): the kernel's send buffer is a queue too. By default a client
 //!   that stops reading lets several megabytes (70 frames of 50 KB, measured) pile up before a
@@ -23,9 +23,13 @@
 //!
 //! Streams go out as `multipart/x-mixed-replace` in one of two part layouts, see [`Layout`].
 //!
-//! Submodules: [`server`] is the connection layer; [`endpoints`] writes `/stream` and `/snapshot`;
-//! [`pages`] makes `/status`, `/state`, `/metrics` and the HTML pages; [`inflight`] is the
-//! in-flight bound. Routing, including the URLs other servers use, is in [`route`].
+//! One file per concern: [`server`] is the connection layer, [`conn`] a connection with its
+//! request and response, [`head`] reads a request head; `listener` binds; `access` admits or
+//! refuses; `routes` maps URLs (ours and those other servers use) to endpoints; `viewer` is
+//! the one loop of every long-lived frame response, driven by `endpoints` (`/stream`,
+//! `/snapshot`) and `mux` (`/mux`); [`inflight`] is the in-flight bound; `pages` makes
+//! `/status`, `/state`, `/metrics` and the HTML pages; `respond` is how every response
+//! leaves; [`tls`] is HTTPS.
 
 mod access;
 pub mod conn;
@@ -35,17 +39,21 @@ pub mod inflight;
 mod listener;
 mod mux;
 mod pages;
+mod query;
 mod respond;
 mod routes;
 pub mod server;
 pub mod tls;
 mod viewer;
+mod wire;
 
 pub use access::host_allowed;
-pub use endpoints::{query_param, write_all_by, Layout, REPEAT_AFTER, SNAPSHOT_WAIT};
+pub use endpoints::SNAPSHOT_WAIT;
 pub use listener::{bind, HttpListener, NOTSENT_LOWAT, UNIX_SNDBUF};
+pub use query::query_param;
 use respond::send;
 pub(crate) use respond::{html, text, NoCache};
+pub use wire::{write_all_by, Layout, REPEAT_AFTER};
 
 use crate::auth::Auth;
 use crate::hub::Stream;
@@ -96,6 +104,16 @@ struct Shared {
     named: bool,
     cfg: HttpConfig,
     started: Instant,
+}
+
+impl Shared {
+    /// The stream named `name`, or the 404 that says so (`?src=`, `?streams=`).
+    fn stream(&self, name: &str) -> Result<&Arc<Stream>, conn::Response> {
+        self.streams
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| text(404, &format!("No stream named '{name}'.\n")))
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` says stop, then wakes every client (by closing

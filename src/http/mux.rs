@@ -20,9 +20,9 @@
 //! mux viewer as a viewer of each.
 
 use super::conn::{Method, Request};
-use super::endpoints::{fps_cap, multipart_head, query_param, stream_head, Layout};
-use super::routes::find_stream;
+use super::query::{fps_cap, query_param};
 use super::viewer::{Track, Viewer};
+use super::wire::{multipart_head, stream_head, Layout};
 use super::{send, text, Shared};
 use crate::hub::Stream;
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
@@ -40,7 +40,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             streams.extend(shared.streams.iter());
             continue;
         }
-        match find_stream(shared, name) {
+        match shared.stream(name) {
             Ok(s) => streams.push(s),
             Err(not_found) => return send(rq, not_found, shared),
         }

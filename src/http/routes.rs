@@ -6,15 +6,6 @@ use super::{endpoints, html, mux, pages, query_param, send, text, Shared};
 use crate::hub::Stream;
 use std::sync::Arc;
 
-/// The stream named `name`, or the 404 that says so (`?src=`, `?streams=`).
-pub(super) fn find_stream<'s>(shared: &'s Shared, name: &str) -> Result<&'s Arc<Stream>, Response> {
-    shared
-        .streams
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| text(404, &format!("No stream named '{name}'.\n")))
-}
-
 /// Which stream a URL without a stream name means: the only one, or the first `--stream`.
 fn first(shared: &Shared) -> &Arc<Stream> {
     &shared.streams[0]
@@ -47,7 +38,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
         "/api/stream.mjpeg" | "/api/frame.jpeg" => {
             let stream = match query_param(query, "src").as_deref() {
                 None | Some("") => first(shared),
-                Some(name) => match find_stream(shared, name) {
+                Some(name) => match shared.stream(name) {
                     Ok(s) => s,
                     Err(not_found) => return send(rq, not_found, shared),
                 },

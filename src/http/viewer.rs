@@ -18,8 +18,8 @@
 //! interval, on the socket itself (so a closed tab frees its thread at once).
 
 use super::conn::Conn;
-use super::endpoints::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::inflight::{peer_gone, Drained, InFlight};
+use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::Shared;
 use crate::feed::{Rung, Subscription};
 use crate::frame::Frame;

@@ -5,9 +5,10 @@
 //!
 //! One file per kind ([`testsrc`], [`stdin`], [`tcp_listen`], [`file`], [`http_pull`],
 //! [`exec`]; `tcp:` and `unix:` are [`reconnect`]'s own connectors), and beside them the
-//! pieces they share: [`spec`] parses `--source`, [`redact`] keeps secrets out of what is
+//! pieces they share: `spec` parses `--source`, [`redact`] keeps secrets out of what is
 //! shown of it, [`pump`] runs a connection's bytes through the parser, [`reconnect`] is the
-//! dial-pump-back-off loop. This file starts a source of any kind and holds the pause logic.
+//! dial-pump-back-off loop, [`pause`] is when a source may stop (a fallback on standby, a
+//! stream nobody watches) and how it does. This file starts a source of any kind.
 //!
 //! Every source thread is named `src-…` and spawned with [`SOURCE_STACK`]. A source has one
 //! thread, with two exceptions: `tcp-listen` has a listener plus the reader of the current
@@ -21,6 +22,7 @@
 pub mod exec;
 pub mod file;
 pub mod http_pull;
+mod pause;
 pub mod pump;
 pub mod reconnect;
 mod redact;
@@ -29,14 +31,14 @@ pub mod stdin;
 pub mod tcp_listen;
 pub mod testsrc;
 
+pub use pause::{wait_while_paused, Pause, Pauses, Predicate};
 pub use pump::Pump;
 pub use redact::redact;
 pub use spec::SourceSpec;
 
-use crate::feed::{SourceFeed, SourceState};
+use crate::feed::SourceFeed;
 use crate::shutdown::Shutdown;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,38 +62,7 @@ pub struct SourceConfig {
     pub pauses: Pauses,
 }
 
-/// Why a source may stop for now, each a predicate its own loop asks every 100 ms or so
-/// while paused, and after every read while running.
-#[derive(Clone, Default)]
-pub struct Pauses {
-    /// A `--fallback` while a source before it is up (see [`crate::failover::standby`]).
-    pub standby: Option<reconnect::Standby>,
-    /// `--on-demand`: the served stream has had nobody watching for LINGER ([`Stream::idle`]).
-    pub idle: Option<reconnect::Standby>,
-}
-
-/// What a paused source is waiting for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pause {
-    Standby,
-    Idle,
-}
-
-impl Pauses {
-    /// Why the source may stop now, if it may. Nobody watching wins: an unwatched fallback
-    /// is idle, whatever the chain says.
-    pub fn now(&self) -> Option<Pause> {
-        if self.idle.as_ref().is_some_and(|f| f()) {
-            Some(Pause::Idle)
-        } else if self.standby.as_ref().is_some_and(|f| f()) {
-            Some(Pause::Standby)
-        } else {
-            None
-        }
-    }
-}
-
-/// Starts the source of `stream`, or says why it cannot (the caller reports it and exits).
+/// Starts the source filling `feed`, or says why it cannot (the caller reports it and exits).
 pub fn start(
     spec: &SourceSpec,
     feed: Arc<SourceFeed>,
@@ -128,54 +99,6 @@ pub fn start(
             reconnect::start(feed, cfg, shutdown, what, move || runner.spawn())
         }
     }
-}
-
-/// For a source that makes its own frames (`testsrc`, `file:`): while it is paused (a
-/// `--fallback` not needed, or `--on-demand` with nobody watching) it makes none (encoding a
-/// test pattern at 15 fps for nobody costs a Pi a good share of a core). Returns at once when
-/// not paused; `true` means shutdown.
-/// `resume` is the state once it goes on: `live` for a source that makes frames at once,
-/// `connecting` for one that dials (which then also shows a STARTING picture to whoever came).
-pub fn wait_while_paused(
-    pauses: &Pauses,
-    feed: &SourceFeed,
-    shutdown: &Shutdown,
-    resume: SourceState,
-) -> bool {
-    let Some(first) = pauses.now() else {
-        return false;
-    };
-    let info = feed.source_info();
-    let mut shown = None;
-    let mut pause = Some(first);
-    while let Some(p) = pause {
-        if shown != Some(p) {
-            shown = Some(p);
-            let state = match p {
-                Pause::Standby => SourceState::Standby,
-                Pause::Idle => SourceState::Idle,
-            };
-            feed.set_state(state, info.peer.clone());
-            log::debug!("stream '{}': {} (paused)", feed.name, state.as_str());
-        }
-        if shutdown.sleep(std::time::Duration::from_millis(100)) {
-            return true;
-        }
-        pause = pauses.now();
-    }
-    if shown == Some(Pause::Idle) {
-        feed.starts.fetch_add(1, Relaxed);
-        if resume == SourceState::Connecting {
-            feed.starting.store(true, Relaxed);
-        }
-        log::info!(
-            "stream '{}': someone watches: starting the source",
-            feed.name
-        );
-    }
-    let peer = (resume == SourceState::Live).then_some(info.peer).flatten();
-    feed.set_state(resume, peer);
-    false
 }
 
 /// Spawns a named source thread with the small source stack.

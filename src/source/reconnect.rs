@@ -99,14 +99,6 @@ struct Loop<'a> {
     pauses: Pauses,
 }
 
-/// True while a source need not be connected; see [`crate::failover::standby`] and
-/// [`Stream::idle`].
-pub type Standby = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// How long a fallback stays connected after a preferred source is up again, so one stray
-/// frame of a flapping primary does not make it hang up.
-const STANDBY_GRACE: Duration = Duration::from_secs(1);
-
 fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     let (feed, max_frame, timeout, shutdown, what) =
         (ctx.feed, ctx.max_frame, ctx.timeout, ctx.shutdown, ctx.what);
@@ -148,22 +140,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                 };
                 let mut pump = Pump::with_parser(feed.clone(), parser, what.to_string());
                 pump.first_frame_note = outage.back_note();
-                if ctx.pauses.standby.is_some() || ctx.pauses.idle.is_some() {
-                    // Hang up when nobody watches any more (LINGER has passed already), or
-                    // once a preferred source has been up for a moment.
-                    let pauses = ctx.pauses.clone();
-                    let mut since: Option<Instant> = None;
-                    pump.stop_when = Some(Box::new(move || match pauses.now() {
-                        Some(Pause::Idle) => true,
-                        Some(Pause::Standby) => {
-                            since.get_or_insert_with(Instant::now).elapsed() >= STANDBY_GRACE
-                        }
-                        None => {
-                            since = None;
-                            false
-                        }
-                    }));
-                }
+                pump.stop_when = ctx.pauses.hang_up_rule();
                 let mut reader = up.reader;
                 let result = pump.run_until_silent(&mut reader, Some(timeout));
                 drop(reader); // closes the socket, or stops the command's process group
