@@ -106,7 +106,7 @@ fn forward(
     };
     let feed = &stream.feed;
     // Owned by this thread; woken by the members' publishes, and by nothing else.
-    let mut doorbell = Subscription::new(members.iter().map(|m| &**m));
+    let mut doorbell = Subscription::new(members.iter().cloned());
     // The member whose frames are forwarded now, and the last one that was.
     let mut current: Option<usize> = None;
     let mut last_fed: Option<usize> = None;

@@ -211,6 +211,25 @@ impl SourceFeed {
         true
     }
 
+    /// Publishes a frame made from another feed's (a smaller size, [`crate::tiers`]): counted
+    /// as input like a source's, except a NO SIGNAL picture, which is passed on as generated.
+    pub fn publish_derived(&self, frame: Arc<Frame>) {
+        if frame.no_signal {
+            let _guard = self.last_real.lock();
+            self.slot.publish(frame);
+            drop(_guard);
+            self.ring();
+        } else {
+            if self.stats.frames_in.load(Relaxed) == 0 {
+                self.set_live();
+            }
+            self.stats
+                .bytes_in
+                .fetch_add(frame.jpeg().len() as u64, Relaxed);
+            self.publish_frame(frame);
+        }
+    }
+
     /// Rings the doorbell of every subscription to this feed: a lock and a notify per
     /// subscriber that carries this feed, none for anyone else.
     fn ring(&self) {
@@ -334,18 +353,18 @@ pub enum Rung {
 /// A waiter's registration with the feeds it carries: woken by their publishes only.
 /// Owned by the waiting thread; dropping it removes its doorbell from every feed.
 #[derive(Debug)]
-pub struct Subscription<'a> {
+pub struct Subscription {
     bell: Arc<Doorbell>,
-    feeds: Vec<&'a SourceFeed>,
+    feeds: Vec<Arc<SourceFeed>>,
     /// The ring count at the last wait's return. Taken before the caller looks at the slots,
     /// so a publish during that look makes the next wait return at once: none is lost.
     seen: u64,
 }
 
-impl<'a> Subscription<'a> {
-    pub fn new(feeds: impl IntoIterator<Item = &'a SourceFeed>) -> Subscription<'a> {
+impl Subscription {
+    pub fn new(feeds: impl IntoIterator<Item = Arc<SourceFeed>>) -> Subscription {
         let bell = Arc::new(Doorbell::default());
-        let feeds: Vec<&SourceFeed> = feeds.into_iter().collect();
+        let feeds: Vec<Arc<SourceFeed>> = feeds.into_iter().collect();
         for f in &feeds {
             f.subscribers.lock().push(bell.clone());
             if f.slot.is_closed() {
@@ -379,7 +398,7 @@ impl<'a> Subscription<'a> {
     }
 }
 
-impl Drop for Subscription<'_> {
+impl Drop for Subscription {
     fn drop(&mut self) {
         for f in &self.feeds {
             f.subscribers.lock().retain(|b| !Arc::ptr_eq(b, &self.bell));
@@ -398,7 +417,7 @@ mod tests {
             SourceFeed::new("a", "testsrc"),
             SourceFeed::new("b", "testsrc"),
         );
-        let mut sub = Subscription::new([&*a]);
+        let mut sub = Subscription::new([a.clone()]);
         let quiet = Duration::from_millis(20);
         assert_eq!(sub.wait(quiet), Rung::Timeout);
         b.publish(&jpeg_with_seq(1, 100));
@@ -425,7 +444,7 @@ mod tests {
         };
         // Each round: look at every slot, then wait. Whatever the interleaving, the last
         // frame of every feed is seen without any wait running into its timeout.
-        let mut sub = Subscription::new(feeds.iter().map(|f| &**f));
+        let mut sub = Subscription::new(feeds.iter().cloned());
         let mut newest = [0u64; 3];
         while newest.iter().sum::<u64>() < 300 {
             for (f, n) in feeds.iter().zip(newest.iter_mut()) {

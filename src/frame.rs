@@ -41,6 +41,23 @@ impl Frame {
         }
     }
 
+    /// `jpeg` made from `source` (a smaller size of it, [`crate::tiers`]): the source's
+    /// arrival times, so latency and ages still count from when the camera's frame came in,
+    /// and its NO SIGNAL mark.
+    pub fn derived(jpeg: &[u8], source: &Frame) -> Frame {
+        let extra = if source.no_signal {
+            "X-No-Signal: 1\r\n"
+        } else {
+            ""
+        };
+        Frame {
+            arrived: source.arrived,
+            arrived_at: source.arrived_at,
+            wire: Wire::new(jpeg, source.arrived, extra),
+            no_signal: source.no_signal,
+        }
+    }
+
     /// The JPEG, `FFD8` … `FFD9`.
     pub fn jpeg(&self) -> &[u8] {
         self.wire.jpeg()

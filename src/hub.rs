@@ -32,6 +32,8 @@ pub struct Stream {
     pub expected_gap: Mutex<Duration>,
     /// Who wants this stream's frames now, for `--on-demand`.
     pub demand: Demand,
+    /// Its smaller sizes running now (`?width=`, `?size=auto`), each with its transcoder.
+    pub tiers: Arc<crate::tiers::Tiers>,
 }
 
 /// Who wants a stream's frames: its viewers (`/stream`, `/mux`, every one registered in
@@ -130,6 +132,7 @@ impl Stream {
             chain: std::sync::OnceLock::new(),
             expected_gap: Mutex::new(Duration::ZERO),
             demand: Demand::default(),
+            tiers: Default::default(),
         })
     }
 
@@ -191,6 +194,10 @@ pub struct ClientInfo {
     pub frames_skipped: AtomicU64,
     /// Re-sends of an unchanged frame to keep a still picture painted.
     pub repeats: AtomicU64,
+    /// The size it is sent: halvings of the source size (0: the source's own frames).
+    pub level: std::sync::atomic::AtomicU8,
+    /// `?size=auto`: the size follows its link.
+    pub auto: std::sync::atomic::AtomicBool,
     pub bytes_sent: AtomicU64,
 }
 
@@ -234,6 +241,8 @@ impl ClientRegistry {
             frames_sent: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             repeats: AtomicU64::new(0),
+            level: Default::default(),
+            auto: Default::default(),
             bytes_sent: AtomicU64::new(0),
         });
         self.map.lock().insert(id, info.clone());

@@ -18,6 +18,7 @@
 //! | [`hub`] | one served stream: the feed its viewers read, its fallback chain, its clients, demand |
 //! | [`failover`] | `--fallback`: standby and the forwarder from the first member that is up |
 //! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
+//! | [`scale`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO); one transcoder per size in use |
 //! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
 //! | [`nosignal`], [`metrics`], [`auth`], [`static_files`] | features on top of the hub |
@@ -63,8 +64,10 @@ pub mod metrics;
 pub mod multipart;
 pub mod nosignal;
 pub mod parser;
+pub mod scale;
 pub mod shutdown;
 pub mod slot;
 pub mod source;
 pub mod static_files;
 pub mod testjpeg;
+pub mod tiers;

@@ -62,6 +62,12 @@ fn main() {
         inflight_bound: http::inflight::enabled(),
         status_details: cfg.status_details,
         tls,
+        // A decoded picture takes about 3 bytes a pixel, and a JPEG rarely more than 4 pixels
+        // a byte: what a frame may decode to stays within a few times the frame limit.
+        tier_max_pixels: cfg
+            .max_frame_bytes
+            .saturating_mul(4)
+            .clamp(1 << 20, 40 << 20),
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {

@@ -237,7 +237,61 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             s.name
         );
     }
+    render_sizes(&mut out, streams);
     out
+}
+
+/// The smaller sizes running now (`?width=`, `?size=auto`): one sample per stream and size.
+fn render_sizes(out: &mut String, streams: &[Arc<Stream>]) {
+    type Sample = fn(&crate::tiers::Tier) -> String;
+    let families: [(&str, &str, &str, Sample); 5] = [
+        (
+            "size_viewers",
+            "gauge",
+            "Viewers of a smaller size now.",
+            |t| t.users().to_string(),
+        ),
+        (
+            "size_frames_total",
+            "counter",
+            "Frames made at a smaller size.",
+            |t| t.frames.load(Relaxed).to_string(),
+        ),
+        (
+            "size_failed_total",
+            "counter",
+            "Source frames that could not be made smaller (did not decode); skipped.",
+            |t| t.failed.load(Relaxed).to_string(),
+        ),
+        (
+            "size_skipped_total",
+            "counter",
+            "Source frames a size's transcoder passed over for a newer one.",
+            |t| t.skipped.load(Relaxed).to_string(),
+        ),
+        (
+            "size_cpu_seconds_total",
+            "counter",
+            "CPU time of a size's transcoder.",
+            |t| format!("{:.3}", t.cpu_ns.load(Relaxed) as f64 / 1e9),
+        ),
+    ];
+    for (name, kind, help, sample) in families {
+        let _ = writeln!(out, "# HELP mjpeg_relay_{name} {help}");
+        let _ = writeln!(out, "# TYPE mjpeg_relay_{name} {kind}");
+        for s in streams {
+            for t in s.tiers.snapshot() {
+                let _ = writeln!(
+                    out,
+                    "mjpeg_relay_{name}{{stream=\"{}\",size=\"{}\",quality=\"{}\"}} {}",
+                    s.name,
+                    t.fraction(),
+                    t.quality,
+                    sample(&t)
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

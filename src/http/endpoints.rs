@@ -3,7 +3,7 @@
 //! track, see the viewer module) and `/snapshot`.
 
 use super::conn::{Body, Method, Request, Response};
-use super::query::{fps_cap, query_param};
+use super::query::{fps_cap, level_for, query_param, size_ask, Fit, SizeAsk};
 use super::viewer::{Track, Viewer};
 use super::wire::{multipart_head, Layout};
 use super::{send, text, NoCache, Shared};
@@ -64,12 +64,41 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
     }
 }
 
-pub(super) fn serve_snapshot(rq: Request, stream: &Stream, shared: &Shared) {
+pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
+    let size = match size_ask(query) {
+        Ok(s) => s,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
     let info = stream.feed.source_info();
     // An ended source sends nothing more: answer at once, and do not invite a retry.
     let frame = match info.state {
         SourceState::Ended => None,
         _ => newest_real_frame(stream),
+    };
+    // ?width=/?height=: the size at or above, made from this very frame (one picture is
+    // cheaper made here than by starting a transcoder for it).
+    let frame = match (frame, size.fit) {
+        (Some(f), Fit::AtLeast { width, height }) => {
+            let level =
+                crate::jpeg::dimensions(f.jpeg()).map_or(0, |d| level_for(d, width, height));
+            if level == 0 {
+                Some(f)
+            } else {
+                match crate::scale::shrink(
+                    f.jpeg(),
+                    level,
+                    size.quality,
+                    shared.cfg.tier_max_pixels,
+                ) {
+                    Ok(small) => Some(Arc::new(Frame::derived(&small, &f))),
+                    Err(e) => {
+                        let msg = format!("The newest frame could not be made smaller: {e}.\n");
+                        return send(rq, text(503, &msg), shared);
+                    }
+                }
+            }
+        }
+        (frame, _) => frame,
     };
     match frame {
         Some(frame) => {
@@ -135,17 +164,24 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         let page = stream_page(&stream.name, &rq.target);
         return send(rq, page, shared);
     }
+    let size = match size_ask(query) {
+        Ok(s) => s,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let layout = Layout::choose(&user_agent, query);
     let http10 = rq.minor_version == 0;
     let is_head = rq.method == Method::Head;
     let addr = rq.peer.clone();
-    let track = Track::new(
+    let mut track = Track::new(
         stream,
         layout,
         Vec::new(),
         (&addr, &user_agent, layout.as_str(), fps_cap),
     );
+    if let Err(msg) = size_track(&mut track, stream, size, shared) {
+        return send(rq, text(503, &msg), shared);
+    }
     // A response that never ends: written by hand on the connection, never chunked or buffered.
     let what = format!("stream '{}'", stream.name);
     let mut viewer = Viewer::new(rq.into_conn(), addr, what, vec![track], fps_cap, shared);
@@ -159,6 +195,39 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             .unwrap_or_default();
         viewer.run(&format!("{} layout{cap_note}", layout.as_str()));
     }
+}
+
+/// Points `track` at the size asked: the source's frames, the smallest size at or above
+/// `?width`/`?height` (from the source's picture size, waiting for its first frame if need
+/// be), or `?size=auto`. `Err` is the `503` text.
+pub(super) fn size_track(
+    track: &mut Track,
+    stream: &Stream,
+    size: SizeAsk,
+    shared: &Shared,
+) -> Result<(), String> {
+    match size.fit {
+        Fit::Source => Ok(()),
+        Fit::Auto => {
+            track.adapt(size.quality);
+            Ok(())
+        }
+        Fit::AtLeast { width, height } => {
+            let level = source_dimensions(stream).map_or(0, |d| level_for(d, width, height));
+            track.set_size(level, size.quality, shared.cfg.tier_max_pixels)
+        }
+    }
+}
+
+/// The size of the stream's pictures, waiting up to [`SNAPSHOT_WAIT`] for a first frame.
+fn source_dimensions(stream: &Stream) -> Option<(u16, u16)> {
+    stream
+        .feed
+        .last_dimensions()
+        .or_else(|| match stream.feed.slot.wait_newer(0, SNAPSHOT_WAIT) {
+            Next::Frame(f, _) => crate::jpeg::dimensions(f.jpeg()),
+            _ => None,
+        })
 }
 
 /// Whether the request opens the stream URL as a page (someone typed or tapped the link)

@@ -109,6 +109,11 @@ impl InFlight {
         self.allowance = (2 * mss).max(bdp);
     }
 
+    /// Bytes written but not yet acknowledged now (`SIOCOUTQ`), for `?size=auto`.
+    pub fn queued(&self) -> Option<u64> {
+        outq(self.fd)
+    }
+
     /// The bytes allowed in flight now (for tests and logs).
     pub fn allowance(&self) -> u64 {
         self.allowance

@@ -32,6 +32,7 @@
 //! leaves; [`tls`] is HTTPS.
 
 mod access;
+mod adapt;
 pub mod conn;
 mod endpoints;
 pub mod head;
@@ -93,6 +94,8 @@ pub struct HttpConfig {
     pub status_details: bool,
     /// `--tls-cert`/`--tls-key`: HTTPS on the TCP listener.
     pub tls: Option<Arc<tls::Tls>>,
+    /// The largest picture a smaller size may decode (pixels), from `--max-frame-bytes`.
+    pub tier_max_pixels: usize,
 }
 
 /// Everything a request thread needs.

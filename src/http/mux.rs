@@ -20,7 +20,8 @@
 //! mux viewer as a viewer of each.
 
 use super::conn::{Method, Request};
-use super::query::{fps_cap, query_param};
+use super::endpoints::size_track;
+use super::query::{fps_cap, query_param, size_ask, Fit};
 use super::viewer::{Track, Viewer};
 use super::wire::{multipart_head, stream_head, Layout};
 use super::{send, text, Shared};
@@ -51,6 +52,16 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
     if streams.is_empty() {
         return send(rq, text(400, "?streams= names no stream.\n"), shared);
     }
+    // A dashboard's tiles: ?width=/?height= size every camera for a tile (each from its own
+    // picture size); ?size=auto is for one picture on one link, not a wall of them.
+    let size = match size_ask(query) {
+        Ok(s) if s.fit == Fit::Auto => {
+            let msg = "/mux takes ?width= and ?height= (the tile's size), not ?size=auto.\n";
+            return send(rq, text(400, msg), shared);
+        }
+        Ok(s) => s,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let (http10, is_head, addr) = (
         rq.minor_version == 0,
@@ -70,18 +81,20 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         _ => multipart_head(http10, shared),
     };
     // Registered with every camera before the head goes out, as on /stream.
-    let tracks: Vec<Track> = streams
-        .iter()
-        .map(|s| {
-            let prefix = format!("X-Stream: {}\r\n", s.name).into_bytes();
-            Track::new(
-                s,
-                Layout::Framed,
-                prefix,
-                (&addr, &user_agent, "mux", fps_cap),
-            )
-        })
-        .collect();
+    let mut tracks: Vec<Track> = Vec::with_capacity(streams.len());
+    for s in &streams {
+        let prefix = format!("X-Stream: {}\r\n", s.name).into_bytes();
+        let mut track = Track::new(
+            s,
+            Layout::Framed,
+            prefix,
+            (&addr, &user_agent, "mux", fps_cap),
+        );
+        if let Err(msg) = size_track(&mut track, s, size, shared) {
+            return send(rq, text(503, &msg), shared);
+        }
+        tracks.push(track);
+    }
     let n = tracks.len();
     let mut viewer = Viewer::new(rq.into_conn(), addr, "/mux".into(), tracks, fps_cap, shared);
     if viewer.open(head.as_bytes(), FRAMED_OPENING, is_head) {

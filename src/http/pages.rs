@@ -150,6 +150,8 @@ pub(super) fn status_json(
                     "frames_skipped": c.frames_skipped.load(SeqCst),
                     "repeats": c.repeats.load(SeqCst),
                     "bytes_sent": c.bytes_sent.load(SeqCst),
+                    "size": crate::tiers::fraction(c.level.load(SeqCst)),
+                    "size_auto": c.auto.load(SeqCst),
                 })
             })
             .collect();
@@ -204,6 +206,7 @@ pub(super) fn status_json(
                     "clients_served": s.out.clients_total.load(SeqCst),
                 },
                 "no_signal": s.feed.shows_no_signal(),
+                "sizes": sizes_json(s),
             });
             if with_clients {
                 v["clients"] = clients.into();
@@ -216,6 +219,31 @@ pub(super) fn status_json(
         "uptime_s": round3(shared.started.elapsed().as_secs_f64()),
         "streams": streams,
     })
+}
+
+/// The smaller sizes of a stream running now, each with its transcoder's work.
+fn sizes_json(s: &Stream) -> serde_json::Value {
+    let sizes: Vec<_> = s
+        .tiers
+        .snapshot()
+        .iter()
+        .map(|t| {
+            let dims = t.feed.last_dimensions();
+            json!({
+                "size": t.fraction(),
+                "width": dims.map(|d| d.0),
+                "height": dims.map(|d| d.1),
+                "quality": t.quality,
+                "viewers": t.users(),
+                "frames": t.frames.load(SeqCst),
+                "failed": t.failed.load(SeqCst),
+                "skipped": t.skipped.load(SeqCst),
+                "cpu_s": round3(t.cpu_ns.load(SeqCst) as f64 / 1e9),
+                "running_s": round3(t.started.elapsed().as_secs_f64()),
+            })
+        })
+        .collect();
+    sizes.into()
 }
 
 /// A chained stream's sources (`--fallback`): which one feeds it now and why.

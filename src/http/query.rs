@@ -75,3 +75,106 @@ mod tests {
         assert_eq!(query_param("a=%FF", "a").as_deref(), Some("\u{FFFD}"));
     }
 }
+
+/// What size a viewer asks for (`?width=`, `?height=`, `?size=`, `?quality=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SizeAsk {
+    pub fit: Fit,
+    /// JPEG quality of a smaller size (the source size is passed through as it is).
+    pub quality: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fit {
+    /// The source's frames, untouched (no parameter, or `?size=full`).
+    Source,
+    /// The smallest size at or above `?width=` and `?height=` (either may be absent).
+    AtLeast { width: u16, height: u16 },
+    /// `?size=auto`: the largest size this viewer's link carries at the frame rate.
+    Auto,
+}
+
+/// `?width=`, `?height=`, `?size=auto|full` and `?quality=`; `Err` is the `400` text.
+pub(super) fn size_ask(query: &str) -> Result<SizeAsk, String> {
+    let number = |name: &str, lo: u32, hi: u32| -> Result<Option<u32>, String> {
+        match query_param(query, name) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(format!("?{name}={v} is not a number from {lo} to {hi}.\n")),
+            },
+        }
+    };
+    let width = number("width", 1, 65_535)?;
+    let height = number("height", 1, 65_535)?;
+    let quality = number("quality", 1, 100)?.map_or(crate::scale::DEFAULT_QUALITY, |q| q as u8);
+    let fit = match (query_param(query, "size").as_deref(), width, height) {
+        (Some("auto"), None, None) => Fit::Auto,
+        (Some("auto"), ..) => {
+            return Err(
+                "?size=auto chooses the size itself: leave out ?width and ?height.\n".into(),
+            )
+        }
+        (None | Some("full") | Some("source"), None, None) => Fit::Source,
+        (None, w, h) => Fit::AtLeast {
+            width: w.unwrap_or(0) as u16,
+            height: h.unwrap_or(0) as u16,
+        },
+        (Some(other), ..) => {
+            return Err(format!(
+                "?size={other}: use ?size=auto, ?size=full, or ?width=N / ?height=N.\n"
+            ))
+        }
+    };
+    Ok(SizeAsk { fit, quality })
+}
+
+/// How often a source of `source` pixels can be halved and stay at least `width` x `height`
+/// (0 is the source size; at most [`crate::scale::MAX_LEVEL`]).
+pub(super) fn level_for(source: (u16, u16), width: u16, height: u16) -> u8 {
+    (0..=crate::scale::MAX_LEVEL)
+        .rev()
+        .find(|&l| (source.0 >> l) >= width.max(1) && (source.1 >> l) >= height.max(1))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn sizes_asked_and_the_tier_at_or_above() {
+        assert_eq!(size_ask("").unwrap().fit, Fit::Source);
+        assert_eq!(size_ask("size=full").unwrap().fit, Fit::Source);
+        assert_eq!(size_ask("size=auto").unwrap().fit, Fit::Auto);
+        assert_eq!(
+            size_ask("width=320&quality=60").unwrap(),
+            SizeAsk {
+                fit: Fit::AtLeast {
+                    width: 320,
+                    height: 0
+                },
+                quality: 60
+            }
+        );
+        for bad in [
+            "width=0",
+            "width=x",
+            "height=70000",
+            "quality=0",
+            "quality=101",
+            "size=auto&width=3",
+            "size=big",
+        ] {
+            assert!(size_ask(bad).is_err(), "{bad}");
+        }
+        let vga = (640, 480);
+        assert_eq!(level_for(vga, 320, 0), 1);
+        assert_eq!(level_for(vga, 321, 0), 0);
+        assert_eq!(level_for(vga, 1, 1), 3);
+        assert_eq!(level_for(vga, 0, 120), 2);
+        assert_eq!(level_for(vga, 2000, 0), 0);
+        assert_eq!(level_for((1280, 720), 300, 200), 1, "720 / 4 = 180 < 200");
+        assert_eq!(level_for((1280, 720), 300, 180), 2);
+    }
+}

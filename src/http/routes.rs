@@ -23,7 +23,9 @@ fn first(shared: &Shared) -> &Arc<Stream> {
 pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
     match (path, query_param(query, "action").as_deref()) {
         ("/", Some("stream")) => return endpoints::serve_stream(rq, first(shared), query, shared),
-        ("/", Some("snapshot")) => return endpoints::serve_snapshot(rq, first(shared), shared),
+        ("/", Some("snapshot")) => {
+            return endpoints::serve_snapshot(rq, first(shared), query, shared)
+        }
         _ => {}
     }
     match path {
@@ -34,7 +36,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
         "/stream" | "/stream.mjpeg" => {
             return endpoints::serve_stream(rq, first(shared), query, shared)
         }
-        "/snapshot" => return endpoints::serve_snapshot(rq, first(shared), shared),
+        "/snapshot" => return endpoints::serve_snapshot(rq, first(shared), query, shared),
         "/api/stream.mjpeg" | "/api/frame.jpeg" => {
             let stream = match query_param(query, "src").as_deref() {
                 None | Some("") => first(shared),
@@ -46,7 +48,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
             return if path == "/api/stream.mjpeg" {
                 endpoints::serve_stream(rq, stream, query, shared)
             } else {
-                endpoints::serve_snapshot(rq, stream, shared)
+                endpoints::serve_snapshot(rq, stream, query, shared)
             };
         }
         "/viewer" => return send(rq, html(pages::VIEWER_HTML), shared),
@@ -77,7 +79,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
                 }
                 Some("") => send(rq, html(pages::VIEWER_HTML), shared),
                 Some("stream") => endpoints::serve_stream(rq, stream, query, shared),
-                Some("snapshot") => endpoints::serve_snapshot(rq, stream, shared),
+                Some("snapshot") => endpoints::serve_snapshot(rq, stream, query, shared),
                 Some("status") => pages::serve_status(rq, shared, Some(stream)),
                 Some(_) => {
                     let msg =

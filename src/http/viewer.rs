@@ -5,7 +5,7 @@
 //! its registration with every stream it carries (so `/status` lists it, removed when it
 //! drops), the in-flight bound, the `?fps` pacing, repeats of a still picture and the
 //! counters. What an endpoint decides is only *what* goes out: which frames a track reads
-//! ([`Track::new`] takes the slot), how a part is laid out ([`Layout`]) and what precedes it
+//! ([`Track::set_size`]: the source's, or a smaller size of it), how a part is laid out ([`Layout`]) and what precedes it
 //! (`X-Stream: NAME` on `/mux`). Before this type the two endpoints each had a copy of the
 //! loop, and they diverged (`/mux?fps` below 1 froze for good while `/stream` did not).
 //!
@@ -17,14 +17,16 @@
 //! its tracks (woken by those and no others), or, while every track waits out its `?fps`
 //! interval, on the socket itself (so a closed tab frees its thread at once).
 
+use super::adapt::{Adapt, Meter};
 use super::conn::Conn;
 use super::inflight::{peer_gone, Drained, InFlight};
 use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::Shared;
-use crate::feed::{Rung, Subscription};
+use crate::feed::{Rung, SourceFeed, Subscription};
 use crate::frame::Frame;
 use crate::hub::{Registration, Stream};
-use crate::slot::{FrameSlot, Next};
+use crate::slot::Next;
+use crate::tiers::Lease;
 use std::fmt;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -35,8 +37,14 @@ use std::time::{Duration, Instant};
 /// One camera of a viewer: where its frames come from, how they go out, what was sent.
 pub(super) struct Track<'a> {
     stream: &'a Stream,
-    /// The frames this track sends: the stream's own slot.
-    slot: &'a FrameSlot<Frame>,
+    /// The frames this track sends: the stream's own feed, or a smaller size of it.
+    feed: Arc<SourceFeed>,
+    /// The smaller size this track reads, kept running while the track holds it.
+    lease: Option<Lease>,
+    /// JPEG quality of a smaller size.
+    quality: u8,
+    /// `?size=auto`: the size follows the link, as measured between its frames.
+    adapt: Option<(Adapt, Meter)>,
     /// Written before each part (`X-Stream: NAME\r\n` on `/mux`); empty on `/stream`.
     prefix: Vec<u8>,
     layout: Layout,
@@ -67,7 +75,10 @@ impl<'a> Track<'a> {
             .register(addr.to_string(), user_agent.to_string(), kind, fps_cap);
         Track {
             stream,
-            slot: &stream.feed.slot,
+            feed: stream.feed.clone(),
+            lease: None,
+            quality: crate::scale::DEFAULT_QUALITY,
+            adapt: None,
             prefix,
             layout,
             reg,
@@ -77,6 +88,62 @@ impl<'a> Track<'a> {
             written_at: None,
             last: None,
         }
+    }
+
+    /// Reads the size `level` (0: the source's frames) at `quality`, starting its transcoder
+    /// if nobody else reads it. `Err` says why not.
+    pub fn set_size(&mut self, level: u8, quality: u8, max_pixels: usize) -> Result<(), String> {
+        self.quality = quality;
+        let lease = match level {
+            0 => None,
+            l => Some(self.stream.tiers.lease(
+                &self.stream.name,
+                &self.stream.feed,
+                l,
+                quality,
+                max_pixels,
+            )?),
+        };
+        self.feed = lease
+            .as_ref()
+            .map_or_else(|| self.stream.feed.clone(), |l| l.tier().feed.clone());
+        // The old lease goes only now: a step between sizes never stops a shared transcoder.
+        self.lease = lease;
+        // Generations count one feed's frames: start afresh on the new one.
+        (self.sent, self.ready) = (0, None);
+        self.reg.info.level.store(level, SeqCst);
+        Ok(())
+    }
+
+    /// `?size=auto`: starts at the source size and follows the link from there.
+    pub fn adapt(&mut self, quality: u8) {
+        self.quality = quality;
+        self.adapt = Some((
+            Adapt::new(crate::scale::MAX_LEVEL, Instant::now()),
+            Meter::default(),
+        ));
+        self.reg.info.auto.store(true, SeqCst);
+    }
+
+    /// Bytes per second size `level` needs at `fps`: its newest frame's size when it is
+    /// running, else the source frame's shrunk by the ratio measured for JPEG halvings.
+    fn need(&self, level: u8, fps: f64) -> f64 {
+        let bytes_of = |feed: &SourceFeed| feed.slot.latest().map(|(f, _)| f.jpeg().len() as f64);
+        let running = if level == 0 {
+            bytes_of(&self.stream.feed)
+        } else {
+            self.stream
+                .tiers
+                .snapshot()
+                .iter()
+                .find(|t| t.level == level && t.quality == self.quality)
+                .and_then(|t| bytes_of(&t.feed))
+        };
+        let bytes = running.unwrap_or_else(|| {
+            // Halving a picture divides its JPEG by 2 to 2.6 (README): 2 is the safe guess.
+            bytes_of(&self.stream.feed).unwrap_or(50_000.0) / 2f64.powi(i32::from(level))
+        });
+        (bytes + 100.0) * fps
     }
 
     fn wire<'f>(&self, frame: &'f Frame) -> &'f [u8] {
@@ -114,11 +181,11 @@ impl fmt::Display for End {
 }
 
 /// How a viewer sleeps when nothing is due.
-enum Doorbell<'a> {
+enum Doorbell {
     /// One track: its slot wakes it (the common case, the cheapest).
     Slot,
     /// Several: woken by a publish of any feed it carries, and no other.
-    Feeds(Subscription<'a>),
+    Feeds(Subscription),
 }
 
 /// A long-lived frame response. See the module docs.
@@ -136,9 +203,15 @@ pub(super) struct Viewer<'a> {
     /// A still picture is re-sent after REPEAT_AFTER, never more often than the cap allows.
     repeat_after: Duration,
     last_write: Instant,
+    /// Bytes written on the connection so far.
+    written: u64,
     /// Round-robin position: the track looked at first.
     next: usize,
-    doorbell: Doorbell<'a>,
+    doorbell: Doorbell,
+    /// `?size=auto` needs it to start a smaller size.
+    max_pixels: usize,
+    /// `?fps=`, for the rate a size must carry.
+    fps_cap: Option<f64>,
     connected_at: Instant,
 }
 
@@ -161,7 +234,7 @@ impl<'a> Viewer<'a> {
         let doorbell = if tracks.len() == 1 {
             Doorbell::Slot
         } else {
-            Doorbell::Feeds(Subscription::new(tracks.iter().map(|t| &*t.stream.feed)))
+            Doorbell::Feeds(Subscription::new(tracks.iter().map(|t| t.feed.clone())))
         };
         Viewer {
             conn,
@@ -173,8 +246,11 @@ impl<'a> Viewer<'a> {
             min_interval,
             repeat_after: min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER)),
             last_write: Instant::now(),
+            written: 0,
             next: 0,
             doorbell,
+            max_pixels: shared.cfg.tier_max_pixels,
+            fps_cap,
             connected_at: Instant::now(),
         }
     }
@@ -254,8 +330,18 @@ impl<'a> Viewer<'a> {
                 continue;
             }
             let t = &mut self.tracks[i];
-            let newest = t.ready.take().or_else(|| t.slot.latest());
+            let newest = t.ready.take().or_else(|| t.feed.slot.latest());
             if let Some((frame, g)) = newest.filter(|(_, g)| *g > t.sent) {
+                // Right after a change of size the new feed's newest may be a camera frame
+                // already sent at the old size (a smaller size trails its source by one
+                // transcode): never send a picture older than the last.
+                if t.last
+                    .as_ref()
+                    .is_some_and(|l| frame.arrived_at <= l.arrived_at)
+                {
+                    t.sent = g;
+                    continue;
+                }
                 return Some((i, frame, g));
             }
         }
@@ -289,7 +375,7 @@ impl<'a> Viewer<'a> {
         match &mut self.doorbell {
             Doorbell::Slot => {
                 let t = &mut self.tracks[0];
-                match t.slot.wait_newer(t.sent, timeout) {
+                match t.feed.slot.wait_newer(t.sent, timeout) {
                     Next::Frame(frame, g) => t.ready = Some((frame, g)),
                     Next::Timeout => {}
                     Next::Closed => return Err(End::Stopping),
@@ -310,7 +396,7 @@ impl<'a> Viewer<'a> {
     fn sleep_on_socket(&self, t: Instant) -> Result<(), End> {
         let fd = self.conn.as_raw_fd();
         loop {
-            if self.tracks[0].slot.is_closed() {
+            if self.tracks[0].stream.feed.slot.is_closed() {
                 return Err(End::Stopping);
             }
             let left = t.saturating_duration_since(Instant::now());
@@ -339,9 +425,16 @@ impl<'a> Viewer<'a> {
     /// Sends track `i`'s newest frame, `frame` unless a newer one came while the link drained.
     fn send_new(&mut self, i: usize, mut frame: Arc<Frame>, mut g: u64) -> Result<(), End> {
         self.next = (i + 1) % self.tracks.len();
+        // ?size=auto: a frame is ready; is the link still busy with what went before? (See
+        // the adapt module.)
+        if let (Some(bound), Some((_, meter))) = (&self.inflight, &mut self.tracks[i].adapt) {
+            if let Some(queued) = bound.queued() {
+                meter.frame(Instant::now(), self.written.saturating_sub(queued), queued);
+            }
+        }
         // Choose the frame only once the link has room for it: the newest then.
         if let Some(bound) = &mut self.inflight {
-            let slot = self.tracks[i].slot;
+            let slot = &self.tracks[i].feed.slot;
             match bound.wait(slot, Instant::now() + self.send_timeout) {
                 Drained::Ready { waited: true } => {
                     if let Some((newest, ng)) = slot.latest().filter(|(_, ng)| *ng > g) {
@@ -373,7 +466,62 @@ impl<'a> Viewer<'a> {
         t.last_new = Some(now);
         t.written_at = Some(now);
         t.last = Some(frame);
+        self.follow_the_link(i, now);
         Ok(())
+    }
+
+    /// `?size=auto`: now and then, compares what the link carries with what each size needs,
+    /// and moves track `i` to another size when [`Adapt`] says so.
+    fn follow_the_link(&mut self, i: usize, now: Instant) {
+        let Some((adapt, meter)) = &mut self.tracks[i].adapt else {
+            return;
+        };
+        if !adapt.due(now) {
+            return;
+        }
+        let window = meter.take();
+        let t = &self.tracks[i];
+        let source_fps = t.stream.feed.input_rate().0;
+        let fps = match (source_fps > 0.0, self.fps_cap) {
+            (true, Some(cap)) => source_fps.min(cap),
+            (true, None) => source_fps,
+            (false, cap) => cap.unwrap_or(30.0),
+        };
+        let needs: Vec<f64> = (0..=crate::scale::MAX_LEVEL)
+            .map(|l| t.need(l, fps))
+            .collect();
+        let need = |l: u8| needs.get(usize::from(l)).copied().unwrap_or(f64::MAX);
+        log::trace!(
+            "viewer {} of {}: {window:?}; sizes need {needs:.0?} B/s at {fps:.1} fps",
+            self.addr,
+            self.what
+        );
+        let Some(level) = self.tracks[i]
+            .adapt
+            .as_mut()
+            .and_then(|(a, _)| a.look(now, window, need))
+        else {
+            return;
+        };
+        let quality = self.tracks[i].quality;
+        match self.tracks[i].set_size(level, quality, self.max_pixels) {
+            Ok(()) => {
+                log::debug!(
+                    "viewer {} of {}: size {} (busy {:.0}% of the time, {:.0} KB/s while busy; \
+                     {fps:.0} frames/s wanted)",
+                    self.addr,
+                    self.what,
+                    crate::tiers::fraction(level),
+                    window.busy_share * 100.0,
+                    window.busy_rate.unwrap_or(0.0) / 1000.0,
+                );
+                if let Doorbell::Feeds(_) = self.doorbell {
+                    let feeds = self.tracks.iter().map(|t| t.feed.clone());
+                    self.doorbell = Doorbell::Feeds(Subscription::new(feeds));
+                }
+            }
+            Err(e) => log::warn!("viewer {} of {}: {e}", self.addr, self.what),
+        }
     }
 
     /// Sends track `i`'s last part again (keep-alive for a still picture). A repeat is not a
@@ -408,6 +556,7 @@ impl<'a> Viewer<'a> {
         }
         self.last_write = Instant::now();
         let n = t.prefix.len() + wire.len();
+        self.written += n as u64;
         if let Some(bound) = &mut self.inflight {
             bound.wrote(n);
         }

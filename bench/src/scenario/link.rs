@@ -67,7 +67,7 @@ fn link_scenario(a: &Args, relay_bin: &str, duration: f64) -> Result<(), String>
     sh("ip link set lo mtu 1500")?;
     for kind in &servers {
         let srv = match kind.as_str() {
-            "relay" => start_relay(relay_bin),
+            "relay" | "relay-auto" => start_relay(relay_bin),
             "relay-nobound" => {
                 start_relay_env(relay_bin, &[("MJPEG_RELAY_NO_INFLIGHT_BOUND", "1")])
             }
@@ -76,8 +76,14 @@ fn link_scenario(a: &Args, relay_bin: &str, duration: f64) -> Result<(), String>
         };
         let port = srv.http.rsplit(':').next().unwrap_or("0").to_string();
         shape(&rate, queue, &port)?;
+        // relay-auto: the viewer asks for the size its link carries (?size=auto).
+        let query = if kind == "relay-auto" {
+            "?size=auto"
+        } else {
+            ""
+        };
         let cfg = LoadCfg {
-            url: format!("http://{}/stream", srv.http),
+            url: format!("http://{}/stream{query}", srv.http),
             up: srv.upstream.clone().map(UpMode::Push),
             fps: 30.0,
             w,
@@ -96,6 +102,30 @@ fn link_scenario(a: &Args, relay_bin: &str, duration: f64) -> Result<(), String>
         print!("{}", r.rows(&cfg.label));
         let dropped = qdisc_drops();
         eprintln!("{}: bottleneck queue drops {dropped}", cfg.label);
+        if kind.starts_with("relay") {
+            let (_, _, body) = mjpeg_testkit::get(&srv.http, "/status");
+            let sizes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["streams"][0]["sizes"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {}x{} ({} frames)",
+                        t["size"], t["width"], t["height"], t["frames"]
+                    )
+                })
+                .collect();
+            eprintln!(
+                "{}: sizes running at the end: {}",
+                cfg.label,
+                if sizes.is_empty() {
+                    "none".into()
+                } else {
+                    sizes.join(", ")
+                }
+            );
+        }
         drop(srv);
     }
     Ok(())

@@ -1,0 +1,285 @@
+//! `?size=auto`: the size a viewer's link carries, chosen per viewer and changed as the link
+//! does. Pure logic on what the viewer loop observes (no sockets here), so it is tested
+//! without a network.
+//!
+//! **What is measured** ([`Meter`]). Each time a new frame is about to go out, the viewer
+//! notes how many of its bytes are still unacknowledged (`SIOCOUTQ`, which the in-flight
+//! bound reads anyway). If some are, the link was busy for the whole interval since the last
+//! frame, and the bytes acknowledged in it over its length is the link's rate: a *busy*
+//! interval. If none are, the last frame got through within the interval: an *idle* one. (The
+//! kernel's own `tcpi_delivery_rate` is no use for this: while a sender is application-limited
+//! — the relay always is — the kernel keeps the highest of its samples, so it never falls.)
+//!
+//! **What is decided** ([`Adapt`], at each look, every [`LOOK_EVERY`]). Down quickly: when
+//! most intervals are busy and the size needs more than [`FIT`] of the rate measured while
+//! busy, go at once to the largest size that fits that rate. Up cautiously: a link that is
+//! idle at the current size tells nothing about a larger one, so after [`UP_AFTER`] of idle
+//! intervals the next size up is tried; if that turns the link busy again within
+//! [`PROBE_GRACE`], it was too much, and the next try waits twice as long (up to
+//! [`MAX_PROBE_WAIT`]). A size is never left for a larger one while the link is busy, so it
+//! cannot flip sizes every frame; on a link just below a size, a try costs one or two seconds
+//! of the larger frames every minute at most.
+
+use std::time::{Duration, Instant};
+
+/// How often the viewer looks at its link.
+pub const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// A size fits while it needs at most this share of what the link carries when busy.
+pub const FIT: f64 = 0.8;
+/// Idle this long at a size before the next size up is tried.
+pub const UP_AFTER: Duration = Duration::from_secs(4);
+/// A try that turns the link busy within this long was one size too many.
+pub const PROBE_GRACE: Duration = Duration::from_secs(3);
+/// The longest wait between two tries of a size up.
+pub const MAX_PROBE_WAIT: Duration = Duration::from_secs(64);
+/// The least time between two changes down (a switch takes a few frames to show).
+const DOWN_DWELL: Duration = Duration::from_millis(500);
+/// The share of busy intervals over which the link counts as the limit, and under which it
+/// counts as idle (between the two: neither, and nothing changes).
+const BUSY: f64 = 0.5;
+const IDLE: f64 = 0.2;
+
+/// The intervals between frames since the last look: how many were busy, and what the link
+/// carried in them.
+#[derive(Debug, Default)]
+pub(super) struct Meter {
+    last: Option<(Instant, u64)>,
+    busy: u32,
+    idle: u32,
+    busy_bytes: u64,
+    busy_time: Duration,
+}
+
+/// What a look sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Window {
+    pub intervals: u32,
+    /// The share of intervals in which the link was busy throughout.
+    pub busy_share: f64,
+    /// Bytes per second acknowledged while busy: the link's rate.
+    pub busy_rate: Option<f64>,
+}
+
+impl Meter {
+    /// A new frame is about to go out at `now`: `acked` bytes of the connection are
+    /// acknowledged so far, `queued` are not.
+    pub fn frame(&mut self, now: Instant, acked: u64, queued: u64) {
+        if let Some((t, a)) = self.last {
+            let dt = now.saturating_duration_since(t);
+            if queued > 0 {
+                self.busy += 1;
+                self.busy_bytes += acked.saturating_sub(a);
+                self.busy_time += dt;
+            } else {
+                self.idle += 1;
+            }
+        }
+        self.last = Some((now, acked));
+    }
+
+    /// The intervals since the last call, and a fresh start.
+    pub fn take(&mut self) -> Window {
+        let intervals = self.busy + self.idle;
+        let w = Window {
+            intervals,
+            busy_share: if intervals == 0 {
+                0.0
+            } else {
+                f64::from(self.busy) / f64::from(intervals)
+            },
+            busy_rate: (self.busy_time >= Duration::from_millis(20))
+                .then(|| self.busy_bytes as f64 / self.busy_time.as_secs_f64()),
+        };
+        (self.busy, self.idle, self.busy_bytes, self.busy_time) = (0, 0, 0, Duration::ZERO);
+        w
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Adapt {
+    level: u8,
+    max_level: u8,
+    switched_at: Instant,
+    /// Since when the link has been idle at this size.
+    idle_since: Option<Instant>,
+    /// The current size is a try of a larger one, made at `switched_at`.
+    trying: bool,
+    /// How long to stay idle before the next try.
+    probe_wait: Duration,
+    last_look: Instant,
+}
+
+impl Adapt {
+    /// Starts at the source size (level 0): on a link that carries it nothing is transcoded.
+    pub fn new(max_level: u8, now: Instant) -> Adapt {
+        Adapt {
+            level: 0,
+            max_level,
+            switched_at: now,
+            idle_since: None,
+            trying: false,
+            probe_wait: UP_AFTER,
+            last_look: now,
+        }
+    }
+
+    /// Whether it is time to look again.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.last_look + LOOK_EVERY
+    }
+
+    /// One look at `w`; `need(level)` is what a size needs (bytes/s at the target rate). The
+    /// new level when it changes.
+    pub fn look(&mut self, now: Instant, w: Window, need: impl Fn(u8) -> f64) -> Option<u8> {
+        self.last_look = now;
+        if w.intervals < 3 {
+            return None; // too few frames to tell (a paused source, a capped rate)
+        }
+        if self.trying && now.duration_since(self.switched_at) >= PROBE_GRACE {
+            // The try held: the next one comes as soon as this size is idle long enough.
+            self.trying = false;
+            self.probe_wait = UP_AFTER;
+        }
+        if w.busy_share >= BUSY {
+            self.idle_since = None;
+            let rate = w.busy_rate?;
+            if need(self.level) <= FIT * rate || now.duration_since(self.switched_at) < DOWN_DWELL {
+                return None;
+            }
+            if self.trying {
+                self.trying = false;
+                self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
+            }
+            let to = (self.level + 1..=self.max_level)
+                .find(|&l| need(l) <= FIT * rate)
+                .unwrap_or(self.max_level);
+            return self.switch(to, now);
+        }
+        if w.busy_share > IDLE || self.level == 0 {
+            self.idle_since = None;
+            return None;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        if now.duration_since(since) >= self.probe_wait {
+            let to = self.level - 1;
+            self.trying = true;
+            return self.switch(to, now);
+        }
+        None
+    }
+
+    fn switch(&mut self, to: u8, now: Instant) -> Option<u8> {
+        if to == self.level {
+            return None;
+        }
+        self.level = to;
+        self.switched_at = now;
+        self.idle_since = None;
+        Some(to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes per frame of each size: 16 KB, 8.7 KB, 4.3 KB, 1.6 KB (testsrc at 640x480).
+    const SIZES: [f64; 4] = [16_000.0, 8_700.0, 4_300.0, 1_600.0];
+
+    fn need(l: u8) -> f64 {
+        SIZES[usize::from(l)] * 30.0
+    }
+
+    /// What a 30 fps viewer of size `level` sees in half a second on a link of `rate` B/s:
+    /// busy intervals when a frame does not get through in 33 ms.
+    fn window(level: u8, rate: f64) -> Window {
+        let busy = SIZES[usize::from(level)] / rate > 1.0 / 30.0;
+        Window {
+            intervals: 15,
+            busy_share: if busy { 1.0 } else { 0.0 },
+            busy_rate: busy.then_some(rate),
+        }
+    }
+
+    fn run(a: &mut Adapt, t0: Instant, from_ms: u64, to_ms: u64, rate: f64) -> Vec<(u64, u8)> {
+        let mut changes = Vec::new();
+        let mut ms = from_ms;
+        while ms < to_ms {
+            let w = window(a.level, rate);
+            if let Some(l) = a.look(t0 + Duration::from_millis(ms), w, need) {
+                changes.push((ms, l));
+            }
+            ms += 500;
+        }
+        changes
+    }
+
+    #[test]
+    fn the_meter_tells_busy_from_idle_intervals() {
+        let mut m = Meter::default();
+        let t0 = Instant::now();
+        let ms = |k: u64| t0 + Duration::from_millis(k);
+        m.frame(ms(0), 0, 0);
+        m.frame(ms(33), 5_000, 11_000); // 5 KB acked in 33 ms, the rest still queued: busy
+        m.frame(ms(66), 13_000, 3_000);
+        m.frame(ms(100), 16_000, 0); // all through: idle
+        let w = m.take();
+        assert_eq!(w.intervals, 3);
+        assert!((w.busy_share - 2.0 / 3.0).abs() < 1e-9);
+        let rate = w.busy_rate.unwrap();
+        assert!((rate - 13_000.0 / 0.066).abs() < 1.0, "{rate}");
+        assert_eq!(m.take().intervals, 0, "taken");
+    }
+
+    #[test]
+    fn down_at_once_then_tries_up_with_growing_waits_and_comes_back_when_the_link_does() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        // 10 MB/s: everything gets through, the source size stays.
+        assert_eq!(run(&mut a, t0, 500, 5_000, 10e6), []);
+        // 2 Mbit/s (250 KB/s): full (480 KB/s) and 1/2 (261 KB/s) do not fit; 1/4 does.
+        let shaped = run(&mut a, t0, 5_000, 65_000, 250e3);
+        assert_eq!(shaped.first(), Some(&(5_000, 2)), "{shaped:?}");
+        // Tries of 1/2 come after 4 s, then 8, 16, 32 s of 1/4: few, and fewer.
+        let tries: Vec<u64> = shaped.iter().filter(|c| c.1 == 1).map(|c| c.0).collect();
+        assert!(tries.len() <= 4, "{shaped:?}");
+        assert!(tries.windows(2).all(|w| w[1] - w[0] >= 8_000), "{shaped:?}");
+        assert!(
+            shaped.iter().all(|c| c.1 >= 1),
+            "never full size on 2 Mbit/s: {shaped:?}"
+        );
+        // The shaping is lifted: back to the source size, a step at a time.
+        let lifted = run(&mut a, t0, 65_000, 65_000 + 140_000, 10e6);
+        assert_eq!(lifted.last().map(|c| c.1), Some(0), "{lifted:?}");
+        assert!(
+            lifted.len() <= 2,
+            "one step at a time, no going back: {lifted:?}"
+        );
+    }
+
+    #[test]
+    fn a_link_that_carries_a_size_keeps_it() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        // 600 KB/s: full size (480 KB/s) fits; it stays, look after look.
+        assert_eq!(run(&mut a, t0, 500, 120_000, 600e3), []);
+    }
+
+    #[test]
+    fn nothing_fits_means_the_smallest_and_few_frames_mean_no_decision() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        let starved = Window {
+            intervals: 15,
+            busy_share: 1.0,
+            busy_rate: Some(1_000.0),
+        };
+        assert_eq!(a.look(t0 + Duration::from_secs(1), starved, need), Some(3));
+        let quiet = Window {
+            intervals: 2,
+            busy_share: 0.0,
+            busy_rate: None,
+        };
+        assert_eq!(a.look(t0 + Duration::from_secs(60), quiet, need), None);
+    }
+}

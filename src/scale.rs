@@ -1,0 +1,256 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+//! A smaller version of one frame: decode, halve one to three times, encode. Bytes in, bytes
+//! out, no I/O and no state, like the parser: unit-tested and fuzzed on its own.
+//!
+//! The sizes are the source's, 1/2, 1/4 and 1/8 ([`MAX_LEVEL`] halvings). Each halving
+//! averages 2×2 pixels of the decoded YCbCr picture (no colour conversion either way: the
+//! decoder hands out YCbCr and the encoder takes it), which is as sharp as a JPEG decoder's own
+//! scaled IDCT and cheaper than a general resampler. The codec was chosen by measurement (the
+//! README's "Per-viewer sizes" has the figures): `zune-jpeg` decodes a 640x480 frame in about
+//! 0.6 ms on one core, about twice as fast as `jpeg-decoder`'s scaled decode, which also
+//! starts threads per picture and panicked on YCbCr output; the encoder is `jpeg-encoder`,
+//! already in the tree for the test pattern.
+//!
+//! The source frame's COM segments are copied into the smaller one: cameras put timestamps
+//! there, the NO SIGNAL mark is one, and so are the benchmark's latency stamps.
+//!
+//! Hostile frames: the picture's size is read from its header and refused past
+//! `max_pixels` before anything is allocated (so memory per call is bounded by the caller's
+//! limit, not by what a frame claims); a frame that does not decode is an error, never a
+//! panic (the codecs run under `catch_unwind`, a second line of defence: both are fuzzed
+//! upstream, and ours fuzzes this function with the parser's corpus).
+
+use std::fmt;
+
+/// Halvings at most: 1/8 of the source size, where a JPEG's 8x8 block becomes one pixel.
+pub const MAX_LEVEL: u8 = 3;
+
+/// Default JPEG quality of a smaller size (`?quality=` chooses another).
+pub const DEFAULT_QUALITY: u8 = 80;
+
+/// Why a frame was not made smaller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShrinkError {
+    /// No JPEG header with a size (SOF) was found.
+    NoSize,
+    /// Larger than the limit: `width`x`height`.
+    TooLarge(u16, u16),
+    /// The picture is too small to halve that often.
+    TooSmall,
+    /// The decoder or the encoder refused it.
+    Codec(String),
+}
+
+impl fmt::Display for ShrinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShrinkError::NoSize => f.write_str("no picture size in the JPEG header"),
+            ShrinkError::TooLarge(w, h) => write!(f, "{w}x{h} is larger than the decoding limit"),
+            ShrinkError::TooSmall => f.write_str("too small for that size"),
+            ShrinkError::Codec(e) => write!(f, "does not decode: {e}"),
+        }
+    }
+}
+
+/// The size of `jpeg` halved `level` times, as its header says; `None` without a header.
+pub fn scaled_dimensions(jpeg: &[u8], level: u8) -> Option<(u16, u16)> {
+    let (w, h) = crate::jpeg::dimensions(jpeg)?;
+    Some((w >> level, h >> level))
+}
+
+/// `jpeg` at 1/2^`level` of its size (`level` 1 to [`MAX_LEVEL`]), encoded at `quality`
+/// (1–100), with the source's COM segments. Refuses pictures of more than `max_pixels`.
+pub fn shrink(
+    jpeg: &[u8],
+    level: u8,
+    quality: u8,
+    max_pixels: usize,
+) -> Result<Vec<u8>, ShrinkError> {
+    let (w, h) = crate::jpeg::dimensions(jpeg).ok_or(ShrinkError::NoSize)?;
+    if usize::from(w) * usize::from(h) > max_pixels {
+        return Err(ShrinkError::TooLarge(w, h));
+    }
+    let level = level.clamp(1, MAX_LEVEL);
+    if (w >> level) == 0 || (h >> level) == 0 {
+        return Err(ShrinkError::TooSmall);
+    }
+    let quality = quality.clamp(1, 100);
+    let encoded = std::panic::catch_unwind(|| transcode(jpeg, w, h, level, quality))
+        .map_err(|_| ShrinkError::Codec("the codec failed on this frame".into()))??;
+    // SOI, the source's comments, then the encoded picture after its own SOI.
+    let mut out = Vec::with_capacity(encoded.len() + 256);
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    for com in crate::jpeg::comments(jpeg) {
+        crate::jpeg::push_com(&mut out, com);
+    }
+    out.extend_from_slice(encoded.get(2..).unwrap_or_default());
+    Ok(out)
+}
+
+fn transcode(jpeg: &[u8], w: u16, h: u16, level: u8, quality: u8) -> Result<Vec<u8>, ShrinkError> {
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let codec = |e: &dyn fmt::Debug| ShrinkError::Codec(format!("{e:?}"));
+    // The header's size is the limit: a frame cannot make the decoder allocate more than the
+    // caller allowed for it.
+    let options = DecoderOptions::default()
+        .set_max_width(usize::from(w))
+        .set_max_height(usize::from(h))
+        .jpeg_set_out_colorspace(ColorSpace::YCbCr);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(jpeg, options);
+    let pixels = decoder.decode().map_err(|e| codec(&e))?;
+    let (dw, dh) = decoder.dimensions().ok_or(ShrinkError::NoSize)?;
+    let channels = match decoder.get_output_colorspace() {
+        Some(ColorSpace::Luma) => 1,
+        _ => 3,
+    };
+    if pixels.len() < dw * dh * channels {
+        return Err(ShrinkError::Codec("short picture".into()));
+    }
+    let (mut pixels, mut pw, mut ph) = (pixels, dw, dh);
+    for _ in 0..level {
+        pixels = halve(&pixels, pw, ph, channels);
+        (pw, ph) = (pw / 2, ph / 2);
+    }
+    let color = if channels == 1 {
+        jpeg_encoder::ColorType::Luma
+    } else {
+        jpeg_encoder::ColorType::Ycbcr
+    };
+    let (ow, oh) = (
+        u16::try_from(pw).map_err(|e| codec(&e))?,
+        u16::try_from(ph).map_err(|e| codec(&e))?,
+    );
+    let mut out = Vec::with_capacity(pw * ph / 2);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(&pixels, ow, oh, color)
+        .map_err(|e| codec(&e))?;
+    Ok(out)
+}
+
+/// Half the width and height of an interleaved picture with `c` bytes per pixel: each output
+/// pixel the rounded mean of a 2x2 square (an odd last row or column is dropped).
+fn halve(px: &[u8], w: usize, h: usize, c: usize) -> Vec<u8> {
+    let (ow, oh) = (w / 2, h / 2);
+    let mut out = vec![0u8; ow * oh * c];
+    let row = w * c;
+    for (y, orow) in out.chunks_exact_mut(ow * c).enumerate() {
+        let r0 = px.get(2 * y * row..).unwrap_or_default();
+        let r1 = px.get((2 * y + 1) * row..).unwrap_or_default();
+        for ((d, a), b) in orow
+            .chunks_exact_mut(c)
+            .zip(r0.chunks_exact(2 * c))
+            .zip(r1.chunks_exact(2 * c))
+        {
+            for (k, v) in d.iter_mut().enumerate() {
+                let at = |s: &[u8], i: usize| u16::from(s.get(i).copied().unwrap_or(0));
+                let sum = at(a, k) + at(a, k + c) + at(b, k) + at(b, k + c);
+                *v = ((sum + 2) >> 2) as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testjpeg::{jpeg_with_seq, seq_of};
+
+    fn picture(w: u16, h: u16) -> Vec<u8> {
+        let mut px = vec![0u8; usize::from(w) * usize::from(h) * 3];
+        crate::source::testsrc::render(&mut px, w, h, 7);
+        crate::source::testsrc::encode(&px, w, h).unwrap()
+    }
+
+    #[test]
+    fn each_level_halves_and_keeps_the_comments() {
+        let base = picture(640, 480);
+        let tagged = crate::testjpeg::tagged(&base, b"42,1700000000000000", 0);
+        for (level, w, h) in [(1u8, 320u16, 240u16), (2, 160, 120), (3, 80, 60)] {
+            let small = shrink(&tagged, level, DEFAULT_QUALITY, 1 << 22).unwrap();
+            assert_eq!(
+                crate::jpeg::dimensions(&small),
+                Some((w, h)),
+                "level {level}"
+            );
+            assert_eq!(seq_of(&small), Some(42), "the COM stamp survives");
+            assert!(small.len() < tagged.len());
+            // What we made decodes again, at the size it says.
+            let again = shrink(&small, 1, DEFAULT_QUALITY, 1 << 22).unwrap();
+            assert_eq!(crate::jpeg::dimensions(&again), Some((w / 2, h / 2)));
+        }
+    }
+
+    #[test]
+    fn a_picture_that_claims_too_much_is_refused_before_decoding() {
+        let base = picture(640, 480);
+        assert_eq!(
+            shrink(&base, 1, 80, 640 * 479),
+            Err(ShrinkError::TooLarge(640, 480))
+        );
+        // A header claiming 65535x65535 with nothing behind it.
+        let mut claim = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8, 0xFF, 0xFF, 0xFF, 0xFF, 3];
+        claim.extend_from_slice(&[1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9]);
+        assert!(matches!(
+            shrink(&claim, 1, 80, 1 << 22),
+            Err(ShrinkError::TooLarge(..))
+        ));
+        assert!(matches!(
+            shrink(&claim, 1, 80, usize::MAX),
+            Err(ShrinkError::Codec(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        let good = picture(64, 48);
+        assert!(shrink(&good, 1, 80, 1 << 20).is_ok());
+        assert_eq!(
+            shrink(&good, 4, 80, 1 << 20).map(|j| crate::jpeg::dimensions(&j)),
+            Ok(Some((8, 6)))
+        );
+        assert_eq!(shrink(b"", 1, 80, 1 << 20), Err(ShrinkError::NoSize));
+        let mut tiny = Vec::new();
+        jpeg_encoder::Encoder::new(&mut tiny, 80)
+            .encode(&[128; 16], 4, 4, jpeg_encoder::ColorType::Luma)
+            .unwrap();
+        assert_eq!(
+            shrink(&tiny, 3, 80, 1 << 20).err(),
+            Some(ShrinkError::TooSmall)
+        );
+        assert_eq!(
+            shrink(&tiny, 1, 80, 1 << 20).map(|j| crate::jpeg::dimensions(&j)),
+            Ok(Some((2, 2))),
+            "grey pictures too"
+        );
+        // The numbered test frames the integration tests push are real pictures too.
+        let numbered = shrink(&jpeg_with_seq(77, 10), 1, 80, 1 << 20).unwrap();
+        assert_eq!(seq_of(&numbered), Some(77));
+        // Every truncation and a run of corruptions of a real frame: no panic, bounded output.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for cut in (0..good.len()).step_by(7) {
+            let _ = shrink(good.get(..cut).unwrap(), 1, 80, 1 << 20);
+        }
+        for _ in 0..300 {
+            let mut bad = good.clone();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed as usize) % bad.len();
+                bad[i] = (seed >> 32) as u8;
+            }
+            if let Ok(out) = shrink(&bad, 1, 80, 1 << 20) {
+                assert!(out.len() < 1 << 20);
+            }
+        }
+    }
+
+    #[test]
+    fn halving_averages_squares() {
+        let px = [10u8, 20, 30, 40, 50, 60, 70, 80]; // 2x2, 2 channels
+        assert_eq!(halve(&px, 2, 2, 2), vec![40, 50]);
+        assert_eq!(halve(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 3, 3, 1), vec![3]);
+    }
+}

@@ -1,0 +1,239 @@
+//! Smaller sizes of a stream, made once for all their viewers: one transcoder per (stream,
+//! size, quality), running only while someone holds a [`Lease`] on it.
+//!
+//! A tier is a [`SourceFeed`] of its own, so its viewers read it exactly as they read the
+//! stream's (the same viewer loop, the same slot, the same in-flight bound), and a
+//! `/mux` viewer subscribes to it like to any feed. Its transcoder thread waits on the
+//! stream's slot like a viewer does and, like a viewer, takes only the newest frame when it is
+//! behind: it holds at most the frame it works on, and the stream's full-size path never
+//! waits for it. A frame that does not decode is skipped and counted, and the tier goes on.
+//!
+//! Lifetime: the first lease on a size starts its thread; when the last lease is dropped the
+//! thread ends [`LINGER`] later (a viewer that reconnects, or `?size=auto` stepping between
+//! sizes, does not restart it). The registry ([`Tiers`]) holds at most [`MAX_TIERS`] per
+//! stream, each with one thread; a request for one more size is refused.
+
+use crate::feed::SourceFeed;
+use crate::frame::Frame;
+use crate::scale::{self, ShrinkError};
+use crate::slot::Next;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Sizes (with their qualities) one stream may have running at once.
+pub const MAX_TIERS: usize = 6;
+/// How long a size nobody watches keeps its transcoder.
+pub const LINGER: Duration = Duration::from_secs(1);
+/// Stack of a transcoder thread: the codecs keep their buffers on the heap.
+const TIER_STACK: usize = 256 * 1024;
+
+/// One smaller size of a stream.
+#[derive(Debug)]
+pub struct Tier {
+    /// Halvings of the source size: 1 is 1/2, 2 is 1/4, 3 is 1/8.
+    pub level: u8,
+    pub quality: u8,
+    /// What its viewers read.
+    pub feed: Arc<SourceFeed>,
+    /// Leases held now (viewers, snapshots waiting). Changed under the registry's lock when
+    /// it goes up from a lookup, so the thread's "nobody, stop" cannot race a new viewer.
+    users: AtomicUsize,
+    /// Source frames made smaller, and those that failed (did not decode).
+    pub frames: AtomicU64,
+    pub failed: AtomicU64,
+    /// Source frames passed over because a newer one was there when it was ready.
+    pub skipped: AtomicU64,
+    /// CPU time its thread has used, in nanoseconds.
+    pub cpu_ns: AtomicU64,
+    pub started: Instant,
+}
+
+impl Tier {
+    /// Viewers (and waiting snapshots) now.
+    pub fn users(&self) -> usize {
+        self.users.load(Relaxed)
+    }
+
+    /// `1/2`, `1/4`, `1/8`.
+    pub fn fraction(&self) -> String {
+        fraction(self.level)
+    }
+}
+
+/// The size `level` halvings make: `full`, `1/2`, `1/4`, `1/8`.
+pub fn fraction(level: u8) -> String {
+    match level {
+        0 => "full".into(),
+        l => format!("1/{}", 1u32 << l),
+    }
+}
+
+/// A viewer's hold on a tier: keeps its transcoder running while it lives.
+#[derive(Debug)]
+pub struct Lease(Arc<Tier>);
+
+impl Lease {
+    pub fn tier(&self) -> &Arc<Tier> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The tiers of one stream running now. At most [`MAX_TIERS`]; each removes itself when its
+/// thread ends.
+#[derive(Debug, Default)]
+pub struct Tiers {
+    list: Mutex<Vec<Arc<Tier>>>,
+}
+
+impl Tiers {
+    /// The tiers running now (for `/status` and `/metrics`).
+    pub fn snapshot(&self) -> Vec<Arc<Tier>> {
+        self.list.lock().clone()
+    }
+
+    /// A lease on `source` at `level` and `quality`, starting its transcoder if it is not
+    /// running. `stream` names it in logs and thread names; `max_pixels` bounds what a frame
+    /// may decode to. `Err` says why not (too many sizes, no thread).
+    pub fn lease(
+        self: &Arc<Self>,
+        stream: &str,
+        source: &Arc<SourceFeed>,
+        level: u8,
+        quality: u8,
+        max_pixels: usize,
+    ) -> Result<Lease, String> {
+        let level = level.clamp(1, scale::MAX_LEVEL);
+        let mut list = self.list.lock();
+        if let Some(t) = list
+            .iter()
+            .find(|t| t.level == level && t.quality == quality)
+        {
+            t.users.fetch_add(1, Relaxed);
+            return Ok(Lease(t.clone()));
+        }
+        if list.len() >= MAX_TIERS {
+            return Err(format!(
+                "stream '{stream}' has {MAX_TIERS} sizes running already; ask for one of \
+                 those (see /status), or for the full size"
+            ));
+        }
+        let tier = Arc::new(Tier {
+            level,
+            quality,
+            feed: SourceFeed::new(&format!("{stream}@1/{}", 1u32 << level), &source.spec),
+            users: AtomicUsize::new(1),
+            frames: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
+            started: Instant::now(),
+        });
+        let (registry, t, src) = (self.clone(), tier.clone(), source.clone());
+        let name = format!("tier-{stream}-{}", 1u32 << level);
+        std::thread::Builder::new()
+            .name(name)
+            .stack_size(TIER_STACK)
+            .spawn(move || transcode(&registry, &t, &src, max_pixels))
+            .map_err(|e| format!("cannot start a transcoder for stream '{stream}': {e}"))?;
+        log::info!(
+            "stream '{stream}': started the {} size (quality {quality}) for its viewers",
+            tier.fraction()
+        );
+        list.push(tier.clone());
+        Ok(Lease(tier))
+    }
+}
+
+/// The transcoder thread of `tier`: the newest frame of `source`, smaller, into the tier's
+/// feed, until nobody has held a lease for [`LINGER`] or the server stops.
+fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels: usize) {
+    let mut seen = 0;
+    let mut idle_since: Option<Instant> = None;
+    let errors = crate::logger::Throttled::new();
+    let cpu_start = thread_cpu_ns();
+    let stream = tier.feed.name.clone();
+    let why_stopped = loop {
+        if tier.users() == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= LINGER {
+                let mut list = registry.list.lock();
+                if tier.users() == 0 {
+                    list.retain(|t| !Arc::ptr_eq(t, tier));
+                    break "nobody watches it";
+                }
+            }
+        } else {
+            idle_since = None;
+        }
+        let frame = match source.slot.wait_newer(seen, Duration::from_millis(100)) {
+            Next::Frame(frame, generation) => {
+                if seen > 0 && generation > seen + 1 {
+                    tier.skipped.fetch_add(generation - seen - 1, Relaxed);
+                }
+                seen = generation;
+                frame
+            }
+            Next::Timeout => continue,
+            Next::Closed => {
+                registry.list.lock().retain(|t| !Arc::ptr_eq(t, tier));
+                break "the server is stopping";
+            }
+        };
+        if tier.users() == 0 {
+            continue; // lingering: nobody to make it for
+        }
+        match scale::shrink(frame.jpeg(), tier.level, tier.quality, max_pixels) {
+            Ok(small) => {
+                tier.frames.fetch_add(1, Relaxed);
+                tier.feed
+                    .publish_derived(Arc::new(Frame::derived(&small, &frame)));
+            }
+            Err(e) => {
+                tier.failed.fetch_add(1, Relaxed);
+                note_failure(&errors, &stream, &e);
+            }
+        }
+        tier.cpu_ns
+            .store(thread_cpu_ns().saturating_sub(cpu_start), Relaxed);
+    };
+    tier.feed.close();
+    log::info!(
+        "stream '{stream}': stopped the size ({why_stopped}) after {} frames, {} skipped, {} \
+         failed, {:.2} s of CPU",
+        tier.frames.load(Relaxed),
+        tier.skipped.load(Relaxed),
+        tier.failed.load(Relaxed),
+        tier.cpu_ns.load(Relaxed) as f64 / 1e9,
+    );
+}
+
+fn note_failure(log: &crate::logger::Throttled, stream: &str, e: &ShrinkError) {
+    log.note(|more| {
+        log::warn!(
+            "stream '{stream}': skipped a frame that could not be made smaller: {e}{}; the \
+             size goes on with the next",
+            crate::logger::more(more)
+        )
+    });
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
