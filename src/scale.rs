@@ -25,6 +25,10 @@ use std::fmt;
 /// Halvings at most: 1/8 of the source size, where a JPEG's 8x8 block becomes one pixel.
 pub const MAX_LEVEL: u8 = 3;
 
+/// Stack for a thread that runs [`shrink`]: the decoder keeps tables and blocks on the stack
+/// (a debug build overflowed 128 KiB). Only the pages touched are ever resident.
+pub const CODEC_STACK: usize = 1024 * 1024;
+
 /// Default JPEG quality of a smaller size (`?quality=` chooses another).
 pub const DEFAULT_QUALITY: u8 = 80;
 

@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 pub const MAX_TIERS: usize = 6;
 /// How long a size nobody watches keeps its transcoder.
 pub const LINGER: Duration = Duration::from_secs(1);
-/// Stack of a transcoder thread: the codecs keep their buffers on the heap.
-const TIER_STACK: usize = 256 * 1024;
 
 /// One smaller size of a stream.
 #[derive(Debug)]
@@ -140,7 +138,7 @@ impl Tiers {
         let name = format!("tier-{stream}-{}", 1u32 << level);
         std::thread::Builder::new()
             .name(name)
-            .stack_size(TIER_STACK)
+            .stack_size(scale::CODEC_STACK)
             .spawn(move || transcode(&registry, &t, &src, max_pixels))
             .map_err(|e| format!("cannot start a transcoder for stream '{stream}': {e}"))?;
         log::info!(

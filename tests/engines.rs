@@ -334,3 +334,78 @@ fn webkit_cannot_stream_the_multipart_framing_to_a_script() {
         "WebKit streamed the multipart framing after all: {v}"
     );
 }
+
+/// Issue 25, the pages: the dashboard asks each camera at the size of its tile (two 1280x720
+/// cameras in tiles about 330 px wide: the 1/2 size, 640x360), and the viewer page asks for
+/// `?size=auto` and says in its corner what it gets (the camera's size on loopback), or the
+/// size given to it. The control: `?sizes=full` makes the dashboard ask for the cameras'
+/// frames, and it gets them.
+fn pages_ask_for_their_sizes(engine: Engine) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let relay = Relay::start(&[
+        "--stream",
+        "big=testsrc",
+        "--stream",
+        "wide=testsrc",
+        "--size",
+        "1280x720",
+        "--fps",
+        "5",
+    ]);
+    let sizes_of_viewers = |relay: &Relay| -> Vec<String> {
+        let st = relay.status();
+        st["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["clients"].as_array().cloned().unwrap_or_default())
+            .map(|c| c["size"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let mut page = Page::start(engine);
+    let until = |page: &mut Page, js: &str, want: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = page.js(js);
+            if want(&v) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    for (query, want) in [("", "1/2"), ("?sizes=full", "full")] {
+        page.go(&format!("http://{}/{query}", relay.http));
+        let v = until(&mut page, TILES_JS, &|v| count(v, "wide", "painted") > 2);
+        assert!(count(&v, "big", "painted") > 0, "{}: {v}", engine.name());
+        let sizes = sizes_of_viewers(&relay);
+        eprintln!("{}: dashboard{query}: viewers at {sizes:?}", engine.name());
+        assert_eq!(sizes, [want, want], "{}: dashboard{query}", engine.name());
+    }
+    let label = "const e = document.getElementById('size'); return e ? e.textContent : ''";
+    for (query, want) in [("", "1280×720 · auto"), ("?width=320", "320×180")] {
+        page.go(&format!("http://{}/big/{query}", relay.http));
+        let v = until(&mut page, label, &|v| v.as_str() == Some(want));
+        eprintln!("{}: viewer page{query}: corner says {v}", engine.name());
+        assert_eq!(
+            v.as_str(),
+            Some(want),
+            "{}: viewer page{query}",
+            engine.name()
+        );
+    }
+}
+
+#[test]
+fn chromium_pages_ask_for_their_sizes() {
+    pages_ask_for_their_sizes(Engine::Chromium);
+}
+
+#[test]
+fn firefox_pages_ask_for_their_sizes() {
+    pages_ask_for_their_sizes(Engine::Firefox);
+}
+
+#[test]
+fn webkit_pages_ask_for_their_sizes() {
+    pages_ask_for_their_sizes(Engine::WebKit);
+}

@@ -84,12 +84,18 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
             if level == 0 {
                 Some(f)
             } else {
-                match crate::scale::shrink(
-                    f.jpeg(),
-                    level,
-                    size.quality,
-                    shared.cfg.tier_max_pixels,
-                ) {
+                // On a thread with the codec's stack (a request thread has 128 KiB).
+                let (jpeg, quality, limit) = (f.jpeg(), size.quality, shared.cfg.tier_max_pixels);
+                let made = std::thread::scope(|s| {
+                    std::thread::Builder::new()
+                        .name("snapshot-size".into())
+                        .stack_size(crate::scale::CODEC_STACK)
+                        .spawn_scoped(s, || crate::scale::shrink(jpeg, level, quality, limit))
+                        .map_err(|e| crate::scale::ShrinkError::Codec(e.to_string()))?
+                        .join()
+                        .map_err(|_| crate::scale::ShrinkError::Codec("failed".into()))?
+                });
+                match made {
                     Ok(small) => Some(Arc::new(Frame::derived(&small, &f))),
                     Err(e) => {
                         let msg = format!("The newest frame could not be made smaller: {e}.\n");

@@ -1,0 +1,451 @@
+//! Per-viewer sizes (issue 25): `?width=`/`?height=` served at the size at or above (1/2, 1/4,
+//! 1/8 of the camera's), one transcoder per size shared by its viewers and gone when nobody
+//! watches it, a frame that does not decode skipped without stopping the size, and
+//! `?size=auto` following a shaped link down and back up (in a network namespace of its own).
+
+use mjpeg_relay::jpeg::dimensions;
+use mjpeg_relay::testjpeg::{seq_of, tagged};
+use mjpeg_testkit::{
+    connect_from, gst_part, relay_bin, require_tool, run_with_timeout, Relay, StreamClient, TempDir,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A 640x480 picture (the test pattern), numbered `seq` in a COM segment as the other tests'
+/// frames are.
+fn vga(seq: u64) -> Vec<u8> {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let mut px = vec![0u8; 640 * 480 * 3];
+        mjpeg_relay::source::testsrc::render(&mut px, 640, 480, 3);
+        mjpeg_relay::source::testsrc::encode(&px, 640, 480).unwrap()
+    });
+    tagged(base, seq.to_string().as_bytes(), 0)
+}
+
+/// Pushes `frames` into the relay's `tcp-listen` source at `fps` from a thread.
+fn push(relay: &Relay, frames: Vec<Vec<u8>>, fps: f64) -> std::thread::JoinHandle<()> {
+    let mut up = TcpStream::connect(relay.upstream.as_ref().unwrap()).unwrap();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        for (i, f) in frames.iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / fps);
+            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+            if up.write_all(&gst_part(f)).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn frames(client: &mut StreamClient, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|k| {
+            client
+                .next_frame(Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("stream ended after {k} frames"))
+        })
+        .collect()
+}
+
+/// Whether ffmpeg decodes `jpeg` without a word of complaint.
+fn ffmpeg_decodes(jpeg: &[u8]) -> bool {
+    let dir = TempDir::new("sizes");
+    let f = dir.0.join("frame.jpg");
+    std::fs::write(&f, jpeg).unwrap();
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&f)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(20),
+    );
+    out.status.success() && out.stderr.is_empty()
+}
+
+/// Thread names of the relay's transcoders (`tier-STREAM-N`).
+fn transcoders(relay: &Relay) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", relay.pid())) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("tier-"))
+        .collect()
+}
+
+#[test]
+fn a_width_is_served_at_the_size_at_or_above_in_order_whole_and_decodable() {
+    require_tool("ffmpeg");
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let upstream = push(&relay, (1..=400).map(vga).collect(), 30.0);
+    let mut half = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
+    let got = frames(&mut half, 20);
+    let seqs: Vec<u64> = got.iter().map(|f| seq_of(f).unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    for f in &got {
+        assert_eq!(dimensions(f), Some((320, 240)));
+    }
+    assert!(
+        ffmpeg_decodes(&got[got.len() - 1]),
+        "ffmpeg decodes a 320x240 frame"
+    );
+    // The size at or above what is asked, never below; the camera's own frames untouched.
+    for (query, want) in [
+        ("", (640, 480)),
+        ("?width=321", (640, 480)),
+        ("?height=120", (160, 120)),
+        ("?width=1&height=1", (80, 60)),
+        ("?size=full", (640, 480)),
+    ] {
+        let mut c = StreamClient::open(&relay.http, &format!("/stream{query}"), "curl/8.0", None);
+        let f = frames(&mut c, 2).pop().unwrap();
+        assert_eq!(dimensions(&f), Some(want), "{query}");
+        if query.is_empty() {
+            assert!(
+                f.len() > 10_000,
+                "the source size is passed through as it came"
+            );
+        }
+    }
+    let (code, _, snap) = mjpeg_testkit::get(&relay.http, "/snapshot?width=150");
+    assert_eq!(code, 200);
+    assert_eq!(dimensions(&snap), Some((160, 120)));
+    assert!(ffmpeg_decodes(&snap));
+    let mut mux = StreamClient::open(
+        &relay.http,
+        "/mux?streams=default&width=160",
+        "curl/8.0",
+        None,
+    );
+    assert_eq!(dimensions(&frames(&mut mux, 2)[1]), Some((160, 120)));
+    // Bad values are refused with a reason.
+    for bad in ["width=0", "size=auto&width=5", "quality=0", "size=huge"] {
+        let (code, _, body) = mjpeg_testkit::get(&relay.http, &format!("/stream?{bad}"));
+        assert_eq!(code, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    let st = relay.status();
+    let sizes = st["streams"][0]["sizes"].as_array().unwrap().clone();
+    assert!(
+        sizes
+            .iter()
+            .any(|s| s["size"] == "1/2" && s["width"] == 320),
+        "{sizes:?}"
+    );
+    drop(upstream);
+}
+
+#[test]
+fn viewers_of_a_size_share_one_transcoder_that_ends_when_nobody_watches() {
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let upstream = push(&relay, (1..=600).map(vga).collect(), 30.0);
+    // The control first: no viewer of a smaller size, no transcoder.
+    let mut full = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    frames(&mut full, 5);
+    assert_eq!(transcoders(&relay), Vec::<String>::new());
+    let mut a = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
+    let mut b = StreamClient::open(&relay.http, "/stream?width=300", "curl/8.0", None);
+    frames(&mut a, 5);
+    frames(&mut b, 5);
+    assert_eq!(transcoders(&relay), ["tier-default-2"], "one for both");
+    let st = relay.status();
+    let sizes = &st["streams"][0]["sizes"];
+    assert_eq!(sizes.as_array().unwrap().len(), 1, "{sizes}");
+    assert_eq!(sizes[0]["viewers"], 2, "{sizes}");
+    let clients = st["streams"][0]["clients"].as_array().unwrap();
+    let halves = clients.iter().filter(|c| c["size"] == "1/2").count();
+    assert_eq!(halves, 2, "{clients:?}");
+    let metrics = String::from_utf8(mjpeg_testkit::get(&relay.http, "/metrics").2).unwrap();
+    assert!(
+        metrics
+            .contains("mjpeg_relay_size_viewers{stream=\"default\",size=\"1/2\",quality=\"80\"} 2"),
+        "{metrics}"
+    );
+    drop(a);
+    frames(&mut b, 10);
+    assert_eq!(
+        transcoders(&relay),
+        ["tier-default-2"],
+        "one viewer left: it stays"
+    );
+    drop(b);
+    // Gone about a second after the last viewer (LINGER), with its CPU.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !transcoders(&relay).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        transcoders(&relay),
+        Vec::<String>::new(),
+        "no viewer, no transcoder"
+    );
+    assert_eq!(relay.status()["streams"][0]["sizes"], serde_json::json!([]));
+    assert!(relay.wait_log(
+        "stopped the size (nobody watches it)",
+        Duration::from_secs(1)
+    ));
+    // The full-size viewer never noticed.
+    frames(&mut full, 5);
+    drop(upstream);
+}
+
+#[test]
+fn a_frame_that_does_not_decode_is_skipped_by_the_size_which_goes_on() {
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    // Frame 40 keeps its markers (the parser passes it on) but its picture data is noise.
+    let mut bad = vga(40);
+    let sos = bad.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let end = bad.len() - 2;
+    for (k, b) in bad[sos + 20..end].iter_mut().enumerate() {
+        *b = (k * 37 % 251) as u8 & 0x7F;
+    }
+    bad[sos + 4] = 9; // a component count no picture has
+    let list: Vec<Vec<u8>> = (1..=200)
+        .map(|s| if s == 40 { bad.clone() } else { vga(s) })
+        .collect();
+    // Pushed first (the size is chosen from the first frame's), watched from frame 2 or so.
+    let upstream = push(&relay, list, 20.0);
+    let mut small = StreamClient::open(&relay.http, "/stream?width=160", "curl/8.0", None);
+    let mut full = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    // Both read at once: a viewer that stops reading skips frames, and 40 must not be skipped.
+    let full_reader = std::thread::spawn(move || {
+        let got = frames(&mut full, 60);
+        got.iter().map(|f| seq_of(f).unwrap()).collect::<Vec<u64>>()
+    });
+    let small_seqs: Vec<u64> = frames(&mut small, 60)
+        .iter()
+        .map(|f| seq_of(f).unwrap())
+        .collect();
+    let full_seqs = full_reader.join().unwrap();
+    assert!(
+        full_seqs.contains(&40),
+        "the control: the full size passes it on as it came: {full_seqs:?}"
+    );
+    assert!(!small_seqs.contains(&40), "{small_seqs:?}");
+    assert!(
+        small_seqs.iter().any(|&s| s > 45),
+        "the size went on: {small_seqs:?}"
+    );
+    let size = &relay.status()["streams"][0]["sizes"][0];
+    assert_eq!(size["failed"], 1, "{size}");
+    assert!(relay.wait_log(
+        "skipped a frame that could not be made smaller",
+        Duration::from_secs(1)
+    ));
+    drop(upstream);
+}
+
+#[test]
+fn auto_on_a_fast_link_serves_the_camera_frames_and_transcodes_nothing() {
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let upstream = push(&relay, (1..=200).map(vga).collect(), 30.0);
+    let mut auto = StreamClient::open(&relay.http, "/stream?size=auto", "curl/8.0", None);
+    for f in frames(&mut auto, 90) {
+        assert_eq!(dimensions(&f), Some((640, 480)));
+    }
+    assert_eq!(relay.status()["streams"][0]["sizes"], serde_json::json!([]));
+    assert_eq!(
+        relay.status()["streams"][0]["clients"][0]["size_auto"],
+        true
+    );
+    assert_eq!(transcoders(&relay), Vec::<String>::new());
+    drop(upstream);
+}
+
+/// Set in the copy of this test binary that runs inside a private network namespace.
+const IN_NETNS: &str = "MJPEG_SIZES_TEST_IN_NETNS";
+
+/// Runs test `name` again inside a private network namespace (as `tests/field.rs` does);
+/// false when already inside.
+fn reexec_in_netns(name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        return false;
+    }
+    require_tool("unshare");
+    require_tool("tc");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--net");
+    if !root {
+        cmd.arg("--map-root-user");
+    }
+    let out = run_with_timeout(
+        cmd.arg(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+            .env(IN_NETNS, "1")
+            .env("MJPEG_RELAY_BIN", relay_bin()),
+        Duration::from_secs(150),
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "in the namespace: {text}"
+    );
+    true
+}
+
+fn sh(cmd: &str) {
+    let mut parts = cmd.split_whitespace();
+    let out = Command::new(parts.next().unwrap())
+        .args(parts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Traffic to `port` through a 2 Mbit/s htb class with a 100-packet queue.
+fn shape(port: u16) {
+    sh("tc qdisc add dev lo root handle 1: htb default 10 r2q 1000");
+    sh("tc class add dev lo parent 1: classid 1:10 htb rate 10gbit");
+    sh("tc class add dev lo parent 1: classid 1:20 htb rate 2mbit");
+    sh("tc qdisc add dev lo parent 1:20 handle 20: pfifo limit 100");
+    sh(&format!(
+        "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {port} 0xffff flowid 1:20"
+    ));
+}
+
+/// A viewer from local port `port` (the shaped one) reading `path`: frames per second and
+/// the sizes seen, second by second, for `secs` seconds.
+fn watch(relay: &Relay, port: u16, path: &str, secs: u64) -> Vec<(usize, Vec<(u16, u16)>)> {
+    let mut sock = connect_from("127.0.0.1", port, &relay.http, Some(16 * 1024));
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
+    )
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut per_second = Vec::new();
+    let start = Instant::now();
+    for s in 1..=secs {
+        let mut seen = Vec::new();
+        while start.elapsed() < Duration::from_secs(s) {
+            let n = match sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            parser.push(&buf[..n], &mut |e| {
+                if let mjpeg_relay::parser::Event::Frame(f) = e {
+                    seen.push(dimensions(&f).unwrap_or((0, 0)));
+                }
+            });
+        }
+        per_second.push((seen.len(), seen));
+    }
+    per_second
+}
+
+/// `?size=auto` on a 2 Mbit/s link (the viewer's port shaped inside a namespace of its own):
+/// the camera's 640x480 test pattern (16 KB a frame, 480 KB/s at 30 fps) does not fit, so the
+/// viewer moves to a smaller size and gets (nearly) every frame; when the shaping is lifted it
+/// returns to the camera's size. The control: a viewer of the full size on the same link gets
+/// under 20 frames a second, so the shaping is what the sizes answer.
+#[test]
+fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_lifted() {
+    let name = "auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_lifted";
+    if reexec_in_netns(name) {
+        return;
+    }
+    sh("ip link set lo up");
+    sh("ip link set lo mtu 1500");
+    let relay = Relay::start(&["--source", "testsrc", "--fps", "30"]);
+    let port = mjpeg_testkit::free_port();
+    shape(port);
+    let control = watch(&relay, port, "/stream", 4);
+    let control_fps = control.iter().skip(1).map(|s| s.0).sum::<usize>() as f64 / 3.0;
+    eprintln!("full size on 2 Mbit/s: {control_fps:.1} frames/s");
+    assert!(
+        control_fps < 20.0,
+        "the control: the link must be too slow for the full size"
+    );
+    assert!(control.iter().flat_map(|s| &s.1).all(|&d| d == (640, 480)));
+    // The viewer asks for auto: within a few seconds, a smaller size at nearly full rate.
+    let port = mjpeg_testkit::free_port();
+    let _ = Command::new("tc")
+        .args(["qdisc", "del", "dev", "lo", "root"])
+        .output();
+    shape(port);
+    let mut sock = connect_from("127.0.0.1", port, &relay.http, Some(16 * 1024));
+    write!(
+        sock,
+        "GET /stream?size=auto HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
+    )
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut log: Vec<(Duration, (u16, u16))> = Vec::new();
+    let start = Instant::now();
+    let mut read_until = |log: &mut Vec<(Duration, (u16, u16))>, until: Duration| {
+        while start.elapsed() < until {
+            let n = match sock.read(&mut buf) {
+                Ok(0) => panic!("the stream ended"),
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            parser.push(&buf[..n], &mut |e| {
+                if let mjpeg_relay::parser::Event::Frame(f) = e {
+                    log.push((start.elapsed(), dimensions(&f).unwrap_or((0, 0))));
+                }
+            });
+        }
+    };
+    read_until(&mut log, Duration::from_secs(10));
+    let late: Vec<&(Duration, (u16, u16))> = log
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_secs(6))
+        .collect();
+    let fps = late.len() as f64 / 4.0;
+    let small = late.iter().filter(|(_, d)| d.0 < 640).count();
+    eprintln!(
+        "auto on 2 Mbit/s, seconds 6-10: {fps:.1} frames/s, {small} of {} smaller",
+        late.len()
+    );
+    assert!(
+        small * 10 >= late.len() * 8,
+        "mostly a smaller size: {late:?}"
+    );
+    assert!(fps >= 20.0, "at nearly the camera's rate: {fps:.1}");
+    let st = relay.status();
+    assert_ne!(st["streams"][0]["clients"][0]["size"], "full", "{st}");
+    // The shaping lifted: back to the camera's size.
+    sh("tc qdisc del dev lo root");
+    let lifted = start.elapsed();
+    let mut back = None;
+    while back.is_none() && start.elapsed() < lifted + Duration::from_secs(60) {
+        let until = start.elapsed() + Duration::from_secs(1);
+        let from = log.len();
+        read_until(&mut log, until);
+        let second = &log[from..];
+        if !second.is_empty() && second.iter().all(|(_, d)| *d == (640, 480)) {
+            back = Some(start.elapsed() - lifted);
+        }
+    }
+    let back = back.unwrap_or_else(|| {
+        panic!(
+            "never back to 640x480: {:?}",
+            &log[log.len().saturating_sub(20)..]
+        )
+    });
+    eprintln!(
+        "back to the camera's size {:.1} s after the shaping was lifted",
+        back.as_secs_f64()
+    );
+}
