@@ -52,3 +52,39 @@ fn corpus_keeps_the_fuzz_invariants() {
     }
     assert!(files >= 3);
 }
+
+/// The scale fuzz target's invariants over the same corpus (`fuzz/fuzz_targets/scale.rs`):
+/// every frame of every capture, at every size, comes out at exactly that size with its
+/// comments, or is refused with a reason; and so does each frame with bytes overwritten.
+#[test]
+fn corpus_frames_shrink_to_the_size_asked_or_fail_cleanly() {
+    use mjpeg_relay::jpeg::{comments, dimensions};
+    use mjpeg_relay::scale::shrink;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/parser");
+    let mut shrunk = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        for f in run(&data, data.len().max(1), 8 << 20) {
+            for level in 1..=3u8 {
+                if let (Ok(out), Some((w, h))) = (shrink(&f, level, 80, 1 << 22), dimensions(&f)) {
+                    assert_eq!(dimensions(&out), Some((w >> level, h >> level)));
+                    assert_eq!(comments(&out).count(), comments(&f).count());
+                    shrunk += 1;
+                }
+            }
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..50 {
+                let mut bad = f.clone();
+                for _ in 0..3 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let i = (seed as usize) % bad.len();
+                    bad[i] = (seed >> 40) as u8;
+                }
+                let _ = shrink(&bad, 1 + (seed % 3) as u8, 80, 1 << 22);
+            }
+        }
+    }
+    assert!(shrunk >= 9, "the real captures shrink: {shrunk}");
+}

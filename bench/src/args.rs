@@ -29,6 +29,8 @@ pub(crate) const OPTIONS: &[&str] = &[
     "upstream",
     "relay-bins",
     "cameras",
+    "frames",
+    "query",
 ];
 
 /// A command's arguments, parsed once by lexopt: `--name value` (or `--name=value`) options

@@ -27,7 +27,8 @@ mjpeg-bench: measure liveness and scale of an MJPEG-over-HTTP server (loopback o
 
 USAGE:
     mjpeg-bench scenario NAME [--server relay|naive|toy] [--duration S] [--relay-bin PATH]
-        NAME: live | fanout | raw | churn | big | smoke | link | hop | mux
+        NAME: live | fanout | raw | churn | big | smoke | link | hop | mux | transcode
+        --query Q: the viewers ask for /stream?Q (e.g. width=320, size=auto)
         --relay-bins A,B --pairs N: the scenario N times with each relay build in turn
         toy: a minimal relay built in (newest frame per client thread, TCP_NOTSENT_LOWAT,
         one write_all per frame), the baseline for the relay's cost per viewer
@@ -35,15 +36,18 @@ USAGE:
         [--frame-bytes 50000] [--duration S]
         the servers in turn (A B A B …); server CPU per delivered GB and per delivered frame
     mjpeg-bench scenario link [--rate 2mbit] [--queue 100] [--frame-bytes 20000] [--size WxH]
-        [--servers relay,relay-nobound,naive] [--duration S]
+        [--servers relay,relay-nobound,relay-auto,naive] [--duration S]
         one viewer on a shaped link: a private network namespace (entered through unshare(1),
         as root or with a user namespace) whose loopback has MTU 1500 and an htb class at
         --rate with a --queue packet pfifo on the relay's HTTP port; relay-nobound is the relay
-        with its in-flight bound switched off
+        with its in-flight bound switched off, relay-auto its viewer asking for ?size=auto
+        (use --frame-bytes 0: padding is a comment, and a smaller size keeps comments)
     mjpeg-bench scenario mux [--cameras 16] [--fps 15] [--frame-bytes 5000] [--clients-n 20]
         [--duration S]
         dashboards on /mux, carrying every camera, then a quarter each: relay CPU, context
         switches per second (wake-ups) and parts received per second
+    mjpeg-bench scenario transcode [--frames FILE.mjpeg] [--pairs N]
+        CPU per frame of a smaller size, the relay's code vs ffmpeg on the same frames
     mjpeg-bench load --url http://127.0.0.1:PORT/stream --push 127.0.0.1:PORT [OPTIONS]
     mjpeg-bench naive-server --upstream 127.0.0.1:PORT --http 127.0.0.1:PORT
     mjpeg-bench raw-server --http 127.0.0.1:PORT --frame-bytes N

@@ -3,7 +3,7 @@ use crate::args::{flag, num, Args};
 use crate::client::{parse_url, spawn_client, ClientLog, Kind};
 use crate::procfs::{clk_tck, sample, ProcSample};
 use crate::upstream::{run_upstream, FrameMaker, UpMode};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,8 +63,6 @@ pub(crate) fn parse_load(a: &Args) -> Result<LoadCfg, String> {
 pub(crate) struct Report {
     pub(crate) duration: f64,
     pub(crate) fps: f64,
-    /// Frames the upstream sent.
-    pub(crate) sent: u64,
     pub(crate) kinds: Vec<(Kind, Vec<ClientLog>)>,
     pub(crate) proc_start: Option<ProcSample>,
     pub(crate) proc_end: Option<ProcSample>,
@@ -283,7 +281,6 @@ pub(crate) fn run_load(cfg: &LoadCfg, after_wait: Option<Duration>) -> Report {
     Report {
         duration: cfg.duration,
         fps: cfg.fps,
-        sent: sent.load(SeqCst),
         kinds,
         proc_start,
         proc_end,

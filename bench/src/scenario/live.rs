@@ -23,11 +23,6 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
         }
     }
     eprintln!("{}", line.trim_end());
-    let got = slow.frames.len();
-    eprintln!(
-        "{}: the slow client got {got} of {} frames sent",
-        cfg.label, r.sent
-    );
     if let Some(cpu) = r.server_cpu_secs() {
         eprintln!(
             "{}: server CPU {:.1}% of a core",

@@ -13,6 +13,7 @@ mod live;
 mod mux;
 mod raw;
 mod smoke;
+mod transcode;
 
 use crate::args::{flag, num, Args};
 use crate::run::{table_header, LoadCfg};
@@ -48,8 +49,10 @@ impl Ctx<'_> {
 
     /// The load of most scenarios: `/stream` of `srv`, its upstream at `fps` frames of `bytes`.
     pub(crate) fn base(&self, srv: &Server, fps: f64, bytes: usize, duration: f64) -> LoadCfg {
+        // `--query width=320`: the viewers ask for a size (or anything else).
+        let query = flag(self.args, "--query").map_or(String::new(), |q| format!("?{q}"));
         LoadCfg {
-            url: format!("http://{}/stream", srv.http),
+            url: format!("http://{}/stream{query}", srv.http),
             up: srv.upstream.clone().map(UpMode::Push),
             fps,
             w: 640,
@@ -84,6 +87,17 @@ pub(crate) fn scenario(a: &Args) -> Result<(), String> {
     } else {
         1
     };
+    if name == "transcode" {
+        // Runs no server: the relay's own code in this process, and ffmpeg.
+        let cx = Ctx {
+            args: a,
+            name,
+            server_kind,
+            relay_bin: single.to_string(),
+            build: String::new(),
+        };
+        return transcode::run(&cx);
+    }
     if name == "link" && !link::in_namespace() {
         return link::run_in_namespace(a, single); // re-executes itself in a namespace
     }
@@ -114,6 +128,7 @@ pub(crate) fn scenario(a: &Args) -> Result<(), String> {
                 "link" => link::run(&cx)?,
                 "hop" => hop::run(&cx)?,
                 "mux" => mux::run(&cx)?,
+                "transcode" => transcode::run(&cx)?,
                 other => return Err(format!("unknown scenario '{other}'")),
             }
         }
