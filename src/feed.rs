@@ -17,7 +17,10 @@
 use crate::frame::Frame;
 use crate::slot::FrameSlot;
 use parking_lot::{Condvar, Mutex};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -324,19 +327,30 @@ impl SourceFeed {
 }
 
 /// One waiter's doorbell: how often it was rung, and whether a feed it carries closed.
-/// Exactly one thread waits on it (its [`Subscription`]'s owner), so a ring notifies one.
+/// Exactly one thread waits on it (its [`Subscription`]'s owner). A ring is an atomic add,
+/// plus a lock and a notify only while that thread sleeps: a `/mux` viewer busy writing is
+/// not disturbed by each frame of each camera it carries (the two `sleeping` / `rung`
+/// accesses are sequentially consistent, so a ring either sees the sleeper or the sleeper
+/// sees the ring before it sleeps).
 #[derive(Debug, Default)]
 pub struct Doorbell {
-    state: Mutex<(u64, bool)>,
+    rung: AtomicU64,
+    closed: AtomicBool,
+    sleeping: AtomicBool,
+    lock: Mutex<()>,
     cond: Condvar,
 }
 
 impl Doorbell {
     fn ring(&self, close: bool) {
-        let mut st = self.state.lock();
-        st.0 += 1;
-        st.1 |= close;
-        self.cond.notify_one();
+        if close {
+            self.closed.store(true, SeqCst);
+        }
+        self.rung.fetch_add(1, SeqCst);
+        if self.sleeping.load(SeqCst) {
+            let _guard = self.lock.lock();
+            self.cond.notify_one();
+        }
     }
 }
 
@@ -371,25 +385,32 @@ impl Subscription {
                 bell.ring(true);
             }
         }
-        let seen = bell.state.lock().0;
+        let seen = bell.rung.load(SeqCst);
         Subscription { bell, feeds, seen }
     }
 
     /// Waits until a carried feed publishes (unless one already did since the last call), a
     /// feed closes, or `timeout` passes.
     pub fn wait(&mut self, timeout: Duration) -> Rung {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.bell.state.lock();
-        while st.0 == self.seen && !st.1 {
-            if self.bell.cond.wait_until(&mut st, deadline).timed_out() {
-                break;
+        let bell = &self.bell;
+        let quiet = |seen| bell.rung.load(SeqCst) == seen && !bell.closed.load(SeqCst);
+        if quiet(self.seen) {
+            let deadline = Instant::now() + timeout;
+            let mut guard = bell.lock.lock();
+            bell.sleeping.store(true, SeqCst);
+            while quiet(self.seen) {
+                if bell.cond.wait_until(&mut guard, deadline).timed_out() {
+                    break;
+                }
             }
+            bell.sleeping.store(false, SeqCst);
         }
-        if st.1 {
+        if bell.closed.load(SeqCst) {
             return Rung::Closed;
         }
-        let rung = st.0 != self.seen;
-        self.seen = st.0;
+        let now = bell.rung.load(SeqCst);
+        let rung = now != self.seen;
+        self.seen = now;
         if rung {
             Rung::Frame
         } else {
