@@ -377,50 +377,9 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
 /// Set in the copy of this test binary that runs inside a private network namespace.
 const IN_NETNS: &str = "MJPEG_FIELD_TEST_IN_NETNS";
 
-/// Runs the test `name` of this binary again inside a private network namespace (as
-/// `bench/tests/link.rs` does), so shaping its loopback touches nothing of the machine's.
-/// Returns false when already inside (the caller then runs the test body).
+/// Runs test `name` again inside a private network namespace of its own (see the testkit).
 fn reexec_in_netns(name: &str) -> bool {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return false;
-    }
-    require_tool("unshare");
-    require_tool("tc");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = Command::new("unshare");
-    cmd.arg("--net");
-    if !root {
-        cmd.arg("--map-root-user");
-    }
-    let out = run_with_timeout(
-        cmd.arg(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
-            .env(IN_NETNS, "1")
-            .env("MJPEG_RELAY_BIN", relay_bin()),
-        Duration::from_secs(120),
-    );
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "in the namespace: {text}"
-    );
-    true
-}
-
-fn sh(cmd: &str) {
-    let mut parts = cmd.split_whitespace();
-    let out = Command::new(parts.next().unwrap())
-        .args(parts)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mjpeg_testkit::reexec_in_netns(IN_NETNS, name)
 }
 
 /// Item 5: a tab closed on a slow link. The viewer's kernel resets the connection while the
@@ -433,19 +392,12 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
         return;
     }
     sh("ip link set lo up");
-    sh("ip link set lo mtu 1500");
     let relay = Relay::start(&["--fps", "15", "--send-timeout", "10"]);
     // The viewer's own port, so that only what is sent to it crosses the 2 Mbit/s link.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let vport = probe.local_addr().unwrap().port();
     drop(probe);
-    sh("tc qdisc add dev lo root handle 1: htb default 10 r2q 1000");
-    sh("tc class add dev lo parent 1: classid 1:10 htb rate 10gbit");
-    sh("tc class add dev lo parent 1: classid 1:20 htb rate 2mbit");
-    sh("tc qdisc add dev lo parent 1:20 handle 20: pfifo limit 100");
-    sh(&format!(
-        "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {vport} 0xffff flowid 1:20"
-    ));
+    mjpeg_testkit::shape_port(vport, "2mbit");
     let sock = connect_from("127.0.0.1", vport, &relay.http, Some(16 * 1024));
     let mut viewer = sock;
     viewer

@@ -6,7 +6,8 @@
 use mjpeg_relay::jpeg::dimensions;
 use mjpeg_relay::testjpeg::{seq_of, tagged};
 use mjpeg_testkit::{
-    connect_from, gst_part, relay_bin, require_tool, run_with_timeout, Relay, StreamClient, TempDir,
+    connect_from, gst_part, require_tool, run_with_timeout, sh, shape_port, Relay, StreamClient,
+    TempDir,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -261,60 +262,14 @@ fn auto_on_a_fast_link_serves_the_camera_frames_and_transcodes_nothing() {
 /// Set in the copy of this test binary that runs inside a private network namespace.
 const IN_NETNS: &str = "MJPEG_SIZES_TEST_IN_NETNS";
 
-/// Runs test `name` again inside a private network namespace (as `tests/field.rs` does);
-/// false when already inside.
+/// Runs test `name` again inside a private network namespace of its own (see the testkit).
 fn reexec_in_netns(name: &str) -> bool {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return false;
-    }
-    require_tool("unshare");
-    require_tool("tc");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = Command::new("unshare");
-    cmd.arg("--net");
-    if !root {
-        cmd.arg("--map-root-user");
-    }
-    let out = run_with_timeout(
-        cmd.arg(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
-            .env(IN_NETNS, "1")
-            .env("MJPEG_RELAY_BIN", relay_bin()),
-        Duration::from_secs(150),
-    );
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("{text}");
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "in the namespace: {text}"
-    );
-    true
+    mjpeg_testkit::reexec_in_netns(IN_NETNS, name)
 }
 
-fn sh(cmd: &str) {
-    let mut parts = cmd.split_whitespace();
-    let out = Command::new(parts.next().unwrap())
-        .args(parts)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Traffic to `port` through a 2 Mbit/s htb class with a 100-packet queue.
+/// Traffic to `port` through a 2 Mbit/s link (see the testkit).
 fn shape(port: u16) {
-    sh("tc qdisc add dev lo root handle 1: htb default 10 r2q 1000");
-    sh("tc class add dev lo parent 1: classid 1:10 htb rate 10gbit");
-    sh("tc class add dev lo parent 1: classid 1:20 htb rate 2mbit");
-    sh("tc qdisc add dev lo parent 1:20 handle 20: pfifo limit 100");
-    sh(&format!(
-        "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {port} 0xffff flowid 1:20"
-    ));
+    shape_port(port, "2mbit");
 }
 
 /// A viewer from local port `port` (the shaped one) reading `path`: frames per second and
@@ -363,7 +318,6 @@ fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_li
         return;
     }
     sh("ip link set lo up");
-    sh("ip link set lo mtu 1500");
     let relay = Relay::start(&["--source", "testsrc", "--fps", "30"]);
     let port = mjpeg_testkit::free_port();
     shape(port);

@@ -65,7 +65,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
     if shared.named {
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let name = parts.next().unwrap_or("");
-        if let Some(stream) = shared.streams.iter().find(|s| s.name == name) {
+        if let Ok(stream) = shared.stream(name) {
             return match parts.next() {
                 // The viewer uses relative URLs, so it needs the trailing slash.
                 None => {
