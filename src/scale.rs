@@ -99,12 +99,18 @@ fn transcode(jpeg: &[u8], w: u16, h: u16, level: u8, quality: u8) -> Result<Vec<
     // caller allowed for it.
     let options = DecoderOptions::default()
         .set_max_width(usize::from(w))
-        .set_max_height(usize::from(h))
-        .jpeg_set_out_colorspace(ColorSpace::YCbCr);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(jpeg, options);
+        .set_max_height(usize::from(h));
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(jpeg), options);
+    decoder.decode_headers().map_err(|e| codec(&e))?;
+    // YCbCr out, no colour conversion either way; a grey picture stays grey.
+    let out = match decoder.input_colorspace() {
+        Some(ColorSpace::Luma) => ColorSpace::Luma,
+        _ => ColorSpace::YCbCr,
+    };
+    decoder.set_options(options.jpeg_set_out_colorspace(out));
     let pixels = decoder.decode().map_err(|e| codec(&e))?;
     let (dw, dh) = decoder.dimensions().ok_or(ShrinkError::NoSize)?;
-    let channels = match decoder.get_output_colorspace() {
+    let channels = match decoder.output_colorspace() {
         Some(ColorSpace::Luma) => 1,
         _ => 3,
     };
