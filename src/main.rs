@@ -26,6 +26,7 @@ fn main() {
         }
     };
     logger::init(cfg.log_level);
+    mjpeg_relay::tiers::contain_codec_panics();
     for note in &cfg.notes {
         log::info!("{note}");
     }

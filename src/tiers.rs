@@ -235,3 +235,28 @@ fn thread_cpu_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
 }
+
+/// Codec panics contained by [`scale::shrink`]'s `catch_unwind`: logged once, then summarised.
+static CODEC_PANIC_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+
+/// Installs a panic hook under which a panic in a transcoder (`tier-…`) or a sized snapshot
+/// (`snapshot-size`) thread, which [`scale::shrink`] contains and turns into a skipped frame,
+/// is one log line, summarised when it repeats, instead of Rust's message on every frame a
+/// hostile upstream sends. Any other panic keeps the default report.
+pub fn contain_codec_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        if name.starts_with("tier-") || name == "snapshot-size" {
+            CODEC_PANIC_LOG.note(|more| {
+                log::error!(
+                    "{name}: the JPEG codec failed on a frame ({info}); the frame is skipped{}",
+                    crate::logger::more(more)
+                )
+            });
+        } else {
+            default(info);
+        }
+    }));
+}
