@@ -85,8 +85,16 @@ fn transcoders(relay: &Relay) -> Vec<String> {
 fn a_width_is_served_at_the_size_at_or_above_in_order_whole_and_decodable() {
     require_tool("ffmpeg");
     let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
-    let upstream = push(&relay, (1..=400).map(vga).collect(), 30.0);
+    // Asked before the camera has sent anything: the answer comes at once, and the size is
+    // chosen at the first frame.
+    let asked = Instant::now();
     let mut half = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    let upstream = push(&relay, (1..=400).map(vga).collect(), 30.0);
     let got = frames(&mut half, 20);
     let seqs: Vec<u64> = got.iter().map(|f| seq_of(f).unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");

@@ -218,22 +218,21 @@ pub(super) fn size_track(
             track.adapt(size.quality);
             Ok(())
         }
-        Fit::AtLeast { width, height } => {
-            let level = source_dimensions(stream).map_or(0, |d| level_for(d, width, height));
-            track.set_size(level, size.quality, shared.cfg.tier_max_pixels)
-        }
+        // The camera's picture size decides; a camera that has sent nothing yet (connecting,
+        // or down) is decided at its first frame, so nobody waits for it (a dashboard with
+        // one dead camera among twelve starts at once).
+        Fit::AtLeast { width, height } => match stream.feed.last_dimensions() {
+            Some(d) => track.set_size(
+                level_for(d, width, height),
+                size.quality,
+                shared.cfg.tier_max_pixels,
+            ),
+            None => {
+                track.fit_later(width, height, size.quality);
+                Ok(())
+            }
+        },
     }
-}
-
-/// The size of the stream's pictures, waiting up to [`SNAPSHOT_WAIT`] for a first frame.
-fn source_dimensions(stream: &Stream) -> Option<(u16, u16)> {
-    stream
-        .feed
-        .last_dimensions()
-        .or_else(|| match stream.feed.slot.wait_newer(0, SNAPSHOT_WAIT) {
-            Next::Frame(f, _) => crate::jpeg::dimensions(f.jpeg()),
-            _ => None,
-        })
 }
 
 /// Whether the request opens the stream URL as a page (someone typed or tapped the link)

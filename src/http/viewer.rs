@@ -45,6 +45,8 @@ pub(super) struct Track<'a> {
     quality: u8,
     /// `?size=auto`: the size follows the link, as measured between its frames.
     adapt: Option<(Adapt, Meter)>,
+    /// `?width=`/`?height=` of a camera that had sent no frame yet: chosen at its first.
+    fit_later: Option<(u16, u16)>,
     /// Written before each part (`X-Stream: NAME\r\n` on `/mux`); empty on `/stream`.
     prefix: Vec<u8>,
     layout: Layout,
@@ -79,6 +81,7 @@ impl<'a> Track<'a> {
             lease: None,
             quality: crate::scale::DEFAULT_QUALITY,
             adapt: None,
+            fit_later: None,
             prefix,
             layout,
             reg,
@@ -113,6 +116,13 @@ impl<'a> Track<'a> {
         (self.sent, self.ready) = (0, None);
         self.reg.info.level.store(level, SeqCst);
         Ok(())
+    }
+
+    /// `?width=`/`?height=` of a camera whose picture size is not known yet: the size at or
+    /// above is chosen when its first frame is there (the camera's frames until then).
+    pub fn fit_later(&mut self, width: u16, height: u16, quality: u8) {
+        self.quality = quality;
+        self.fit_later = Some((width, height));
     }
 
     /// `?size=auto`: starts at the source size and follows the link from there.
@@ -328,6 +338,17 @@ impl<'a> Viewer<'a> {
             let i = (self.next + k) % n;
             if !self.due(&self.tracks[i], now) {
                 continue;
+            }
+            let max_pixels = self.max_pixels;
+            let t = &mut self.tracks[i];
+            if let Some((w, h)) = t.fit_later {
+                if let Some(d) = t.stream.feed.last_dimensions() {
+                    t.fit_later = None;
+                    let level = super::query::level_for(d, w, h);
+                    if let Err(e) = t.set_size(level, t.quality, max_pixels) {
+                        log::warn!("viewer {} of {}: {e}", self.addr, self.what);
+                    }
+                }
             }
             let t = &mut self.tracks[i];
             let newest = t.ready.take().or_else(|| t.feed.slot.latest());
