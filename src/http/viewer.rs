@@ -333,22 +333,14 @@ impl<'a> Viewer<'a> {
     /// The next track, from the round-robin position on, that is due and has a frame it has
     /// not sent, with that frame.
     fn pick(&mut self, now: Instant) -> Option<(usize, Arc<Frame>, u64)> {
+        if self.tracks.iter().any(|t| t.fit_later.is_some()) {
+            self.fit_when_known();
+        }
         let n = self.tracks.len();
         for k in 0..n {
             let i = (self.next + k) % n;
             if !self.due(&self.tracks[i], now) {
                 continue;
-            }
-            let max_pixels = self.max_pixels;
-            let t = &mut self.tracks[i];
-            if let Some((w, h)) = t.fit_later {
-                if let Some(d) = t.stream.feed.last_dimensions() {
-                    t.fit_later = None;
-                    let level = super::query::level_for(d, w, h);
-                    if let Err(e) = t.set_size(level, t.quality, max_pixels) {
-                        log::warn!("viewer {} of {}: {e}", self.addr, self.what);
-                    }
-                }
             }
             let t = &mut self.tracks[i];
             let newest = t.ready.take().or_else(|| t.feed.slot.latest());
@@ -367,6 +359,34 @@ impl<'a> Viewer<'a> {
             }
         }
         None
+    }
+
+    /// Tracks of `?width=` whose camera had sent nothing when the viewer came: sized now
+    /// that its picture size is known.
+    fn fit_when_known(&mut self) {
+        let mut moved = false;
+        for t in &mut self.tracks {
+            let (Some((w, h)), Some(d)) = (t.fit_later, t.stream.feed.last_dimensions()) else {
+                continue;
+            };
+            t.fit_later = None;
+            let level = super::query::level_for(d, w, h);
+            match t.set_size(level, t.quality, self.max_pixels) {
+                Ok(()) => moved |= level > 0,
+                Err(e) => log::warn!("viewer {} of {}: {e}", self.addr, self.what),
+            }
+        }
+        if moved {
+            self.resubscribe();
+        }
+    }
+
+    /// After a track changed feeds: a several-track viewer listens to the feeds it reads now.
+    fn resubscribe(&mut self) {
+        if let Doorbell::Feeds(_) = self.doorbell {
+            let feeds = self.tracks.iter().map(|t| t.feed.clone());
+            self.doorbell = Doorbell::Feeds(Subscription::new(feeds));
+        }
     }
 
     /// Sleeps until something may be due: a new frame of a due track, the end of a `?fps`
@@ -536,10 +556,7 @@ impl<'a> Viewer<'a> {
                     window.busy_share * 100.0,
                     window.busy_rate.unwrap_or(0.0) / 1000.0,
                 );
-                if let Doorbell::Feeds(_) = self.doorbell {
-                    let feeds = self.tracks.iter().map(|t| t.feed.clone());
-                    self.doorbell = Doorbell::Feeds(Subscription::new(feeds));
-                }
+                self.resubscribe();
             }
             Err(e) => log::warn!("viewer {} of {}: {e}", self.addr, self.what),
         }
