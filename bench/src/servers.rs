@@ -15,6 +15,8 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) http: String,
     pub(crate) upstream: Option<String>,
+    /// Every `tcp-listen` source of a relay: stream name and the address it took.
+    pub(crate) upstreams: Vec<(String, String)>,
 }
 
 impl Drop for Server {
@@ -64,22 +66,27 @@ pub(crate) fn start_relay_args(
             let _ = tx.send(line);
         }
     });
-    let (mut http, mut up) = (None, None);
-    while http.is_none() || (wants_up && up.is_none()) {
+    let (mut http, mut ups) = (None, Vec::new());
+    let mut seen = Vec::new();
+    while http.is_none() || (wants_up && ups.is_empty()) {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("relay start-up line");
+            .unwrap_or_else(|e| panic!("relay start-up line: {e}; it said: {seen:?}"));
         if let Some(r) = line.split("serving http://").nth(1) {
             http = r.split('/').next().map(String::from);
         }
+        // `stream 'NAME': waiting for the upstream on tcp ADDR`, one per tcp-listen source.
         if let Some(r) = line.split("waiting for the upstream on tcp ").nth(1) {
-            up = Some(r.trim().to_string());
+            let name = line.split('\'').nth(1).unwrap_or_default().to_string();
+            ups.push((name, r.trim().to_string()));
         }
+        seen.push(line);
     }
     Server {
         child,
         http: http.unwrap(),
-        upstream: up,
+        upstream: ups.first().map(|u| u.1.clone()),
+        upstreams: ups,
     }
 }
 
@@ -98,6 +105,7 @@ pub(crate) fn start_self(args: &[&str], http: String, upstream: Option<String>) 
         child,
         http,
         upstream,
+        upstreams: Vec::new(),
     }
 }
 

@@ -9,7 +9,6 @@ use crate::args::num;
 use crate::procfs::{clk_tck, context_switches, sample};
 use crate::servers::start_relay_args;
 use crate::upstream::{run_upstream, FrameMaker, UpMode};
-use mjpeg_testkit::free_port;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -24,16 +23,23 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
     let dashboards: usize = num(a, "--clients-n", 20)?;
     let duration = cx.duration(10.0)?;
     let names: Vec<String> = (0..cameras).map(|i| format!("cam{i:02}")).collect();
+    let mut args = Vec::new();
+    for n in &names {
+        args.push("--stream".to_string());
+        args.push(format!("{n}=tcp-listen:127.0.0.1:0"));
+    }
+    let srv = start_relay_args(&cx.relay_bin, &[], &args, true);
+    // The addresses the sources took, in the cameras' order (port 0: no race for a free port).
     let ups: Vec<String> = names
         .iter()
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let mut args = Vec::new();
-    for (n, up) in names.iter().zip(&ups) {
-        args.push("--stream".to_string());
-        args.push(format!("{n}=tcp-listen:{up}"));
-    }
-    let srv = start_relay_args(&cx.relay_bin, &[], &args, false);
+        .map(|n| {
+            srv.upstreams
+                .iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| format!("no upstream address for {n}"))
+        })
+        .collect::<Result<_, _>>()?;
     let pid = srv.child.id();
     let quarter = cameras.div_ceil(4).max(1);
     // Per shape, the cameras each dashboard carries.
