@@ -280,38 +280,52 @@ fn shape(port: u16) {
     shape_port(port, "2mbit");
 }
 
-/// A viewer from local port `port` (the shaped one) reading `path`: frames per second and
-/// the sizes seen, second by second, for `secs` seconds.
-fn watch(relay: &Relay, port: u16, path: &str, secs: u64) -> Vec<(usize, Vec<(u16, u16)>)> {
-    let mut sock = connect_from("127.0.0.1", port, &relay.http, Some(16 * 1024));
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
-    )
-    .unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
+/// A viewer from local port `port` (the shaped one) reading `path`, noting when each frame
+/// arrived and its size.
+struct SizeLog {
+    sock: TcpStream,
+    parser: mjpeg_relay::parser::Parser,
+    start: Instant,
+    frames: Vec<(Duration, (u16, u16))>,
+}
+
+impl SizeLog {
+    fn open(relay: &Relay, port: u16, path: &str) -> SizeLog {
+        let mut sock = connect_from("127.0.0.1", port, &relay.http, Some(16 * 1024));
+        write!(
+            sock,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
+        )
         .unwrap();
-    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut per_second = Vec::new();
-    let start = Instant::now();
-    for s in 1..=secs {
-        let mut seen = Vec::new();
-        while start.elapsed() < Duration::from_secs(s) {
-            let n = match sock.read(&mut buf) {
-                Ok(0) => break,
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        SizeLog {
+            sock,
+            parser: mjpeg_relay::parser::Parser::new(8 << 20),
+            start: Instant::now(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Reads until `until` after opening; the frames that arrived meanwhile.
+    fn read_until(&mut self, until: Duration) -> &[(Duration, (u16, u16))] {
+        let from = self.frames.len();
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.start.elapsed() < until {
+            let n = match self.sock.read(&mut buf) {
+                Ok(0) => panic!("the stream ended"),
                 Ok(n) => n,
                 Err(_) => continue,
             };
-            parser.push(&buf[..n], &mut |e| {
+            let (frames, start) = (&mut self.frames, self.start);
+            self.parser.push(&buf[..n], &mut |e| {
                 if let mjpeg_relay::parser::Event::Frame(f) = e {
-                    seen.push(dimensions(&f).unwrap_or((0, 0)));
+                    frames.push((start.elapsed(), dimensions(&f).unwrap_or((0, 0))));
                 }
             });
         }
-        per_second.push((seen.len(), seen));
+        &self.frames[from..]
     }
-    per_second
 }
 
 /// `?size=auto` on a 2 Mbit/s link (the viewer's port shaped inside a namespace of its own):
@@ -329,47 +343,26 @@ fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_li
     let relay = Relay::start(&["--source", "testsrc", "--fps", "30"]);
     let port = mjpeg_testkit::free_port();
     shape(port);
-    let control = watch(&relay, port, "/stream", 4);
-    let control_fps = control.iter().skip(1).map(|s| s.0).sum::<usize>() as f64 / 3.0;
+    let mut control = SizeLog::open(&relay, port, "/stream");
+    control.read_until(Duration::from_secs(1));
+    let last3 = control.read_until(Duration::from_secs(4));
+    let control_fps = last3.len() as f64 / 3.0;
     eprintln!("full size on 2 Mbit/s: {control_fps:.1} frames/s");
     assert!(
         control_fps < 20.0,
         "the control: the link must be too slow for the full size"
     );
-    assert!(control.iter().flat_map(|s| &s.1).all(|&d| d == (640, 480)));
+    assert!(control.frames.iter().all(|f| f.1 == (640, 480)));
+    drop(control);
     // The viewer asks for auto: within a few seconds, a smaller size at nearly full rate.
     let port = mjpeg_testkit::free_port();
     let _ = Command::new("tc")
         .args(["qdisc", "del", "dev", "lo", "root"])
         .output();
     shape(port);
-    let mut sock = connect_from("127.0.0.1", port, &relay.http, Some(16 * 1024));
-    write!(
-        sock,
-        "GET /stream?size=auto HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
-    )
-    .unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut log: Vec<(Duration, (u16, u16))> = Vec::new();
-    let start = Instant::now();
-    let mut read_until = |log: &mut Vec<(Duration, (u16, u16))>, until: Duration| {
-        while start.elapsed() < until {
-            let n = match sock.read(&mut buf) {
-                Ok(0) => panic!("the stream ended"),
-                Ok(n) => n,
-                Err(_) => continue,
-            };
-            parser.push(&buf[..n], &mut |e| {
-                if let mjpeg_relay::parser::Event::Frame(f) = e {
-                    log.push((start.elapsed(), dimensions(&f).unwrap_or((0, 0))));
-                }
-            });
-        }
-    };
-    read_until(&mut log, Duration::from_secs(10));
+    let mut auto = SizeLog::open(&relay, port, "/stream?size=auto");
+    auto.read_until(Duration::from_secs(10));
+    let log = &auto.frames;
     let late: Vec<&(Duration, (u16, u16))> = log
         .iter()
         .filter(|(t, _)| *t >= Duration::from_secs(6))
@@ -389,17 +382,16 @@ fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_li
     assert_ne!(st["streams"][0]["clients"][0]["size"], "full", "{st}");
     // The shaping lifted: back to the camera's size.
     sh("tc qdisc del dev lo root");
-    let lifted = start.elapsed();
+    let lifted = auto.start.elapsed();
     let mut back = None;
-    while back.is_none() && start.elapsed() < lifted + Duration::from_secs(60) {
-        let until = start.elapsed() + Duration::from_secs(1);
-        let from = log.len();
-        read_until(&mut log, until);
-        let second = &log[from..];
+    while back.is_none() && auto.start.elapsed() < lifted + Duration::from_secs(60) {
+        let until = auto.start.elapsed() + Duration::from_secs(1);
+        let second = auto.read_until(until);
         if !second.is_empty() && second.iter().all(|(_, d)| *d == (640, 480)) {
-            back = Some(start.elapsed() - lifted);
+            back = Some(auto.start.elapsed() - lifted);
         }
     }
+    let log = &auto.frames;
     let back = back.unwrap_or_else(|| {
         panic!(
             "never back to 640x480: {:?}",
