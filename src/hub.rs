@@ -135,12 +135,6 @@ impl Stream {
             tiers: Default::default(),
         })
     }
-
-    /// The feeds a viewer of this stream can be shown: the served one, then the members of
-    /// its chain (for `/status`).
-    pub fn members(&self) -> &[Arc<SourceFeed>] {
-        self.chain.get().map_or(&[], |c| &c.members)
-    }
 }
 
 /// Upper bounds of the delay histogram's buckets, in seconds.

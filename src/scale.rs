@@ -56,12 +56,6 @@ impl fmt::Display for ShrinkError {
     }
 }
 
-/// The size of `jpeg` halved `level` times, as its header says; `None` without a header.
-pub fn scaled_dimensions(jpeg: &[u8], level: u8) -> Option<(u16, u16)> {
-    let (w, h) = crate::jpeg::dimensions(jpeg)?;
-    Some((w >> level, h >> level))
-}
-
 /// `jpeg` at 1/2^`level` of its size (`level` 1 to [`MAX_LEVEL`]), encoded at `quality`
 /// (1–100), with the source's COM segments. Refuses pictures of more than `max_pixels`.
 pub fn shrink(
