@@ -236,7 +236,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let mut on_demand: Vec<Option<String>> = Vec::new();
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut p = lexopt::Parser::from_args(args);
+    // `--source exec:ffmpeg -f lavfi …` unquoted: the shell split the command, and the first
+    // of its own options is ours to refuse. Any stray argument after an `exec:` value says so.
+    let mut exec_given: Option<String> = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let stray = |msg: String| match &exec_given {
+            Some(flag) => format!(
+                "{msg}\nIf it belongs to the exec: command: a command with spaces must be one \
+                 quoted argument, e.g. {flag}'exec:ffmpeg -f lavfi -i testsrc -f mjpeg -'"
+            ),
+            None => msg,
+        };
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
@@ -244,6 +254,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Short('q') | Long("quiet") => cfg.log_level = log::LevelFilter::Warn,
             Long("source") => {
                 let v = string(&mut p, "--source")?;
+                if v.starts_with("exec:") {
+                    exec_given = Some("--source ".into());
+                }
                 if source.is_some() {
                     return Err("--source given twice; use --stream NAME=SPEC for several".into());
                 }
@@ -255,7 +268,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     on_demand: None,
                 });
             }
-            Long("fallback") => fallbacks.push(string(&mut p, "--fallback")?),
+            Long("fallback") => {
+                let v = string(&mut p, "--fallback")?;
+                if v.contains("exec:") {
+                    exec_given = Some("--fallback ".into());
+                }
+                fallbacks.push(v);
+            }
             Long("on-demand") => on_demand.push(
                 p.optional_value()
                     .map(|v| {
@@ -266,6 +285,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             ),
             Long("stream") => {
                 let v = string(&mut p, "--stream")?;
+                if let Some((name, _)) = v.split_once("=exec:") {
+                    exec_given = Some(format!("--stream {name}="));
+                }
                 // Error messages echo the value redacted: it may hold a camera's password.
                 let shown = crate::source::redact(&v);
                 let (name, spec) = v.split_once('=').ok_or_else(|| {
@@ -446,14 +468,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     format!("--log-level: '{v}' is not one of error, warn, info, debug, trace")
                 })?;
             }
+            Value(v) if exec_given.is_some() => {
+                return Err(stray(format!(
+                    "unexpected argument '{}'",
+                    v.to_string_lossy()
+                )))
+            }
             Value(v) => {
                 return Err(format!(
                     "unexpected argument '{}'; did you mean --source {0}?",
                     v.to_string_lossy()
                 ))
             }
-            Long(flag) => return Err(unknown_flag(flag)),
-            _ => return Err(arg.unexpected().to_string()),
+            Long(flag) => return Err(stray(unknown_flag(flag))),
+            _ => return Err(stray(arg.unexpected().to_string())),
         }
     }
     match (source, named.is_empty()) {

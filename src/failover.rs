@@ -36,9 +36,10 @@ fn up(m: &SourceFeed, timeout: Duration) -> bool {
     m.source_info().state == SourceState::Live && m.last_frame_age().is_some_and(|a| a < timeout)
 }
 
-/// For member `index`: true while it is not needed, i.e. a member before it is up, or, at
-/// start-up, none of them has failed yet and `--source-timeout` has not passed (a primary
-/// gets that long to deliver its first frame before a fallback dials). The reconnect loop
+/// For member `index`: true while it is not needed, i.e. a member before it is up, or none
+/// of them has failed since it last started and `--source-timeout` has not passed since (a
+/// primary gets that long to deliver its first frame before a fallback dials: at start-up,
+/// and with `--on-demand` at every arrival, when the primary starts again). The reconnect loop
 /// neither connects nor stays connected while this holds, and `testsrc` and `file:` make no
 /// frames ([`crate::source::wait_while_paused`]).
 pub fn standby(
@@ -52,19 +53,23 @@ pub fn standby(
         // sees what this one sees), and one that is live without a recent frame is on its way
         // (a `testsrc` or `file:` just called back) or about to be marked lost by its own
         // silence timeout: the members after it wait for that, rather than all start at once.
+        // An idle one (on demand) is about to start for the viewer that woke this one.
         before.iter().any(|m| {
             up(m, timeout)
                 || matches!(
                     m.source_info().state,
-                    SourceState::Live | SourceState::Standby
+                    SourceState::Live | SourceState::Standby | SourceState::Idle
                 )
         }) || before.iter().all(|m| {
-            // Not failed yet: still connecting, or itself a fallback on standby, or a
-            // `testsrc`/`file:` that has not made its first frame.
+            // Not failed since it (re)started: still connecting, or itself a fallback on
+            // standby, or a `testsrc`/`file:` that has not made its first frame. `since`, not
+            // the member's creation: an on-demand primary starts again at every arrival, and
+            // counting from creation made every arrival start the fallback too.
+            let info = m.source_info();
             !matches!(
-                m.source_info().state,
-                SourceState::Lost | SourceState::Ended
-            ) && m.created.elapsed() < timeout
+                info.state,
+                SourceState::Lost | SourceState::Failing | SourceState::Ended
+            ) && info.since.elapsed() < timeout
         })
     }
 }
@@ -121,7 +126,13 @@ fn forward(
             let why = |i: usize| {
                 let info = members[i].source_info();
                 match info.last_error {
-                    Some((e, _)) => format!("{} is {}: {e}", specs[i], info.state.as_str()),
+                    // Shown in /status: a command's words only where its spec is.
+                    Some((e, _)) => format!(
+                        "{} is {}: {}",
+                        specs[i],
+                        info.state.as_str(),
+                        e.shown(false)
+                    ),
                     None => format!("{} is {}", specs[i], info.state.as_str()),
                 }
             };
@@ -153,6 +164,10 @@ fn forward(
         }
         // /status shows the member that feeds the stream, or the primary while none does.
         let shown = &members[current.unwrap_or(0)];
+        // An on-demand primary starting for a viewer: the stream's viewers see STARTING.
+        if shown.starting.load(Relaxed) && !feed.starting.load(Relaxed) {
+            feed.starting.store(true, Relaxed);
+        }
         let info = shown.source_info();
         feed.set_state(info.state, info.peer);
         if let Some(f) = info.format {

@@ -33,6 +33,9 @@ pub enum SourceState {
     Live,
     /// The upstream went away; waiting for it to come back.
     Lost,
+    /// Every attempt since the source (re)started has failed: it never delivered a frame
+    /// this time (`last_error` says why); the relay keeps trying. Not `lost`: nothing was.
+    Failing,
     /// The input ended for good (stdin closed).
     Ended,
     /// A `--fallback` source that is not needed now (a source before it is up): it stays
@@ -49,10 +52,64 @@ impl SourceState {
             SourceState::Connecting => "connecting",
             SourceState::Live => "live",
             SourceState::Lost => "lost",
+            SourceState::Failing => "failing",
             SourceState::Ended => "ended",
             SourceState::Standby => "standby",
             SourceState::Idle => "idle",
         }
+    }
+}
+
+/// Why a source failed: `connection refused`, `HTTP 404`, `command exited with status 1`.
+///
+/// `said` is what the source's own program said as it ended (an `exec:` command's last stderr
+/// line). A camera command prints its input URL, and a password in a URL's path
+/// (`…/user=admin_password=…`) is beyond any redaction, which is why `/status` hides the
+/// command itself without a login; its words follow the same rule ([`SourceError::shown`]).
+/// The log keeps them: it is the operator's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    pub reason: String,
+    pub said: Option<String>,
+}
+
+impl SourceError {
+    /// The error as a page shows it: whole where the operator is asking (`--status-details`
+    /// or a login), else without the command's words.
+    pub fn shown(&self, details: bool) -> String {
+        match (&self.said, details) {
+            (Some(_), false) => format!(
+                "{} (its last words are shown with --status-details or a login)",
+                self.reason
+            ),
+            _ => self.to_string(),
+        }
+    }
+
+    /// The error an I/O error carries: a [`SourceError`] the source made (an `exec:`
+    /// command's end, with its words), or the error's text.
+    pub fn from_io(e: &std::io::Error) -> SourceError {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<SourceError>())
+            .cloned()
+            .unwrap_or_else(|| e.to_string().into())
+    }
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.said {
+            Some(words) => write!(f, "{} (its last words: {words})", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+impl From<String> for SourceError {
+    fn from(reason: String) -> SourceError {
+        SourceError { reason, said: None }
     }
 }
 
@@ -89,7 +146,7 @@ pub struct SourceInfo {
     pub since: Instant,
     /// Why the source last failed (`connection refused`, `HTTP 404`, `exited with status
     /// 127`), and when; kept after it recovers, so `/status` says what the last outage was.
-    pub last_error: Option<(String, Instant)>,
+    pub last_error: Option<(SourceError, Instant)>,
 }
 
 /// Input rate over the last completed window of about a second.
@@ -118,6 +175,9 @@ pub struct SourceFeed {
     pub created: Instant,
     /// Times the source was started because someone came (`--on-demand`, for `/metrics`).
     pub starts: AtomicU64,
+    /// The upstream connects to us (`tcp-listen:`, `stdin`): when it is gone the relay waits
+    /// for it; there is nothing to reconnect to. Set once by the source as it starts.
+    pub push: AtomicBool,
     /// The source was started for someone and has not delivered its first frame yet: the
     /// NO SIGNAL watchdog shows a STARTING picture at once meanwhile.
     pub starting: AtomicBool,
@@ -164,6 +224,7 @@ impl SourceFeed {
             created: now,
             starts: AtomicU64::new(0),
             starting: AtomicBool::new(false),
+            push: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         })
     }
@@ -287,15 +348,15 @@ impl SourceFeed {
     }
 
     /// Copies another feed's last error, with its time (a failover member's).
-    pub fn set_last_error(&self, error: Option<(String, Instant)>) {
+    pub fn set_last_error(&self, error: Option<(SourceError, Instant)>) {
         if error.is_some() {
             self.stats.info.lock().last_error = error;
         }
     }
 
     /// Records why the source failed, for `/status` and the viewer page.
-    pub fn set_error(&self, error: String) {
-        self.stats.info.lock().last_error = Some((error, Instant::now()));
+    pub fn set_error(&self, error: impl Into<SourceError>) {
+        self.stats.info.lock().last_error = Some((error.into(), Instant::now()));
     }
 
     pub fn set_format(&self, format: String) {

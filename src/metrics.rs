@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The whole `/metrics` body.
-pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
+/// `refused`: connections turned away since start, by reason
+/// ([`crate::http::server::Refusals::counts`]).
+pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]) -> String {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(
         out,
@@ -24,6 +26,19 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
         "mjpeg_relay_uptime_seconds {:.3}",
         uptime.as_secs_f64()
     );
+    let _ = writeln!(
+        out,
+        "# HELP mjpeg_relay_http_refused_total Connections turned away: 503 past --max-clients, \
+         --max-clients-per-ip or the pending budget; evicted: closed before their request to \
+         admit a newer one."
+    );
+    let _ = writeln!(out, "# TYPE mjpeg_relay_http_refused_total counter");
+    for (reason, n) in refused {
+        let _ = writeln!(
+            out,
+            "mjpeg_relay_http_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     // Families one after another, each with one sample per stream.
     type Sample = fn(&Stream) -> String;
     let counters: [(&str, &str, &str, Sample); 10] = [
@@ -193,6 +208,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration) -> String {
             SourceState::Connecting,
             SourceState::Live,
             SourceState::Lost,
+            SourceState::Failing,
             SourceState::Ended,
         ] {
             let _ = writeln!(
@@ -305,7 +321,7 @@ mod tests {
         s.out.observe_delay(Duration::from_millis(3));
         s.out.observe_delay(Duration::from_secs(9));
         s.out.frames_out.fetch_add(3, Relaxed);
-        let text = render(&[s], Duration::from_secs(1));
+        let text = render(&[s], Duration::from_secs(1), &[("max_clients", 3)]);
         for want in [
             "mjpeg_relay_frames_out_total{stream=\"cam-1\"} 3",
             "mjpeg_relay_frame_delay_seconds_bucket{stream=\"cam-1\",le=\"0.0005\"} 1",
@@ -315,6 +331,7 @@ mod tests {
             "mjpeg_relay_frame_delay_seconds_count{stream=\"cam-1\"} 3",
             "mjpeg_relay_source_state{stream=\"cam-1\",state=\"connecting\"} 1",
             "# TYPE mjpeg_relay_frame_delay_seconds histogram",
+            "mjpeg_relay_http_refused_total{reason=\"max_clients\"} 3",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -438,6 +438,19 @@ fn clients_beyond_max_clients_get_503_and_the_log_says_so_once() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, _, _) = get(&relay.http, "/status");
     assert_eq!(code, 200);
+    // Issue 32: every refusal is counted by its reason, in /status and /metrics (the log
+    // said only one line). At accept or after the head, all 100 were over --max-clients.
+    let refused = &relay.status()["refused"];
+    let n = |r: &str| refused[r].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(n("max_clients") + n("pending"), 100, "{refused}");
+    assert_eq!(n("max_clients_per_ip"), 0, "{refused}");
+    let (_, _, metrics) = get(&relay.http, "/metrics");
+    let metrics = String::from_utf8_lossy(&metrics);
+    let line = format!(
+        "mjpeg_relay_http_refused_total{{reason=\"max_clients\"}} {}",
+        n("max_clients")
+    );
+    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     settles_to(&relay, base);
 }
 

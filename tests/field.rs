@@ -321,6 +321,10 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     let listed = clients_of(&relay).len();
     assert_eq!(listed, 10, "{:?}", clients_of(&relay));
     assert!(relay.wait_log("(--max-clients-per-ip)", Duration::from_secs(2)));
+    // Issue 32: counted by reason, each of the ten (the log says it once).
+    let refused = &relay.status()["refused"];
+    assert_eq!(refused["max_clients_per_ip"], 10, "{refused}");
+    assert_eq!(refused["max_clients"], 0, "{refused}");
     // A viewer from another address gets its stream.
     let mut s = bound_to("127.0.0.2", &relay.http);
     s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")

@@ -215,6 +215,105 @@ fn an_http_upstream_is_pulled_only_while_watched() {
     );
 }
 
+/// Issue 32: with `--fallback`, every arrival at an on-demand stream started the fallback as
+/// well (the standby rule counted a primary that was starting again as failed, once start-up
+/// was over): the viewer saw the test pattern before the camera, the log warned "fed by
+/// testsrc" and `source_switches_total` rose at every look. A working camera now starts alone,
+/// at the first arrival and the next. (The control, a primary that cannot be reached, falls
+/// back: `an_http_upstream_is_pulled_only_while_watched`.)
+#[test]
+fn an_on_demand_camera_with_a_fallback_starts_without_it() {
+    require_tool("ffmpeg");
+    let marker = format!("ondemandfb{}", std::process::id());
+    let relay = Relay::start(&[
+        "--source",
+        &camera(&marker),
+        "--fallback",
+        "testsrc",
+        "--size",
+        "160x120",
+        "--on-demand=1",
+        "--source-timeout",
+        "3",
+    ]);
+    // Past start-up: the rule that held then must hold at every arrival.
+    std::thread::sleep(Duration::from_millis(3500));
+    for arrival in 0..2 {
+        let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+        let mut camera_frames = 0;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while camera_frames < 5 && Instant::now() < deadline {
+            let Some(f) = viewer.next_frame(Duration::from_secs(5)) else {
+                break;
+            };
+            if is_no_signal(&f) {
+                continue;
+            }
+            let dims = mjpeg_relay::jpeg::dimensions(&f);
+            assert_ne!(
+                dims,
+                Some((160, 120)),
+                "arrival {arrival}: the fallback's frame"
+            );
+            if dims == Some((320, 240)) {
+                camera_frames += 1;
+            }
+        }
+        assert_eq!(camera_frames, 5, "arrival {arrival}: {}", relay.log_text());
+        let failover = &relay.status()["streams"][0]["source"]["failover"];
+        assert_eq!(failover["switches"], 0, "arrival {arrival}: {failover}");
+        assert_eq!(failover["chain"][1]["frames_in"], 0, "{failover}");
+        drop(viewer);
+        assert!(
+            until(Duration::from_secs(6), || state(&relay) == "idle").is_some(),
+            "stopped after the linger"
+        );
+    }
+    assert!(!relay.log_text().contains("fed by"), "{}", relay.log_text());
+}
+
+/// Issue 32: while an on-demand camera starts, the picture says STARTING and the viewer page's
+/// line under it said `NO SIGNAL (source connecting)`. Now `/status` says `starting` and the
+/// line says STARTING, then, once the camera runs, `source live` (the control: the same line,
+/// read the same way, changes).
+#[test]
+fn the_viewer_page_says_starting_while_the_camera_starts() {
+    require_tool("ffmpeg");
+    require_tool("chromium");
+    let relay = Relay::start(&[
+        "--source",
+        "exec:sleep 3; exec ffmpeg -loglevel error -re -f lavfi -i testsrc=size=320x240:rate=10 \
+         -c:v mjpeg -f mjpeg -",
+        "--on-demand=1",
+    ]);
+    assert_eq!(relay.status()["streams"][0]["source"]["starting"], false);
+    let mut page = mjpeg_testkit::browser::Page::start(mjpeg_testkit::browser::Engine::Chromium);
+    page.go(&format!("http://{}/viewer", relay.http));
+    let mut seen: Vec<String> = Vec::new();
+    let mut starting_in_status = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let line = page.js("return document.getElementById('state').textContent;");
+        let line = line.as_str().unwrap_or("").to_string();
+        starting_in_status |= relay.status()["streams"][0]["source"]["starting"] == true;
+        if seen.last() != Some(&line) {
+            seen.push(line.clone());
+        }
+        if line == "source live" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(starting_in_status, "/status never said starting");
+    assert!(seen.iter().any(|l| l.starts_with("STARTING")), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains("NO SIGNAL")), "{seen:?}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("source live"),
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn push_sources_cannot_be_on_demand() {
     for (args, want) in [

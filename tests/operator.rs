@@ -37,9 +37,14 @@ fn a_broken_exec_command_is_logged_once_and_status_says_why() {
     assert_eq!(lines_with(&relay, "back after"), 0, "{log}");
     let err = src["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("exited with status 127"), "{src}");
-    assert!(err.contains("not found"), "{src}");
+    // The command's own words are the operator's (issue 32): the log has them, /status
+    // without a login says where to find them.
+    assert!(!err.contains("not found"), "{src}");
+    assert!(err.contains("shown with --status-details"), "{src}");
+    assert!(log.contains("no-such-camera-cmd-4711: not found"), "{log}");
     assert!(src["last_error_age_s"].as_f64().is_some(), "{src}");
-    assert_eq!(src["state"], "lost", "{src}");
+    // Issue 32: never delivered since it started, so not "lost" (nothing was): "failing".
+    assert_eq!(src["state"], "failing", "{src}");
     let (code, _, body) = get(&relay.http, "/snapshot");
     assert_eq!(code, 503);
     assert!(
@@ -59,6 +64,120 @@ fn looping_command(dir: &TempDir) -> String {
     }
     std::fs::write(&rec, bytes).unwrap();
     format!("exec:while :; do cat {}; sleep 0.2; done", rec.display())
+}
+
+/// Issue 32: an `exec:` command's last stderr line (ffmpeg's own words, with an RTSP URL whose
+/// password is in its path, where no redaction can see it) reached `/status`, the viewer page
+/// and `/snapshot`'s 503 without a login. They follow the command's rule now: shown with
+/// `--status-details` (the control, which also proves the words were there to leak) or a
+/// login, kept in the log.
+#[test]
+fn a_commands_words_stay_out_of_status_and_snapshot_without_a_login() {
+    const SECRET: &str = "hunter2secret";
+    let cmd = format!(
+        "exec:echo 'rtsp://10.0.0.20:554/user=admin_password={SECRET}/stream: Connection refused' >&2; exit 1"
+    );
+    let shows = |details: bool| {
+        let mut args = vec!["--source", cmd.as_str()];
+        if details {
+            args.push("--status-details");
+        }
+        let relay = Relay::start(&args);
+        assert!(relay.wait_log("exited with status 1", Duration::from_secs(5)));
+        let (_, _, status) = get(&relay.http, "/status?format=json");
+        let (code, _, snapshot) = get(&relay.http, "/snapshot");
+        assert_eq!(code, 503);
+        assert!(relay.log_text().contains(SECRET), "the log keeps the words");
+        let status = String::from_utf8_lossy(&status).to_string();
+        let snapshot = String::from_utf8_lossy(&snapshot).to_string();
+        assert!(status.contains("exited with status 1"), "{status}");
+        assert!(snapshot.contains("exited with status 1"), "{snapshot}");
+        (status.contains(SECRET), snapshot.contains(SECRET))
+    };
+    assert_eq!(shows(false), (false, false), "without a login");
+    assert_eq!(shows(true), (true, true), "with --status-details");
+}
+
+/// Issue 32: `/status` named the `sh -c` wrapper's pid for an `exec:` source; killing it left
+/// the camera command running and the stream live. One simple command now replaces the shell,
+/// so the pid is the command's own; a pipeline keeps its shell (the control: there the pid is
+/// `sh`'s, the leader of the process group `kill -- -PID` stops).
+#[test]
+fn status_names_the_commands_own_pid() {
+    let dir = TempDir::new("exec-pid");
+    let file = dir.0.join("one.jpg");
+    std::fs::write(&file, jpeg_with_seq(1, 100)).unwrap();
+    let pid_of = |cmd: &str| {
+        let relay = Relay::start(&["--source", &format!("exec:{cmd}"), "--source-timeout", "30"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = relay.status();
+            let addr = st["streams"][0]["source"]["address"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if let Some(pid) = addr.strip_prefix("pid ") {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+                return comm.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "no pid in {st}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let f = file.display();
+    assert_eq!(pid_of(&format!("tail -c +1 -f {f}")), "tail");
+    assert_eq!(pid_of(&format!("tail -c +1 -f {f} | cat")), "sh");
+}
+
+/// Issue 32: `/snapshot`'s 503 for a `tcp-listen:` stream said the relay "keeps
+/// reconnecting" while it waits for its sender to connect. Now it says what it waits for,
+/// before the first sender and after one left; the control, a `tcp:` source that dials,
+/// still says it keeps reconnecting.
+#[test]
+fn a_push_sources_503_says_the_relay_waits_for_the_sender() {
+    let dialing = std::thread::spawn(|| {
+        let relay = Relay::start(&["--source", &format!("tcp:127.0.0.1:{}", free_port())]);
+        let (code, _, body) = get(&relay.http, "/snapshot");
+        (code, String::from_utf8_lossy(&body).to_string())
+    });
+    let relay = Relay::start(&[
+        "--source",
+        "tcp-listen:127.0.0.1:0",
+        "--no-signal-after",
+        "0.5",
+    ]);
+    let (code, _, body) = get(&relay.http, "/snapshot");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("waiting for the sender to connect"), "{body}");
+    let mut up = std::net::TcpStream::connect(relay.upstream.as_ref().unwrap()).unwrap();
+    up.write_all(&gst_part(&frame(1, 500))).unwrap();
+    assert!(until_frames(&relay, 1), "{}", relay.log_text());
+    drop(up);
+    assert!(relay.wait_log("waiting for it to reconnect", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(1000)); // the NO SIGNAL picture is up
+    let (code, _, body) = get(&relay.http, "/snapshot");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("waits for the sender to connect again"),
+        "{body}"
+    );
+    assert!(!body.contains("reconnecting"), "{body}");
+    let (code, body) = dialing.join().unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("keeps reconnecting"), "{body}");
+}
+
+fn until_frames(relay: &Relay, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if relay.status()["streams"][0]["source"]["frames_in"].as_u64() >= Some(n) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 #[test]
@@ -308,6 +427,42 @@ fn errors_say_what_to_do_next() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+
+    // Issue 32: an exec: command the shell split into words (not quoted) said only
+    // "invalid option '-f'"; now it says to quote it, after --source and --stream alike. The
+    // control: the same stray option without an exec: source gets no such hint.
+    for args in [
+        &[
+            "--source",
+            "exec:ffmpeg",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc",
+            "-f",
+            "mjpeg",
+            "-",
+        ][..],
+        &["--stream", "cam=exec:cat", "/tmp/x.mjpeg"][..],
+        &[
+            "--source",
+            "testsrc",
+            "--fallback",
+            "exec:ffmpeg",
+            "-f",
+            "lavfi",
+        ][..],
+    ] {
+        let (code, err) = run_relay(args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("must be one quoted argument"),
+            "{args:?}: {err}"
+        );
+    }
+    let (_, err) = run_relay(&["--source", "testsrc", "-f", "lavfi"]);
+    assert!(err.contains("invalid option '-f'"), "{err}");
+    assert!(!err.contains("quoted"), "{err}");
 
     // Mistyped flags.
     for (typed, want) in [("--port", "--http"), ("--sourc", "--source")] {

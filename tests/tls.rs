@@ -258,6 +258,61 @@ fn https_serves_snapshots_and_streams_and_renews_without_dropping_viewers() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+/// Issue 32: a renewal caught half-written and finished within the same timestamp tick was
+/// never retried (the files' times were recorded at the failed load, and did not change
+/// again), so the old certificate stayed until the next renewal. Here the finished files have
+/// exactly the stamps (time and length) of the broken ones the relay already refused.
+#[test]
+fn a_renewal_caught_half_written_is_taken_once_it_is_whole() {
+    let dir = TempDir::new("tls-half");
+    make_ca(&dir.0);
+    make_cert(&dir.0, "first");
+    make_cert(&dir.0, "second");
+    std::fs::copy(dir.0.join("cert-first.pem"), dir.0.join("cert.pem")).unwrap();
+    std::fs::copy(dir.0.join("key-first.pem"), dir.0.join("key.pem")).unwrap();
+    let relay = tls_relay(&dir.0, &[]);
+    assert!(served_subject(&dir.0, &relay.http).contains("first"));
+    let tick = std::time::SystemTime::now() - Duration::from_secs(60);
+    let write_at = |name: &str, bytes: &[u8]| {
+        let path = dir.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(tick).unwrap();
+    };
+    let cert = std::fs::read(dir.0.join("cert-second.pem")).unwrap();
+    // Half-written: the length it will have, the second half not there yet.
+    let mut half = cert.clone();
+    let mid = half.len() / 2;
+    half[mid..].iter_mut().for_each(|b| *b = b' ');
+    write_at(
+        "key.pem",
+        &std::fs::read(dir.0.join("key-second.pem")).unwrap(),
+    );
+    write_at("cert.pem", &half);
+    std::thread::sleep(Duration::from_millis(1200));
+    // Seen, refused, the first certificate kept (the control: the broken pair was looked at).
+    assert!(served_subject(&dir.0, &relay.http).contains("first"));
+    assert!(
+        relay.wait_log("does not load", Duration::from_secs(3)),
+        "{}",
+        relay.log_text()
+    );
+    // Finished, in the same tick.
+    write_at("cert.pem", &cert);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut subject = String::new();
+    while !subject.contains("second") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        subject = served_subject(&dir.0, &relay.http);
+    }
+    assert!(
+        subject.contains("second"),
+        "still {subject}: {}",
+        relay.log_text()
+    );
+    assert_eq!(relay.log_text().matches("does not load").count(), 1);
+}
+
 #[test]
 fn a_stalled_handshake_is_cut_at_the_head_deadline_and_a_stalled_viewer_at_the_send_timeout() {
     let dir = TempDir::new("tls-stall");

@@ -119,7 +119,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
             let why = info
                 .last_error
                 .as_ref()
-                .map(|(e, _)| format!(": {e}"))
+                .map(|(e, _)| format!(": {}", e.shown(super::pages::details(shared))))
                 .unwrap_or_default();
             let since = info.since.elapsed().as_secs();
             let resp = match info.state {
@@ -132,19 +132,29 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
                 ),
                 SourceState::Connecting => text(
                     503,
-                    "No frame from the source yet (connecting). Try again shortly.\n",
+                    if stream.feed.push.load(std::sync::atomic::Ordering::Relaxed) {
+                        "No frame from the source yet (waiting for the sender to connect). Try \
+                         again shortly.\n"
+                    } else {
+                        "No frame from the source yet (connecting). Try again shortly.\n"
+                    },
                 )
                 .with_header("Retry-After", "1"),
                 _ => text(
                     503,
                     &format!(
-                        "No live picture: the source has sent no frame for {} s{why}. The relay \
-                         keeps reconnecting; try again later.\n",
+                        "No live picture: the source has sent no frame for {} s{why}. {}; try \
+                         again later.\n",
                         stream
                             .feed
                             .last_frame_age()
                             .unwrap_or_else(|| stream.feed.created.elapsed())
-                            .as_secs()
+                            .as_secs(),
+                        if stream.feed.push.load(std::sync::atomic::Ordering::Relaxed) {
+                            "The relay waits for the sender to connect again"
+                        } else {
+                            "The relay keeps reconnecting"
+                        }
                     ),
                 )
                 .with_header("Retry-After", "5"),

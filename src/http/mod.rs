@@ -107,6 +107,8 @@ struct Shared {
     named: bool,
     cfg: HttpConfig,
     started: Instant,
+    /// Connections the connection layer turned away, by reason (`/status`, `/metrics`).
+    refusals: Arc<server::Refusals>,
 }
 
 impl Shared {
@@ -138,8 +140,10 @@ pub fn serve(
         on_accept: listener::on_accept,
         max_per_addr: cfg.max_clients_per_ip,
         tls: cfg.tls.clone(),
+        refusals: Arc::default(),
     };
     let shared = Arc::new(Shared {
+        refusals: limits.refusals.clone(),
         unix: matches!(listener, HttpListener::Unix(..)),
         streams,
         named,

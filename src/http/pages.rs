@@ -34,7 +34,11 @@ pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Strea
 }
 
 pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
-    let body = crate::metrics::render(&shared.streams, shared.started.elapsed());
+    let body = crate::metrics::render(
+        &shared.streams,
+        shared.started.elapsed(),
+        &shared.refusals.counts(),
+    );
     let resp = Response::bytes(200, body)
         .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         .no_cache();
@@ -89,7 +93,7 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
 /// Whether `/status` may show what only the operator should see: each source's spec and each
 /// viewer's address and User-Agent. With a login every caller has passed it; without one,
 /// anyone who can open the stream can read `/status`, so only `--status-details` shows them.
-fn details(shared: &Shared) -> bool {
+pub(super) fn details(shared: &Shared) -> bool {
     shared.cfg.status_details || !shared.cfg.auth.is_open()
 }
 
@@ -167,10 +171,12 @@ pub(super) fn status_json(
                 "source": {
                     "spec": shown(&s.feed.spec),
                     "state": info.state.as_str(),
+                    // Started on demand for a viewer, no frame yet: the STARTING picture.
+                    "starting": s.feed.starting.load(SeqCst),
                     "address": info.peer,
                     "format": info.format,
                     "state_for_s": round3(info.since.elapsed().as_secs_f64()),
-                    "last_error": info.last_error.as_ref().map(|(e, _)| e),
+                    "last_error": info.last_error.as_ref().map(|(e, _)| e.shown(details)),
                     "last_error_age_s": info
                         .last_error
                         .as_ref()
@@ -191,7 +197,7 @@ pub(super) fn status_json(
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
                     "no_signal_parts": src.no_signal_parts.load(SeqCst),
-                    "failover": s.chain.get().map(|f| failover_json(f, &shown)),
+                    "failover": s.chain.get().map(|f| failover_json(f, &shown, details)),
                     "on_demand": s.demand.linger.get().map(|l| json!({
                         "linger_s": l.as_secs_f64(),
                         "starts": s.feed.starts.load(SeqCst),
@@ -217,6 +223,8 @@ pub(super) fn status_json(
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": round3(shared.started.elapsed().as_secs_f64()),
+        // Connections turned away, by reason (the log says each once, then summarises).
+        "refused": shared.refusals.counts().iter().map(|(r, n)| (r.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "streams": streams,
     })
 }
@@ -247,7 +255,11 @@ fn sizes_json(s: &Stream) -> serde_json::Value {
 }
 
 /// A chained stream's sources (`--fallback`): which one feeds it now and why.
-fn failover_json(f: &crate::hub::Feeders, shown: &dyn Fn(&str) -> String) -> serde_json::Value {
+fn failover_json(
+    f: &crate::hub::Feeders,
+    shown: &dyn Fn(&str) -> String,
+    details: bool,
+) -> serde_json::Value {
     let current = f.current.load();
     let chain: Vec<_> = f
         .members
@@ -260,7 +272,7 @@ fn failover_json(f: &crate::hub::Feeders, shown: &dyn Fn(&str) -> String) -> ser
                 "address": info.peer,
                 "frames_in": m.stats.frames_in.load(SeqCst),
                 "last_frame_age_s": m.last_frame_age().map(|a| round3(a.as_secs_f64())),
-                "last_error": info.last_error.as_ref().map(|(e, _)| e),
+                "last_error": info.last_error.as_ref().map(|(e, _)| e.shown(details)),
             })
         })
         .collect();

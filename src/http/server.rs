@@ -39,7 +39,7 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,36 @@ pub struct Limits {
     pub max_per_addr: usize,
     /// `--tls-cert`/`--tls-key`: every TCP connection speaks TLS (see the `tls` module).
     pub tls: Option<Arc<super::tls::Tls>>,
+    /// Where refusals are counted, by reason; shared with `/status` and `/metrics`.
+    pub refusals: Arc<Refusals>,
+}
+
+/// Connections turned away by the connection layer since start, by reason. The log says
+/// each once and then summarises (a flood must not flood the log); these count every one,
+/// so a monitoring system sees that 500 viewers behind one NAT address were refused.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// `503`: `--max-clients` connections were being served.
+    pub max_clients: AtomicU64,
+    /// `503`: `--max-clients-per-ip` connections from the same address were being served.
+    pub max_clients_per_ip: AtomicU64,
+    /// `503` at accept: the thread bound was reached and no pending connection was idle.
+    pub pending: AtomicU64,
+    /// Connections that had sent no whole request, closed to admit a newer one.
+    pub evicted: AtomicU64,
+}
+
+impl Refusals {
+    /// `(reason, count)` for each reason, in a fixed order (the names `/status` and
+    /// `/metrics` use).
+    pub fn counts(&self) -> [(&'static str, u64); 4] {
+        [
+            ("max_clients", self.max_clients.load(Relaxed)),
+            ("max_clients_per_ip", self.max_clients_per_ip.load(Relaxed)),
+            ("pending", self.pending.load(Relaxed)),
+            ("evicted", self.evicted.load(Relaxed)),
+        ]
+    }
 }
 
 impl Limits {
@@ -244,12 +274,14 @@ pub fn run(
         // in only in place of an idle pending one.
         let full = active.load(SeqCst) >= limits.max_clients + limits.max_pending;
         let Some((id, evicted)) = pending.admit(addr, handle, limits.max_pending, full) else {
+            limits.refusals.pending.fetch_add(1, Relaxed);
             refused(&peer, limits.max_clients);
             refuse(conn, "Too many clients; try again later.\n");
             continue;
         };
         active.fetch_add(1, SeqCst);
         if evicted {
+            limits.refusals.evicted.fetch_add(1, Relaxed);
             EVICTED_LOG.note(|more| {
                 log::warn!(
                     "closed the oldest unfinished connection to admit {peer}: too many \
@@ -393,6 +425,7 @@ fn serve_connection(
             let served = admitted.served;
             if served.fetch_add(1, SeqCst) >= limits.max_clients {
                 served.fetch_sub(1, SeqCst);
+                limits.refusals.max_clients.fetch_add(1, Relaxed);
                 refused(&peer, limits.max_clients);
                 refuse(conn, "Too many clients; try again later.\n");
                 return;
@@ -402,6 +435,7 @@ fn serve_connection(
                 Some(addr) => match admitted.by_addr.take(addr, limits.max_per_addr) {
                     Some(slot) => Some(slot),
                     None => {
+                        limits.refusals.max_clients_per_ip.fetch_add(1, Relaxed);
                         PER_ADDR_LOG.note(|more| {
                             log::warn!(
                                 "refusing {peer}: {} connections from {addr} already \
@@ -652,6 +686,7 @@ mod tests {
             on_accept: |_| {},
             max_per_addr: max_clients,
             tls: None,
+            refusals: Arc::default(),
         }
     }
 

@@ -46,9 +46,17 @@ pub struct Tls {
 
 struct State {
     config: Arc<ServerConfig>,
-    stamps: (Option<SystemTime>, Option<SystemTime>),
+    /// The files as they were when `config` was made from them.
+    loaded: (Stamp, Stamp),
+    /// The files as they were when they last failed to load: logged once for that, and
+    /// tried again at every check until they load, since a renewal caught half-written may
+    /// be finished within the same timestamp tick (and then never look changed again).
+    failed: Option<(Stamp, Stamp)>,
     checked: Instant,
 }
+
+/// A file's modification time and length; `None` while it cannot be read.
+type Stamp = Option<(SystemTime, u64)>;
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,20 +67,24 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn stamp(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+fn stamp(p: &Path) -> Stamp {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl Tls {
     /// Loads the pair, or says why not (the relay then does not start).
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
+        // Stamped before reading: a change while we read is seen as one at the next check.
+        let loaded = (stamp(cert), stamp(key));
         let config = server_config(cert, key)?;
         Ok(Tls {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             state: Mutex::new(State {
                 config,
-                stamps: (stamp(cert), stamp(key)),
+                loaded,
+                failed: None,
                 checked: Instant::now(),
             }),
         })
@@ -84,22 +96,28 @@ impl Tls {
         if st.checked.elapsed() >= CHECK_EVERY {
             st.checked = Instant::now();
             let now = (stamp(&self.cert), stamp(&self.key));
-            if now != st.stamps {
-                st.stamps = now;
+            if now != st.loaded {
                 match server_config(&self.cert, &self.key) {
                     Ok(c) => {
                         st.config = c;
+                        st.loaded = now;
+                        st.failed = None;
                         log::info!(
                             "TLS: {} changed; new connections get the new certificate",
                             self.cert.display()
                         );
                     }
-                    Err(e) => log::warn!(
-                        "TLS: {} or {} changed but does not load ({e}); keeping the previous \
-                         certificate",
-                        self.cert.display(),
-                        self.key.display()
-                    ),
+                    Err(e) => {
+                        if st.failed != Some(now) {
+                            log::warn!(
+                                "TLS: {} or {} changed but does not load ({e}); keeping the \
+                                 previous certificate, trying again every second",
+                                self.cert.display(),
+                                self.key.display()
+                            );
+                        }
+                        st.failed = Some(now);
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 
 use super::reconnect::Upstream;
 use super::spawn_source_thread;
+use crate::feed::SourceError;
 use crate::shutdown::Shutdown;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, VecDeque};
@@ -78,7 +79,7 @@ fn spawn(runner: &Runner) -> Result<Upstream, String> {
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg(cmd)
+        .arg(in_place(cmd).as_ref())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,6 +126,27 @@ fn spawn(runner: &Runner) -> Result<Upstream, String> {
         peer: format!("pid {pid}"),
         boundary: None,
     })
+}
+
+/// The script `sh -c` runs: `exec COMMAND` when it is one simple command, so the command
+/// replaces the shell and the pid `/status` names (and a `kill` of it) is the camera
+/// command's own, not a wrapper's that leaves ffmpeg running when killed. Anything the shell
+/// must stay for (a pipeline, a list, a subshell, a compound command, a leading assignment)
+/// runs as written: `/status` then names the process group's leader, and `kill -- -PID`
+/// stops all of it. Conservative: a metacharacter even inside quotes leaves it as written.
+fn in_place(cmd: &str) -> std::borrow::Cow<'_, str> {
+    let first = cmd.split_whitespace().next().unwrap_or("");
+    let keyword = matches!(
+        first,
+        "if" | "while" | "until" | "for" | "case" | "{" | "!" | "exec" | "time" | "function"
+    );
+    let assignment = first.contains('=');
+    let compound = cmd.contains(['|', ';', '&', '\n', '(', ')', '`', '{', '}']);
+    if keyword || assignment || compound || first.is_empty() {
+        cmd.into()
+    } else {
+        format!("exec {cmd}").into()
+    }
 }
 
 /// How long the stderr forwarder reads on after its command's run is over (its last words
@@ -220,14 +242,14 @@ struct CommandOutput {
 }
 
 impl CommandOutput {
-    /// "exited with status 127 (its last words: sh: 1: cam: not found)".
+    /// "exited with status 127 (its last words: sh: 1: cam: not found)": the words kept
+    /// apart ([`SourceError`]), since pages show them only to the operator.
     fn ended(&self, how: String) -> io::Error {
         let last = self.last_line.lock();
-        if last.is_empty() {
-            io::Error::other(how)
-        } else {
-            io::Error::other(format!("{how} (its last words: {last})"))
-        }
+        io::Error::other(SourceError {
+            reason: how,
+            said: (!last.is_empty()).then(|| last.clone()),
+        })
     }
 }
 
@@ -343,5 +365,37 @@ pub fn kill_all() {
     }
     if !groups.is_empty() {
         log::info!("stopped {} command(s)", groups.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_place;
+
+    #[test]
+    fn one_simple_command_replaces_the_shell_and_nothing_else_does() {
+        for (cmd, want) in [
+            (
+                "ffmpeg -i rtsp://cam/1 -f mjpeg -",
+                "exec ffmpeg -i rtsp://cam/1 -f mjpeg -",
+            ),
+            (
+                "  cat /tmp/a.mjpeg 2>/dev/null",
+                "exec   cat /tmp/a.mjpeg 2>/dev/null",
+            ),
+            ("gst-launch-1.0 a ! b | cat", "gst-launch-1.0 a ! b | cat"),
+            ("cd /tmp; ffmpeg", "cd /tmp; ffmpeg"),
+            ("sleep 1 && cat x", "sleep 1 && cat x"),
+            ("X=1 ffmpeg", "X=1 ffmpeg"),
+            ("exec ffmpeg", "exec ffmpeg"),
+            ("while true; do cat x; done", "while true; do cat x; done"),
+            ("(cat x)", "(cat x)"),
+            (
+                "ffmpeg -vf 'scale=iw/2:-1;x'",
+                "ffmpeg -vf 'scale=iw/2:-1;x'",
+            ),
+        ] {
+            assert_eq!(in_place(cmd), want, "{cmd}");
+        }
     }
 }

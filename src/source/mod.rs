@@ -69,6 +69,9 @@ pub fn start(
     cfg: &SourceConfig,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    if matches!(spec, SourceSpec::Stdin | SourceSpec::TcpListen(_)) {
+        feed.push.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     match spec {
         SourceSpec::TestSrc => testsrc::start(feed, cfg, shutdown),
         SourceSpec::Stdin => stdin::start(feed, cfg),

@@ -9,7 +9,7 @@
 //! ([`crate::nosignal`]) tells them why the picture stopped.
 
 use super::{spawn_source_thread, wait_while_paused, Pause, Pauses, Pump, SourceConfig};
-use crate::feed::{SourceFeed, SourceState};
+use crate::feed::{SourceError, SourceFeed, SourceState};
 use crate::parser::Parser;
 use crate::shutdown::Shutdown;
 use std::io::{self, Read};
@@ -107,6 +107,9 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
     // that connects (or starts a command) but delivers no frame is a failed attempt too.
     let mut outage = Outage::default();
+    // Whether the source delivered a frame since it (re)started: a failure after that is a
+    // loss (`lost`), before it a source that is `failing` (it never came this time).
+    let mut delivered = false;
     // A command is started and restarted; everything else is connected to and reconnected.
     let command = what.starts_with("command ");
     let (first, again) = if command {
@@ -156,14 +159,16 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     log::info!("stream '{}': {what} {done}: {why}", feed.name);
                     backoff.reset();
                     outage = Outage::default();
+                    delivered = false;
                     continue;
                 }
                 let reason = match result {
-                    Ok(()) if command => "its output ended".to_string(),
-                    Ok(()) => "closed the connection".to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(()) if command => SourceError::from("its output ended".to_string()),
+                    Ok(()) => "closed the connection".to_string().into(),
+                    Err(e) => SourceError::from_io(&e),
                 };
                 if pump.frames() > 0 {
+                    delivered = true;
                     backoff.reset();
                     outage = Outage::default();
                     let delay = backoff.next_delay();
@@ -175,7 +180,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                         delay.as_secs_f64(),
                         BACKOFF_CAP.as_secs()
                     );
-                    outage.begin(reason.clone());
+                    outage.begin(reason.to_string());
                     feed.set_error(reason);
                     feed.set_state(SourceState::Lost, None);
                     if shutdown.sleep(delay) {
@@ -186,20 +191,24 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                 if pump.bytes() == 0 {
                     reason
                 } else {
-                    format!(
-                        "{reason} after {} bytes without one whole JPEG; is it sending MJPEG \
-                         (multipart or raw JPEG)?",
-                        pump.bytes()
-                    )
+                    SourceError {
+                        reason: format!(
+                            "{} after {} bytes without one whole JPEG; is it sending MJPEG \
+                             (multipart or raw JPEG)?",
+                            reason.reason,
+                            pump.bytes()
+                        ),
+                        said: reason.said,
+                    }
                 }
             }
-            Err(e) => e,
+            Err(e) => e.into(),
         };
         if shutdown.is_stopping() {
             return;
         }
         let delay = backoff.next_delay();
-        if outage.failed(&failure) {
+        if outage.failed(&failure.to_string()) {
             log::warn!(
                 "stream '{}': cannot get frames from {what}: {failure}; retrying in {:.1} s \
                  (then every {} s at most; repeats of this error are logged at debug level)",
@@ -215,7 +224,12 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
             );
         }
         feed.set_error(failure);
-        feed.set_state(SourceState::Lost, None);
+        let state = if delivered {
+            SourceState::Lost
+        } else {
+            SourceState::Failing
+        };
+        feed.set_state(state, None);
         if shutdown.sleep(delay) {
             return;
         }
