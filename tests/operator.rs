@@ -107,26 +107,28 @@ fn status_names_the_commands_own_pid() {
     let dir = TempDir::new("exec-pid");
     let file = dir.0.join("one.jpg");
     std::fs::write(&file, jpeg_with_seq(1, 100)).unwrap();
-    let pid_of = |cmd: &str| {
+    // The program running as the pid /status names, once a frame arrived (by then `sh` has
+    // long replaced itself where it does).
+    let program_of = |cmd: &str| {
         let relay = Relay::start(&["--source", &format!("exec:{cmd}"), "--source-timeout", "30"]);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let st = relay.status();
-            let addr = st["streams"][0]["source"]["address"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if let Some(pid) = addr.strip_prefix("pid ") {
+            let src = &st["streams"][0]["source"];
+            let addr = src["address"].as_str().unwrap_or("").to_string();
+            let framed = src["frames_in"].as_u64().unwrap_or(0) > 0;
+            if let (Some(pid), true) = (addr.strip_prefix("pid "), framed) {
+                std::thread::sleep(Duration::from_millis(300));
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
                 return comm.trim().to_string();
             }
-            assert!(Instant::now() < deadline, "no pid in {st}");
+            assert!(Instant::now() < deadline, "no pid and frame in {st}");
             std::thread::sleep(Duration::from_millis(50));
         }
     };
     let f = file.display();
-    assert_eq!(pid_of(&format!("tail -c +1 -f {f}")), "tail");
-    assert_eq!(pid_of(&format!("tail -c +1 -f {f} | cat")), "sh");
+    assert_eq!(program_of(&format!("tail -c +1 -f {f}")), "tail");
+    assert_eq!(program_of(&format!("tail -c +1 -f {f} | cat")), "sh");
 }
 
 /// Issue 32: `/snapshot`'s 503 for a `tcp-listen:` stream said the relay "keeps

@@ -158,7 +158,8 @@ fn snapshot_status_head_errors_and_http10() {
     assert!(header(&headers, "content-type")
         .unwrap()
         .starts_with("text/plain"));
-    assert!(String::from_utf8_lossy(&body).contains("connecting"));
+    // Issue 32: a push source says what it waits for.
+    assert!(String::from_utf8_lossy(&body).contains("waiting for the sender to connect"));
 
     let mut viewer = StreamClient::open(&relay.http, "/stream", CURL_UA, None);
     let up = Upstream::start(relay.upstream.as_ref().unwrap(), 30.0, 60, 1000);
