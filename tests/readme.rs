@@ -11,7 +11,6 @@
 use mjpeg_relay::testjpeg::is_whole_jpeg;
 use mjpeg_testkit::*;
 use std::process::Command;
-use std::time::Duration;
 
 /// Every indented command line of the README that starts the relay, continuation lines
 /// joined: the program (`cargo run --release` or `mjpeg-relay`) cut off, the rest as written.
