@@ -446,9 +446,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 cfg.max_clients = v
                     .parse::<usize>()
                     .ok()
-                    .filter(|n| (1..=100_000).contains(n))
+                    .filter(|n| (1..=MAX_CLIENTS).contains(n))
                     .ok_or_else(|| {
-                        format!("--max-clients: '{v}' is not a number from 1 to 100000")
+                        format!(
+                            "--max-clients: '{v}' is not a number from 1 to {MAX_CLIENTS}{}",
+                            if cfg!(target_pointer_width = "32") {
+                                " (a 32-bit build: each client's thread reserves its stack in \
+                                 an address space of 3 to 4 GB)"
+                            } else {
+                                ""
+                            }
+                        )
                     })?;
             }
             Long("max-clients-per-ip") => {
@@ -719,6 +727,17 @@ fn parse_size(v: &str) -> Option<(u16, u16)> {
     let ok = |n: &str| n.parse::<u16>().ok().filter(|n| (16..=8192).contains(n));
     Some((ok(w)?, ok(h)?))
 }
+
+/// The most `--max-clients` a build accepts. Every client has a thread whose stack
+/// ([`crate::http::CLIENT_STACK`], 128 KiB, plus a guard page) is reserved in the address
+/// space: 100,000 is 12.5 GB, nothing on 64 bits, but a 32-bit program (Raspberry Pi OS 32-bit)
+/// has 3 to 4 GB in all, so there 8,192 (about 1 GB of stacks, beside the frames and the
+/// heap) is the most that can really be served; more would fail thread by thread at run time.
+pub const MAX_CLIENTS: usize = if cfg!(target_pointer_width = "32") {
+    8_192
+} else {
+    100_000
+};
 
 /// `8388608`, `512K`, `8M`, `8MiB`, `64KiB` (binary multiples).
 pub fn parse_bytes(v: &str) -> Option<usize> {

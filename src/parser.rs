@@ -739,7 +739,10 @@ fn parse_content_length(line: &[u8]) -> Option<usize> {
     if value.len() > 18 {
         return Some(usize::MAX);
     }
-    value.parse().ok()
+    // As u64, then saturated: on a 32-bit host a claim of 5 GB does not fit `usize`, and read
+    // as one it failed to parse, so the part went on as if it had no length, not oversized.
+    let n: u64 = value.parse().ok()?;
+    Some(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
@@ -938,6 +941,21 @@ mod tests {
                 assert_eq!(got, j, "delta={delta}");
             }
         }
+    }
+
+    /// Issue 31: a claimed length past 4 GiB is oversized on a 32-bit host as on a 64-bit one
+    /// (it did not parse as a 32-bit `usize`, and the part was read as if it had no length).
+    #[test]
+    fn a_length_beyond_32_bits_is_oversized_everywhere() {
+        let j = sample(2);
+        let mut data = Vec::new();
+        data.extend_from_slice(b"--b\r\nContent-Length: 5000000000\r\n\r\n");
+        data.extend_from_slice(&j[0]);
+        data.extend_from_slice(b"\r\n");
+        data.extend_from_slice(&multipart(&j[1..], "b", true, "\r\n"));
+        let (got, drops) = parse_all(&data);
+        assert_eq!(drops.first(), Some(&DropReason::Oversized), "{drops:?}");
+        assert_eq!(got, vec![j[1].clone()]);
     }
 
     #[test]

@@ -400,6 +400,33 @@ fn run_relay(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
+/// Issue 31: a 32-bit build (Raspberry Pi OS 32-bit; here the i686 build, see
+/// docs/testing.md) took `--max-clients 100000` and then failed thread by thread, since 100,000
+/// stacks of 128 KiB do not fit 3 to 4 GB of address space. It refuses past 8,192 at start,
+/// saying why; a 64-bit build takes 100,000. Which one this run tests is read from the
+/// binary's ELF header, so the same test holds both builds to their own limit.
+#[test]
+fn max_clients_fits_the_address_space() {
+    let elf = std::fs::read(relay_bin()).unwrap();
+    let bits = match elf.get(4) {
+        Some(1) => 32,
+        Some(2) => 64,
+        other => panic!("not an ELF class: {other:?}"),
+    };
+    let (code, err) = run_relay(&["--max-clients", "8192", "--version"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run_relay(&["--max-clients", "20000", "--version"]);
+    if bits == 32 {
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("from 1 to 8192") && err.contains("32-bit"),
+            "{err}"
+        );
+    } else {
+        assert_eq!(code, Some(0), "{err}");
+    }
+}
+
 /// Issue 22: errors that say what to do next. Each message as a user sees it.
 #[test]
 fn errors_say_what_to_do_next() {

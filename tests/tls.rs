@@ -313,6 +313,67 @@ fn a_renewal_caught_half_written_is_taken_once_it_is_whole() {
     assert_eq!(relay.log_text().matches("does not load").count(), 1);
 }
 
+/// Issue 31: a CPU without AES instructions (a Raspberry Pi 4) runs AES-GCM in software,
+/// several times slower than ChaCha20-Poly1305; there the relay picks ChaCha20 even from a
+/// client that prefers AES (as browsers on AES-capable laptops do). The control: with AES
+/// (this machine's own CPU, and the override set to 1) the client's order stands.
+#[test]
+fn without_aes_instructions_chacha20_is_chosen_over_the_clients_order() {
+    let dir = TempDir::new("tls-suites");
+    make_ca(&dir.0);
+    make_cert(&dir.0, "only");
+    std::fs::copy(dir.0.join("cert-only.pem"), dir.0.join("cert.pem")).unwrap();
+    std::fs::copy(dir.0.join("key-only.pem"), dir.0.join("key.pem")).unwrap();
+    let cert = dir.0.join("cert.pem").display().to_string();
+    let key = dir.0.join("key.pem").display().to_string();
+    let args = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    // The suite a client that prefers AES gets, in TLS 1.3 and 1.2.
+    let negotiated = |aes: &str| {
+        let relay = Relay::start_with_env(&args, &[("MJPEG_RELAY_CPU_AES", aes)]);
+        let chosen = |extra: &[&str]| {
+            let out = run_with_timeout(
+                Command::new("openssl")
+                    .args([
+                        "s_client",
+                        "-connect",
+                        &relay.http,
+                        "-CAfile",
+                        "ca.pem",
+                        "-brief",
+                    ])
+                    .args(extra)
+                    .current_dir(&dir.0)
+                    .stdin(Stdio::null()),
+                Duration::from_secs(10),
+            );
+            let text = String::from_utf8_lossy(&out.stderr).to_string()
+                + &String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .find_map(|l| l.strip_prefix("Ciphersuite: "))
+                .unwrap_or_else(|| panic!("no suite in {text}"))
+                .to_string()
+        };
+        let v13 = chosen(&[
+            "-tls1_3",
+            "-ciphersuites",
+            "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
+        ]);
+        let v12 = chosen(&[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+        ]);
+        (v13, v12, relay.log_text())
+    };
+    let (v13, v12, log) = negotiated("0");
+    assert_eq!(v13, "TLS_CHACHA20_POLY1305_SHA256", "{log}");
+    assert_eq!(v12, "ECDHE-ECDSA-CHACHA20-POLY1305", "{log}");
+    assert!(log.contains("no AES instructions"), "{log}");
+    let (v13, v12, log) = negotiated("1");
+    assert_eq!(v13, "TLS_AES_128_GCM_SHA256", "{log}");
+    assert_eq!(v12, "ECDHE-ECDSA-AES128-GCM-SHA256", "{log}");
+}
+
 #[test]
 fn a_stalled_handshake_is_cut_at_the_head_deadline_and_a_stalled_viewer_at_the_send_timeout() {
     let dir = TempDir::new("tls-stall");

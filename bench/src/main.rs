@@ -27,7 +27,7 @@ mjpeg-bench: measure liveness and scale of an MJPEG-over-HTTP server (loopback o
 
 USAGE:
     mjpeg-bench scenario NAME [--server relay|naive|toy] [--duration S] [--relay-bin PATH]
-        NAME: live | fanout | raw | churn | big | smoke | link | hop | mux | transcode
+        NAME: live | fanout | raw | churn | big | smoke | link | hop | mux | pi | transcode
         --query Q: the viewers ask for /stream?Q (e.g. width=320, size=auto)
         --relay-bins A,B --pairs N: the scenario N times with each relay build in turn
         toy: a minimal relay built in (newest frame per client thread, TCP_NOTSENT_LOWAT,
@@ -46,6 +46,12 @@ USAGE:
         [--duration S]
         dashboards on /mux, carrying every camera, then a quarter each: relay CPU, context
         switches per second (wake-ups) and parts received per second
+    mjpeg-bench scenario pi [--cpu-share 0.3] [--memory-mb 64] [--cameras 4] [--viewers 10]
+        [--fps 15] [--duration S]
+        a Raspberry Pi's budget: the relay in a cgroup (v2, else v1; else taskset + prlimit)
+        of that share of one core and memory, 4 cameras 640x480, 10 full-size viewers and one
+        320 px viewer each, one /mux dashboard: frames/s and lag per group, CPU, peak RSS,
+        OOM kills (as root)
     mjpeg-bench scenario transcode [--frames FILE.mjpeg] [--pairs N]
         CPU per frame of a smaller size, the relay's code vs ffmpeg on the same frames
     mjpeg-bench load --url http://127.0.0.1:PORT/stream --push 127.0.0.1:PORT [OPTIONS]

@@ -694,8 +694,9 @@ mod tests {
     /// its pending entry (a descriptor leak, and a client left waiting).
     #[test]
     fn a_failed_thread_spawn_closes_its_connection() {
-        // A stack no machine can map: every spawn fails.
-        let (addr, trigger) = serve_with(limits(10, 16, usize::MAX / 2));
+        // A stack no machine can map: every spawn fails. (Half the address space was
+        // mappable as a 32-bit program, whose 4 GiB had 2 GiB free in one piece.)
+        let (addr, trigger) = serve_with(limits(10, 16, usize::MAX / 4 * 3));
         let mut c = std::net::TcpStream::connect(&addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut b = [0u8; 16];

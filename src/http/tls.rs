@@ -143,15 +143,76 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
             key.display()
         )
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let aes = cpu_has_aes();
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !aes {
+        // ChaCha20 first, in each TLS version; the rest as ring orders them.
+        use rustls::CipherSuite as C;
+        provider.cipher_suites.sort_by_key(|s| {
+            !matches!(
+                s.suite(),
+                C::TLS13_CHACHA20_POLY1305_SHA256
+                    | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        });
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("--tls-cert and --tls-key do not make a pair: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Without AES instructions our order (ChaCha20 first) wins over the client's: a
+    // browser on a laptop prefers AES-GCM, which its own CPU does fast and ours does not.
+    config.ignore_client_order = !aes;
     Ok(Arc::new(config))
+}
+
+/// Whether this CPU has AES instructions (and the carry-less multiply GCM needs).
+///
+/// A Raspberry Pi 4's Cortex-A72 has neither (a Pi 5's has both): there AES-GCM runs in
+/// software, several times slower than ChaCha20-Poly1305, which needs only plain arithmetic.
+/// So without them the relay prefers ChaCha20 over the client's order. The environment
+/// variable `MJPEG_RELAY_CPU_AES` (`0` or `1`) overrides the detection, for tests and for a
+/// CPU it gets wrong.
+pub fn cpu_has_aes() -> bool {
+    static AES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AES.get_or_init(|| {
+        let aes = match std::env::var("MJPEG_RELAY_CPU_AES").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => detect_aes(),
+        };
+        if !aes {
+            log::info!(
+                "TLS: this CPU has no AES instructions: ChaCha20-Poly1305 is preferred over the \
+                 client's order"
+            );
+        }
+        aes
+    })
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn detect_aes() -> bool {
+    std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detect_aes() -> bool {
+    std::arch::is_aarch64_feature_detected!("aes")
+}
+
+/// 32-bit ARM (Raspberry Pi OS 32-bit, also on a 64-bit Pi): the kernel's feature list.
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect_aes() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|l| l.starts_with("Features"))
+            .any(|l| l.split_whitespace().any(|f| f == "aes"))
+    })
 }
 
 /// A TLS session over a client's TCP socket, as the rest of the HTTP layer uses a socket:

@@ -70,10 +70,20 @@ impl Relay {
         Relay::spawn(&format!("unix:{sock}"), args, Stdio::null())
     }
 
+    /// As [`Relay::start`], with these environment variables set for the relay alone.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Relay {
+        Relay::spawn_env("127.0.0.1:0", args, Stdio::null(), env)
+    }
+
     fn spawn(http_arg: &str, args: &[&str], stdin: Stdio) -> Relay {
+        Relay::spawn_env(http_arg, args, stdin, &[])
+    }
+
+    fn spawn_env(http_arg: &str, args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Relay {
         let mut child = Command::new(relay_bin())
             .args(["--http", http_arg])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

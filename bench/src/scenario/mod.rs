@@ -11,6 +11,7 @@ mod hop;
 mod link;
 mod live;
 mod mux;
+mod pi;
 mod raw;
 mod smoke;
 mod transcode;
@@ -101,8 +102,8 @@ pub(crate) fn scenario(a: &Args) -> Result<(), String> {
     if name == "link" && !link::in_namespace() {
         return link::run_in_namespace(a, single); // re-executes itself in a namespace
     }
-    // mux prints its own lines (CPU, wake-ups, parts), no per-client table.
-    if name != "mux" {
+    // mux and pi print their own lines and tables, not the per-client table.
+    if name != "mux" && name != "pi" {
         println!("{}", table_header());
     }
     for _ in 0..pairs {
@@ -131,6 +132,7 @@ pub(crate) fn scenario(a: &Args) -> Result<(), String> {
                 "link" => link::run(&cx)?,
                 "hop" => hop::run(&cx)?,
                 "mux" => mux::run(&cx)?,
+                "pi" => pi::run(&cx)?,
                 "transcode" => transcode::run(&cx)?,
                 other => return Err(format!("unknown scenario '{other}'")),
             }

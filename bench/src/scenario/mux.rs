@@ -110,7 +110,7 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
 }
 
 /// A dashboard: reads `url` until `stop`, counting parts (`X-Stream:` lines).
-fn read_mux(http: &str, url: &str, stop: Instant, parts: &AtomicU64) {
+pub(crate) fn read_mux(http: &str, url: &str, stop: Instant, parts: &AtomicU64) {
     let Ok(mut s) = TcpStream::connect(http) else {
         return;
     };
