@@ -39,6 +39,22 @@ fn starts(relay: &Relay) -> u64 {
         .unwrap()
 }
 
+/// An on-demand stream (LINGER 1 s) fed by `primary`, with a 160x120 `testsrc` fallback (its
+/// frames told apart by their size) and `--source-timeout` `timeout`.
+fn chain_on_demand(primary: &str, timeout: &str) -> Relay {
+    Relay::start(&[
+        "--source",
+        primary,
+        "--fallback",
+        "testsrc",
+        "--size",
+        "160x120",
+        "--on-demand=1",
+        "--source-timeout",
+        timeout,
+    ])
+}
+
 /// Waits until `f` holds, at most `limit`; how long it took.
 fn until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
@@ -183,17 +199,7 @@ fn an_http_upstream_is_pulled_only_while_watched() {
 
     // A chain on demand: the primary cannot be reached, the fallback makes frames only for a
     // viewer.
-    let chained = Relay::start(&[
-        "--source",
-        &format!("tcp:127.0.0.1:{}", free_port()),
-        "--fallback",
-        "testsrc",
-        "--size",
-        "160x120",
-        "--on-demand=1",
-        "--source-timeout",
-        "1",
-    ]);
+    let chained = chain_on_demand(&format!("tcp:127.0.0.1:{}", free_port()), "1");
     std::thread::sleep(Duration::from_secs(3));
     let fallback_frames = |r: &Relay| {
         r.status()["streams"][0]["source"]["failover"]["chain"][1]["frames_in"]
@@ -225,17 +231,7 @@ fn an_http_upstream_is_pulled_only_while_watched() {
 fn an_on_demand_camera_with_a_fallback_starts_without_it() {
     require_tool("ffmpeg");
     let marker = format!("ondemandfb{}", std::process::id());
-    let relay = Relay::start(&[
-        "--source",
-        &camera(&marker),
-        "--fallback",
-        "testsrc",
-        "--size",
-        "160x120",
-        "--on-demand=1",
-        "--source-timeout",
-        "3",
-    ]);
+    let relay = chain_on_demand(&camera(&marker), "3");
     // Past start-up: the rule that held then must hold at every arrival.
     std::thread::sleep(Duration::from_millis(3500));
     for arrival in 0..2 {

@@ -101,6 +101,28 @@ fn make_cert(dir: &Path, cn: &str) {
     );
 }
 
+/// A directory with a CA, a certificate for each of `names` (`cert-NAME.pem`,
+/// `key-NAME.pem`), and the first of them in place as `cert.pem` and `key.pem`.
+fn certificates(tag: &str, names: &[&str]) -> TempDir {
+    let dir = TempDir::new(tag);
+    make_ca(&dir.0);
+    for n in names {
+        make_cert(&dir.0, n);
+    }
+    let first = names[0];
+    std::fs::copy(
+        dir.0.join(format!("cert-{first}.pem")),
+        dir.0.join("cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.0.join(format!("key-{first}.pem")),
+        dir.0.join("key.pem"),
+    )
+    .unwrap();
+    dir
+}
+
 fn curl(args: &[&str]) -> std::process::Output {
     require_tool("curl");
     run_with_timeout(Command::new("curl").args(args), Duration::from_secs(20))
@@ -147,12 +169,7 @@ fn tls_relay(dir: &Path, extra: &[&str]) -> Relay {
 
 #[test]
 fn https_serves_snapshots_and_streams_and_renews_without_dropping_viewers() {
-    let dir = TempDir::new("tls");
-    make_ca(&dir.0);
-    make_cert(&dir.0, "first");
-    make_cert(&dir.0, "second");
-    std::fs::copy(dir.0.join("cert-first.pem"), dir.0.join("cert.pem")).unwrap();
-    std::fs::copy(dir.0.join("key-first.pem"), dir.0.join("key.pem")).unwrap();
+    let dir = certificates("tls", &["first", "second"]);
     let relay = tls_relay(&dir.0, &[]);
     let base = format!("https://{}", relay.http);
     let ca = dir.0.join("ca.pem");
@@ -264,12 +281,7 @@ fn https_serves_snapshots_and_streams_and_renews_without_dropping_viewers() {
 /// exactly the stamps (time and length) of the broken ones the relay already refused.
 #[test]
 fn a_renewal_caught_half_written_is_taken_once_it_is_whole() {
-    let dir = TempDir::new("tls-half");
-    make_ca(&dir.0);
-    make_cert(&dir.0, "first");
-    make_cert(&dir.0, "second");
-    std::fs::copy(dir.0.join("cert-first.pem"), dir.0.join("cert.pem")).unwrap();
-    std::fs::copy(dir.0.join("key-first.pem"), dir.0.join("key.pem")).unwrap();
+    let dir = certificates("tls-half", &["first", "second"]);
     let relay = tls_relay(&dir.0, &[]);
     assert!(served_subject(&dir.0, &relay.http).contains("first"));
     let tick = std::time::SystemTime::now() - Duration::from_secs(60);
@@ -319,11 +331,7 @@ fn a_renewal_caught_half_written_is_taken_once_it_is_whole() {
 /// (this machine's own CPU, and the override set to 1) the client's order stands.
 #[test]
 fn without_aes_instructions_chacha20_is_chosen_over_the_clients_order() {
-    let dir = TempDir::new("tls-suites");
-    make_ca(&dir.0);
-    make_cert(&dir.0, "only");
-    std::fs::copy(dir.0.join("cert-only.pem"), dir.0.join("cert.pem")).unwrap();
-    std::fs::copy(dir.0.join("key-only.pem"), dir.0.join("key.pem")).unwrap();
+    let dir = certificates("tls-suites", &["only"]);
     let cert = dir.0.join("cert.pem").display().to_string();
     let key = dir.0.join("key.pem").display().to_string();
     let args = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
@@ -376,11 +384,7 @@ fn without_aes_instructions_chacha20_is_chosen_over_the_clients_order() {
 
 #[test]
 fn a_stalled_handshake_is_cut_at_the_head_deadline_and_a_stalled_viewer_at_the_send_timeout() {
-    let dir = TempDir::new("tls-stall");
-    make_ca(&dir.0);
-    make_cert(&dir.0, "only");
-    std::fs::copy(dir.0.join("cert-only.pem"), dir.0.join("cert.pem")).unwrap();
-    std::fs::copy(dir.0.join("key-only.pem"), dir.0.join("key.pem")).unwrap();
+    let dir = certificates("tls-stall", &["only"]);
     let relay = tls_relay(&dir.0, &["--header-timeout", "1", "--send-timeout", "2"]);
     // Half a ClientHello, then nothing: closed at the 1 s head deadline.
     let mut s = TcpStream::connect(&relay.http).unwrap();
@@ -440,11 +444,7 @@ fn a_stalled_handshake_is_cut_at_the_head_deadline_and_a_stalled_viewer_at_the_s
 
 #[test]
 fn chromium_shows_the_viewer_page_live_over_https() {
-    let dir = TempDir::new("tls-chromium");
-    make_ca(&dir.0);
-    make_cert(&dir.0, "page");
-    std::fs::copy(dir.0.join("cert-page.pem"), dir.0.join("cert.pem")).unwrap();
-    std::fs::copy(dir.0.join("key-page.pem"), dir.0.join("key.pem")).unwrap();
+    let dir = certificates("tls-chromium", &["page"]);
     let relay = tls_relay(&dir.0, &["--fps", "10"]);
     // Chromium runs with the suite's flags, which accept the test's certificate (its CA is
     // not in the browser's store; curl above checks the chain strictly).

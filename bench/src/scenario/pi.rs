@@ -146,6 +146,7 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
         args.push("--stream".to_string());
         args.push(format!("{n}=tcp-listen:127.0.0.1:0"));
     }
+    let frame_kb = FrameMaker::new(640, 480, bytes).make(0).len() as f64 / 1000.0;
     let srv = start_relay_args(&cx.relay_bin, &[], &args, true);
     let pid = srv.child.id();
     let confined = confine(pid, share, memory_mb << 20)?;
@@ -252,8 +253,8 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
         (p1 - p0) as f64 / secs
     );
     println!(
-        "{}{}: {}; relay CPU {:.1}% of a core ({:.0}% of its share), peak RSS {:.1} MB, OOM \
-         kills {}, alive at the end: {alive}",
+        "{}{}: {cameras} cameras x {fps} fps of {frame_kb:.1} KB; {}; relay CPU {:.1}% of a \
+         core ({:.0}% of its share), peak RSS {:.1} MB, OOM kills {}, alive at the end: {alive}",
         cx.name,
         cx.build,
         confined.how,
