@@ -39,6 +39,8 @@ pub struct Config {
     pub max_per_ip: Option<usize>,
     pub no_signal_after: Duration,
     pub source_timeout: Duration,
+    /// `--history` and `--history-bytes`: what each stream keeps of its last seconds.
+    pub history: crate::history::Limits,
     /// `USER:PASS` for HTTP Basic, from `--auth` or `--auth-file`.
     pub auth: Option<String>,
     pub token: Option<String>,
@@ -77,6 +79,7 @@ impl Default for Config {
             max_per_ip: None,
             no_signal_after: Duration::from_secs(2),
             source_timeout: Duration::from_secs(5),
+            history: crate::history::Limits::DEFAULT,
             auth: None,
             token: None,
             status_details: false,
@@ -174,6 +177,9 @@ OPTIONS:
                             serves single pictures (a snapshot URL) is polled [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
+    --history SECS          Keep each stream's last SECS seconds in memory, for
+                            /snapshot?ago= and /clip; 0 keeps none [default: 30]
+    --history-bytes N       ... but at most N bytes per stream; K/M suffixes [default: 8M]
     --send-timeout SECS     Disconnect a client that cannot take a frame in this time [default: 10]
     --max-clients N         Concurrent HTTP connections; more get 503 [default: 1000]
     --max-clients-per-ip N  Concurrent connections from one address; more get 503 [default:
@@ -190,7 +196,9 @@ ENDPOINTS:
     /            viewer page          /stream    multipart/x-mixed-replace MJPEG
     /snapshot    newest frame (JPEG)  /status    JSON: source state, rates, clients
     /metrics     Prometheus metrics   /viewer    the viewer page, always
-    /stream?fps=N caps one client's frame rate. Also answered, for existing configurations:
+    /stream?fps=N caps one client's frame rate. /snapshot?ago=SECS the frame from SECS ago,
+    ?fresh=1 the first frame after the request; /clip?last=SECS (or ?from=T&to=T) the last
+    seconds as an AVI file (&format=multipart: as MJPEG). Also answered, for existing configurations:
     /?action=stream /?action=snapshot (mjpg-streamer), /state (ustreamer), /stream.mjpeg,
     /api/stream.mjpeg?src=NAME /api/frame.jpeg?src=NAME (go2rtc)
     With --stream: / shows every stream live (one /mux connection); /NAME/ /NAME/stream
@@ -428,6 +436,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .filter(|&n| (1024..=1 << 30).contains(&n))
                     .ok_or_else(|| {
                         format!("--max-frame-bytes: '{v}' is not a size from 1K to 1024M")
+                    })?;
+            }
+            Long("history") => {
+                cfg.history.max_age = seconds(&mut p, "--history", 0.0, 86_400.0)?;
+            }
+            Long("history-bytes") => {
+                let v = string(&mut p, "--history-bytes")?;
+                cfg.history.max_bytes =
+                    parse_bytes(&v).filter(|&n| n <= 1 << 30).ok_or_else(|| {
+                        format!("--history-bytes: '{v}' is not a size from 0 to 1024M")
                     })?;
             }
             Long("send-timeout") => {

@@ -175,6 +175,9 @@ pub struct SourceFeed {
     pub created: Instant,
     /// Times the source was started because someone came (`--on-demand`, for `/metrics`).
     pub starts: AtomicU64,
+    /// The last seconds of a served stream ([`crate::history`]); set once at start-up for the
+    /// streams viewers read, never for a fallback member or a smaller size.
+    pub history: std::sync::OnceLock<crate::history::History>,
     /// The upstream connects to us (`tcp-listen:`, `stdin`): when it is gone the relay waits
     /// for it; there is nothing to reconnect to. Set once by the source as it starts.
     pub push: AtomicBool,
@@ -225,6 +228,7 @@ impl SourceFeed {
             starts: AtomicU64::new(0),
             starting: AtomicBool::new(false),
             push: AtomicBool::new(false),
+            history: std::sync::OnceLock::new(),
             subscribers: Mutex::new(Vec::new()),
         })
     }
@@ -246,6 +250,9 @@ impl SourceFeed {
         *last_real = Some(frame.clone());
         drop(last_real);
         self.ring();
+        if let Some(history) = self.history.get() {
+            history.push(frame.clone());
+        }
         let bytes = self.stats.bytes_in.load(Relaxed);
         let mut rate = self.rate.lock();
         let elapsed = frame.arrived_at.duration_since(rate.window_start);
@@ -345,6 +352,12 @@ impl SourceFeed {
             info.state = SourceState::Live;
             info.since = Instant::now();
         }
+    }
+
+    /// Whether the upstream connects to us ([`SourceFeed::push`]): what a page tells a viewer
+    /// the relay is doing while it has no picture.
+    pub fn waits_for_sender(&self) -> bool {
+        self.push.load(Relaxed)
     }
 
     /// Copies another feed's last error, with its time (a failover member's).

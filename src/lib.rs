@@ -18,10 +18,12 @@
 //! | [`hub`] | one served stream: the feed its viewers read, its fallback chain, its clients, demand |
 //! | [`failover`] | `--fallback`: standby and the forwarder from the first member that is up |
 //! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
+//! | [`history`] | the last seconds of a stream: the same shared frames, in a ring bounded in bytes and age |
 //! | [`scale`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO); one transcoder per size in use |
 //! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
 //! | [`nosignal`], [`metrics`], [`auth`], [`static_files`] | features on top of the hub |
+//! | [`avi`] | sans-IO: the bytes around the frames of an MJPEG AVI file (`/clip`) |
 //! | [`cli`], [`logger`], [`font`], [`testjpeg`] | flags, the log, a pixel font, test frames |
 //!
 //! The parser, the way a source drives it (bytes in any chunking, frames out the moment their
@@ -51,11 +53,13 @@
 //! bytes on the wire, because a megabyte of old frames in any queue is a picture from the past.
 
 pub mod auth;
+pub mod avi;
 pub mod cli;
 pub mod failover;
 pub mod feed;
 pub mod font;
 pub mod frame;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod jpeg;

@@ -83,6 +83,14 @@ fn main() {
         .iter()
         .map(|s| Stream::new(&s.name, &s.source_text))
         .collect();
+    if cfg.history.enabled() {
+        for s in &streams {
+            let _ = s
+                .feed
+                .history
+                .set(mjpeg_relay::history::History::new(cfg.history));
+        }
+    }
     let source_cfg = source::SourceConfig {
         max_frame_bytes: cfg.max_frame_bytes,
         fps: cfg.fps,

@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The whole `/metrics` body.
+/// What a stream's history holds now (nothing without `--history`).
+fn held(s: &Stream) -> crate::history::Held {
+    s.feed.history.get().map(|h| h.held()).unwrap_or_default()
+}
+
 /// `refused`: connections turned away since start, by reason
 /// ([`crate::http::server::Refusals::counts`]).
 pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]) -> String {
@@ -41,7 +46,7 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]
     }
     // Families one after another, each with one sample per stream.
     type Sample = fn(&Stream) -> String;
-    let counters: [(&str, &str, &str, Sample); 10] = [
+    let counters: [(&str, &str, &str, Sample); 13] = [
         (
             "frames_in_total",
             "counter",
@@ -113,6 +118,24 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]
             "gauge",
             "Input frames per second over the last second.",
             |s| format!("{:.3}", s.feed.input_rate().0),
+        ),
+        (
+            "history_frames",
+            "gauge",
+            "Frames held in the stream's history (--history), for /snapshot?ago= and /clip.",
+            |s| held(s).frames.to_string(),
+        ),
+        (
+            "history_bytes",
+            "gauge",
+            "Bytes the history holds, frames and their bookkeeping (at most --history-bytes).",
+            |s| held(s).bytes.to_string(),
+        ),
+        (
+            "history_seconds",
+            "gauge",
+            "How far back the history reaches: the age of its oldest frame.",
+            |s| format!("{:.3}", held(s).seconds),
         ),
     ];
     for (name, kind, help, f) in counters {

@@ -75,6 +75,20 @@ impl Wire {
         &self.bytes[self.head_len..self.head_len + self.jpeg_len]
     }
 
+    /// The bytes this frame holds in memory, all layouts together.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Part headers and JPEG, nothing after (the last part of a finite body).
+    pub fn part(&self) -> &[u8] {
+        &self.bytes[..self.head_len + self.jpeg_len]
+    }
+
     /// Part headers, JPEG, next boundary line.
     pub fn framed(&self) -> &[u8] {
         &self.bytes[..self.head_len + self.jpeg_len + FRAMED_TRAILER.len()]

@@ -189,6 +189,9 @@ pub enum Body {
     /// Bytes shared with other threads (a frame), written without a copy.
     Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
     File(File, u64),
+    /// Several byte sequences one after another (a `/clip`: our headers and the frames'
+    /// JPEGs, shared), each written as it is, never gathered into one copy.
+    Pieces(Vec<Arc<dyn AsRef<[u8]> + Send + Sync>>),
 }
 
 /// A status, headers and a body; always sent with `Content-Length` and `Connection: close`.
@@ -230,6 +233,7 @@ impl Response {
             Body::Bytes(b) => b.len() as u64,
             Body::Shared(b) => b.as_ref().as_ref().len() as u64,
             Body::File(_, n) => *n,
+            Body::Pieces(p) => p.iter().map(|b| b.as_ref().as_ref().len() as u64).sum(),
         };
         let mut head = format!(
             "HTTP/1.{} {} {}\r\n",
@@ -261,6 +265,12 @@ impl Response {
             Body::Shared(b) => {
                 w.write_all(head.as_bytes())?;
                 w.write_all(b.as_ref().as_ref())
+            }
+            Body::Pieces(pieces) => {
+                w.write_all(head.as_bytes())?;
+                pieces
+                    .iter()
+                    .try_for_each(|b| w.write_all(b.as_ref().as_ref()))
             }
             Body::File(mut f, n) => {
                 w.write_all(head.as_bytes())?;

@@ -3,7 +3,8 @@
 //! track, see the viewer module) and `/snapshot`.
 
 use super::conn::{Body, Method, Request, Response};
-use super::query::{fps_cap, level_for, query_param, size_ask, Fit, SizeAsk};
+use super::date::{epoch_seconds, http_date};
+use super::query::{fps_cap, level_for, query_param, size_ask, snapshot_pick, Fit, Pick, SizeAsk};
 use super::viewer::{Track, Viewer};
 use super::wire::{multipart_head, Layout};
 use super::{send, text, NoCache, Shared};
@@ -13,7 +14,7 @@ use crate::hub::Stream;
 use crate::multipart::{ADVANCE_OPENING, FRAMED_OPENING};
 use crate::slot::Next;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long `/snapshot` waits for a first frame before answering 503.
 pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
@@ -22,7 +23,7 @@ pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 pub const SNAPSHOT_WAIT_ON_DEMAND: Duration = Duration::from_secs(10);
 
 /// A frame's bytes as a response body, without copying them.
-struct FrameBody(Arc<Frame>);
+pub(super) struct FrameBody(pub(super) Arc<Frame>);
 
 impl AsRef<[u8]> for FrameBody {
     fn as_ref(&self) -> &[u8] {
@@ -32,7 +33,10 @@ impl AsRef<[u8]> for FrameBody {
 
 /// The newest real frame, waiting up to [`SNAPSHOT_WAIT`] for one. A NO SIGNAL picture is
 /// not a snapshot: a program storing snapshots must not mistake it for the camera's view.
-fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
+///
+/// `fresh` (`?fresh=1`): only a frame completed after `asked` (the request's arrival), for a
+/// timelapse that must not get the picture it took last time.
+fn newest_real_frame(stream: &Stream, fresh: bool, asked: Instant) -> Option<Arc<Frame>> {
     // A waiting snapshot is someone watching: with --on-demand it starts the source, and the
     // frame it gets must be one the source made for it, not the one from before it slept.
     let _wants = stream.demand.snapshot_waits();
@@ -41,6 +45,8 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
             stream.feed.source_info().state,
             SourceState::Idle | SourceState::Connecting
         );
+    let stale = |f: &Frame| fresh && f.arrived_at < asked;
+    let cold = cold || stream.feed.slot.latest().is_some_and(|(f, _)| stale(&f));
     let wait = if stream.demand.on_demand() {
         SNAPSHOT_WAIT_ON_DEMAND
     } else {
@@ -55,7 +61,9 @@ fn newest_real_frame(stream: &Stream) -> Option<Arc<Frame>> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match stream.feed.slot.wait_newer(seen, left) {
-            Next::Frame(frame, _) if !crate::nosignal::is_no_signal(frame.jpeg()) => {
+            Next::Frame(frame, _)
+                if !crate::nosignal::is_no_signal(frame.jpeg()) && !stale(&frame) =>
+            {
                 return Some(frame)
             }
             Next::Frame(_, generation) if !left.is_zero() => seen = generation,
@@ -69,11 +77,20 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
         Ok(s) => s,
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
+    let asked = Instant::now();
+    let pick = match snapshot_pick(query) {
+        Ok(p) => p,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
     let info = stream.feed.source_info();
     // An ended source sends nothing more: answer at once, and do not invite a retry.
-    let frame = match info.state {
-        SourceState::Ended => None,
-        _ => newest_real_frame(stream),
+    let frame = match (pick, info.state) {
+        (Pick::Ago(secs), _) => match from_history(stream, secs) {
+            Ok(f) => Some(f),
+            Err(msg) => return send(rq, text(404, &msg), shared),
+        },
+        (_, SourceState::Ended) => None,
+        (pick, _) => newest_real_frame(stream, pick == Pick::Fresh, asked),
     };
     // ?width=/?height=: the size at or above, made from this very frame (one picture is
     // cheaper made here than by starting a transcoder for it).
@@ -108,10 +125,14 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
     };
     match frame {
         Some(frame) => {
-            let ts = timestamp(frame.arrived);
-            let resp = Response::new(200, Body::Shared(Arc::new(FrameBody(frame))))
+            // When the camera's frame came in: to the microsecond, as an HTTP date, and how
+            // long ago (a program storing snapshots can tell a stale one).
+            let age = frame.arrived_at.elapsed().as_secs().to_string();
+            let resp = Response::new(200, Body::Shared(Arc::new(FrameBody(frame.clone()))))
                 .with_header("Content-Type", "image/jpeg")
-                .with_header("X-Timestamp", &ts)
+                .with_header("X-Timestamp", &epoch_seconds(frame.arrived))
+                .with_header("Last-Modified", &http_date(frame.arrived))
+                .with_header("Age", &age)
                 .no_cache();
             send(rq, resp, shared);
         }
@@ -132,7 +153,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
                 ),
                 SourceState::Connecting => text(
                     503,
-                    if stream.feed.push.load(std::sync::atomic::Ordering::Relaxed) {
+                    if stream.feed.waits_for_sender() {
                         "No frame from the source yet (waiting for the sender to connect). Try \
                          again shortly.\n"
                     } else {
@@ -150,7 +171,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
                             .last_frame_age()
                             .unwrap_or_else(|| stream.feed.created.elapsed())
                             .as_secs(),
-                        if stream.feed.push.load(std::sync::atomic::Ordering::Relaxed) {
+                        if stream.feed.waits_for_sender() {
                             "The relay waits for the sender to connect again"
                         } else {
                             "The relay keeps reconnecting"
@@ -164,9 +185,37 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
     }
 }
 
-fn timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+/// `?ago=SECONDS`: the frame of the history nearest to that long ago, or the `404` text that
+/// says how far back the history reaches.
+fn from_history(stream: &Stream, secs: f64) -> Result<Arc<Frame>, String> {
+    let name = &stream.name;
+    let Some(history) = stream.feed.history.get() else {
+        return Err(format!(
+            "Stream '{name}' keeps no history (--history 0): only the newest frame.\n"
+        ));
+    };
+    let Some((oldest, _)) = history.span() else {
+        return Err(format!(
+            "Stream '{name}' has no frame in its history yet.\n"
+        ));
+    };
+    let reach = oldest.arrived_at.elapsed().as_secs_f64();
+    // Within a frame interval or so of the oldest still counts as in reach.
+    if secs > reach + 0.25 {
+        return Err(format!(
+            "The history of '{name}' reaches back {reach:.1} s (to X-Timestamp {}); ?ago={secs} \
+             is before it. It keeps --history {} s, at most --history-bytes {}.\n",
+            epoch_seconds(oldest.arrived),
+            history.limits().max_age.as_secs_f64(),
+            history.limits().max_bytes
+        ));
+    }
+    let at = Instant::now()
+        .checked_sub(Duration::from_secs_f64(secs))
+        .unwrap_or(oldest.arrived_at);
+    history
+        .nearest(at)
+        .ok_or_else(|| format!("Stream '{name}' has no frame in its history yet.\n"))
 }
 
 /// The long-lived `/stream` response: a [`Viewer`] of one track. Runs until the client goes

@@ -33,7 +33,9 @@
 
 mod access;
 mod adapt;
+mod clip;
 pub mod conn;
+mod date;
 mod endpoints;
 pub mod head;
 pub mod inflight;
@@ -109,6 +111,8 @@ struct Shared {
     started: Instant,
     /// Connections the connection layer turned away, by reason (`/status`, `/metrics`).
     refusals: Arc<server::Refusals>,
+    /// `/clip` responses being written now, at most [`clip::MAX_CLIPS`].
+    clips: AtomicUsize,
 }
 
 impl Shared {
@@ -144,6 +148,7 @@ pub fn serve(
     };
     let shared = Arc::new(Shared {
         refusals: limits.refusals.clone(),
+        clips: AtomicUsize::new(0),
         unix: matches!(listener, HttpListener::Unix(..)),
         streams,
         named,

@@ -212,6 +212,17 @@ pub(super) fn status_json(
                     "clients_served": s.out.clients_total.load(SeqCst),
                 },
                 "no_signal": s.feed.shows_no_signal(),
+                // The last seconds kept in memory (--history): what /snapshot?ago= and /clip reach.
+                "history": s.feed.history.get().map(|h| {
+                    let held = h.held();
+                    json!({
+                        "frames": held.frames,
+                        "bytes": held.bytes,
+                        "seconds": round3(held.seconds),
+                        "max_seconds": h.limits().max_age.as_secs_f64(),
+                        "max_bytes": h.limits().max_bytes,
+                    })
+                }),
                 "sizes": sizes_json(s),
             });
             if with_clients {

@@ -39,6 +39,105 @@ fn decode_component(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The longest look back a request may ask for (`?ago=`, `?last=`, a `/clip`'s span): a day,
+/// far past any history, but a number a `Duration` and a `SystemTime` can hold.
+const MAX_LOOK_BACK: f64 = 86_400.0;
+
+/// `?NAME=SECONDS`: finite, not negative, at most `max`; `Err` is the `400` text (negative,
+/// NaN, infinite, huge and malformed values all land there).
+fn seconds_param(query: &str, name: &str, max: f64) -> Result<Option<f64>, String> {
+    match query_param(query, name).as_deref() {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=max).contains(&s) => Ok(Some(s)),
+            _ => Err(format!(
+                "?{name}={v} is not a number of seconds from 0 to {max}.\n"
+            )),
+        },
+    }
+}
+
+/// Which frame a `/snapshot` asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Pick {
+    /// The newest (waiting a little if there is none yet).
+    Newest,
+    /// `?ago=SECONDS`: the frame nearest to that long before the request.
+    Ago(f64),
+    /// `?fresh=1`: the first frame completed after the request arrived.
+    Fresh,
+}
+
+pub(super) fn snapshot_pick(query: &str) -> Result<Pick, String> {
+    let ago = seconds_param(query, "ago", MAX_LOOK_BACK)?;
+    let fresh = match query_param(query, "fresh").as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(v) => return Err(format!("?fresh={v}: use ?fresh=1.\n")),
+    };
+    match (ago, fresh) {
+        (Some(_), true) => Err("?ago= and ?fresh=1 ask for different frames: choose one.\n".into()),
+        (Some(s), false) => Ok(Pick::Ago(s)),
+        (None, true) => Ok(Pick::Fresh),
+        (None, false) => Ok(Pick::Newest),
+    }
+}
+
+/// What a `/clip` asks for: the frames that arrived from `from` to `to` (seconds since the
+/// epoch), and in which form.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct ClipAsk {
+    pub from: f64,
+    pub to: f64,
+    /// `?format=multipart`: the frames as a finite `multipart/x-mixed-replace` body.
+    pub multipart: bool,
+}
+
+/// `?last=SECONDS`, or `?from=T&to=T` in capture times (`to` defaults to now); `now` is the
+/// request's time in seconds since the epoch.
+pub(super) fn clip_ask(query: &str, now: f64) -> Result<ClipAsk, String> {
+    let multipart = match query_param(query, "format").as_deref() {
+        None | Some("avi") => false,
+        Some("multipart") => true,
+        Some(v) => return Err(format!("?format={v}: use avi or multipart.\n")),
+    };
+    if query_param(query, "width").is_some() || query_param(query, "height").is_some() {
+        return Err(
+            "/clip gives the camera's own frames: ?width= and ?height= are not taken \
+                    here.\n"
+                .into(),
+        );
+    }
+    let last = seconds_param(query, "last", MAX_LOOK_BACK)?;
+    let from = seconds_param(query, "from", f64::from(u32::MAX))?;
+    let to = seconds_param(query, "to", f64::from(u32::MAX))?;
+    let (from, to) = match (last, from, to) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err("?last= or ?from=&to=, not both.\n".into())
+        }
+        (Some(l), None, None) => (now - l, now),
+        (None, Some(f), t) => (f, t.unwrap_or(now)),
+        (None, None, _) => {
+            return Err(
+                "/clip needs ?last=SECONDS, or ?from=T&to=T in seconds since the epoch (the \
+                        X-Timestamp of a frame).\n"
+                    .into(),
+            )
+        }
+    };
+    if to < from || to - from > MAX_LOOK_BACK {
+        return Err(format!(
+            "?from={from}&to={to}: from must not be after to, nor more than {MAX_LOOK_BACK} s \
+             before it.\n"
+        ));
+    }
+    Ok(ClipAsk {
+        from,
+        to,
+        multipart,
+    })
+}
+
 /// Bounds of `?fps=`: one frame in 100 s, up to more than any camera sends.
 const MIN_FPS: f64 = 0.01;
 const MAX_FPS: f64 = 1000.0;

@@ -2,7 +2,7 @@
 //! the URLs of the servers people migrate from; `--static` files for the rest.
 
 use super::conn::{Body, Request, Response};
-use super::{endpoints, html, mux, pages, query_param, send, text, Shared};
+use super::{clip, endpoints, html, mux, pages, query_param, send, text, Shared};
 use crate::hub::Stream;
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
             return endpoints::serve_stream(rq, first(shared), query, shared)
         }
         "/snapshot" => return endpoints::serve_snapshot(rq, first(shared), query, shared),
+        "/clip" => return clip::serve_clip(rq, first(shared), query, shared),
         "/api/stream.mjpeg" | "/api/frame.jpeg" => {
             let stream = match query_param(query, "src").as_deref() {
                 None | Some("") => first(shared),
@@ -80,10 +81,11 @@ pub(super) fn route(rq: Request, path: &str, query: &str, shared: &Shared) {
                 Some("") => send(rq, html(pages::VIEWER_HTML), shared),
                 Some("stream") => endpoints::serve_stream(rq, stream, query, shared),
                 Some("snapshot") => endpoints::serve_snapshot(rq, stream, query, shared),
+                Some("clip") => clip::serve_clip(rq, stream, query, shared),
                 Some("status") => pages::serve_status(rq, shared, Some(stream)),
                 Some(_) => {
                     let msg =
-                        format!("Not found. Try /{name}/, /{name}/stream, /{name}/snapshot.\n");
+                        format!("Not found. Try /{name}/, /{name}/stream, /{name}/snapshot, /{name}/clip.\n");
                     send(rq, text(404, &msg), shared)
                 }
             };

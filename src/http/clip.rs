@@ -1,0 +1,157 @@
+//! `/clip`: the last seconds of a stream as a file to keep: an AVI (MJPEG in RIFF with an
+//! index; every player, editor and `ffprobe` opens it) or, with `?format=multipart`, the same
+//! frames as a finite `multipart/x-mixed-replace` body for programs.
+//!
+//! The frames are the history's own (`Arc`s taken under its lock, [`crate::history`]); the
+//! response is our few header bytes around them ([`crate::avi`]), written piece by piece as
+//! it streams out: no second copy, and its length known before the first byte. A clip keeps
+//! its frames alive while it is written, even those the ring has dropped meanwhile, so at most
+//! [`MAX_CLIPS`] are written at once (more get `503`), and a reader that stops is dropped at
+//! `--send-timeout` like a viewer.
+
+use super::conn::{Body, Request, Response};
+use super::date::{epoch_seconds, file_stamp};
+use super::endpoints::FrameBody;
+use super::query::clip_ask;
+use super::{send, text, NoCache, Shared};
+use crate::hub::Stream;
+use crate::multipart::{BOUNDARY, FRAMED_OPENING};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Clips being written at once, over all streams.
+pub const MAX_CLIPS: usize = 4;
+
+/// A place among the [`MAX_CLIPS`]; given back on drop.
+struct ClipSlot<'a>(&'a AtomicUsize);
+
+impl<'a> ClipSlot<'a> {
+    fn take(count: &'a AtomicUsize) -> Option<ClipSlot<'a>> {
+        if count.fetch_add(1, SeqCst) >= MAX_CLIPS {
+            count.fetch_sub(1, SeqCst);
+            return None;
+        }
+        Some(ClipSlot(count))
+    }
+}
+
+impl Drop for ClipSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+type Piece = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
+    let now = SystemTime::now();
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let ask = match clip_ask(query, now_s) {
+        Ok(a) => a,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
+    let name = &stream.name;
+    let Some(history) = stream.feed.history.get() else {
+        let msg = format!("Stream '{name}' keeps no history (--history 0): no clip to give.\n");
+        return send(rq, text(404, &msg), shared);
+    };
+    let Some(_slot) = ClipSlot::take(&shared.clips) else {
+        let msg = format!("{MAX_CLIPS} clips are being written already; try again shortly.\n");
+        return send(rq, text(503, &msg).with_header("Retry-After", "5"), shared);
+    };
+    let at = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0));
+    // `to` as an X-Timestamp writes it (whole microseconds, cut) still takes that frame.
+    let frames = history.between(at(ask.from), at(ask.to + 1e-6));
+    let Some(first) = frames.first() else {
+        let reach = match history.span() {
+            Some((oldest, newest)) => format!(
+                "it holds X-Timestamp {} to {}",
+                epoch_seconds(oldest.arrived),
+                epoch_seconds(newest.arrived)
+            ),
+            None => "it holds no frame yet".into(),
+        };
+        let msg = format!(
+            "No frame of '{name}' arrived in that time ({} to {}); {reach}.\n",
+            ask.from, ask.to
+        );
+        return send(rq, text(404, &msg), shared);
+    };
+    let stamp = file_stamp(first.arrived);
+    let count = frames.len().to_string();
+    let (pieces, content_type, ext) = if ask.multipart {
+        (
+            multipart(&frames),
+            format!("multipart/x-mixed-replace;boundary={BOUNDARY}"),
+            "mjpeg",
+        )
+    } else {
+        (avi(&frames), "video/x-msvideo".to_string(), "avi")
+    };
+    let resp = Response::new(200, Body::Pieces(pieces))
+        .with_header("Content-Type", &content_type)
+        .with_header(
+            "Content-Disposition",
+            &format!("attachment; filename={name}-{stamp}.{ext}"),
+        )
+        .with_header("X-Frames", &count)
+        .no_cache();
+    send(rq, resp, shared);
+}
+
+/// The frames as an AVI file: our bytes around their JPEGs.
+fn avi(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
+    let t0 = frames.first().map(|f| f.arrived_at);
+    let info: Vec<crate::avi::FrameInfo> = frames
+        .iter()
+        .map(|f| crate::avi::FrameInfo {
+            len: f.jpeg().len(),
+            at: t0.map_or(0.0, |t| {
+                f.arrived_at.saturating_duration_since(t).as_secs_f64()
+            }),
+        })
+        .collect();
+    let (w, h) = frames
+        .first()
+        .and_then(|f| crate::jpeg::dimensions(f.jpeg()))
+        .unwrap_or((0, 0));
+    let (layout, _) = crate::avi::layout(&info, w, h);
+    layout
+        .into_iter()
+        .filter_map(|p| match p {
+            crate::avi::Piece::Bytes(b) => Some(Arc::new(b) as Piece),
+            crate::avi::Piece::Frame(i) => frames
+                .get(i)
+                .map(|f| Arc::new(FrameBody(f.clone())) as Piece),
+        })
+        .collect()
+}
+
+/// The frames as a finite multipart body: each part with its `Content-Length` and
+/// `X-Timestamp` (as `/stream` sends them), the boundary between, and the closing one.
+fn multipart(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
+    let between: Piece = Arc::new(format!("\r\n--{BOUNDARY}\r\n").into_bytes());
+    let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len() * 2 + 1);
+    pieces.push(Arc::new(FRAMED_OPENING));
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            pieces.push(between.clone());
+        }
+        pieces.push(Arc::new(Part(f.clone())));
+    }
+    pieces.push(Arc::new(format!("\r\n--{BOUNDARY}--\r\n").into_bytes()));
+    pieces
+}
+
+/// A frame's part: its headers and the JPEG.
+struct Part(Arc<crate::frame::Frame>);
+
+impl AsRef<[u8]> for Part {
+    fn as_ref(&self) -> &[u8] {
+        self.0.wire.part()
+    }
+}

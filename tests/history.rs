@@ -1,0 +1,286 @@
+//! The last seconds in memory (issue 34): `/snapshot?ago=` and `?fresh=1`, `/clip` as an AVI
+//! every player opens and as multipart, the byte cap under large frames, the clip limit, and
+//! hostile parameters. Real upstreams: the test upstream (numbered frames on a 10 fps clock)
+//! and ffmpeg as a camera command; real readers: our parser and ffprobe.
+
+use mjpeg_relay::parser::{Event, Parser};
+use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
+use mjpeg_testkit::*;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn timestamp_of(headers: &[(String, String)]) -> f64 {
+    header(headers, "x-timestamp")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no X-Timestamp in {headers:?}"))
+}
+
+/// A relay fed by the test upstream at 10 fps for `secs`; the upstream and the relay.
+fn fed(extra: &[&str], secs: u64, base: usize) -> (Relay, Upstream) {
+    let mut args = vec!["--source", "tcp-listen:127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let relay = Relay::start(&args);
+    let up = Upstream::start(relay.upstream.as_ref().unwrap(), 10.0, secs * 10, base);
+    (relay, up)
+}
+
+#[test]
+fn a_snapshot_from_seconds_ago_and_a_fresh_one() {
+    let (relay, _up) = fed(&[], 60, 500);
+    std::thread::sleep(Duration::from_millis(3500));
+    // ?ago=: within one frame interval (0.1 s) of what was asked, and an older frame than the
+    // newest (the control: the plain snapshot is the newest).
+    for ago in [0.5, 1.0, 2.5] {
+        let asked = now_s();
+        let (code, headers, body) = get(&relay.http, &format!("/snapshot?ago={ago}"));
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(is_whole_jpeg(&body));
+        let ts = timestamp_of(&headers);
+        let off = ts - (asked - ago);
+        assert!(
+            off.abs() <= 0.12,
+            "?ago={ago}: the frame is {off:+.3} s off"
+        );
+        assert!(header(&headers, "last-modified").is_some_and(|d| d.ends_with(" GMT")));
+        let age: u64 = header(&headers, "age").unwrap().parse().unwrap();
+        assert!(
+            age as f64 <= ago + 1.0 && age as f64 >= ago - 1.0,
+            "Age {age} for {ago}"
+        );
+        let (_, h_now, now_body) = get(&relay.http, "/snapshot");
+        assert!(
+            seq_of(&now_body) > seq_of(&body),
+            "?ago={ago} gave the newest"
+        );
+        assert!(timestamp_of(&h_now) > ts);
+    }
+    // Past the history's reach: a 404 that says how far back it reaches.
+    let (code, _, body) = get(&relay.http, "/snapshot?ago=600");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("reaches back"), "{body}");
+    // ?fresh=1: completed after the request arrived (the newest, when it is older, is not).
+    for _ in 0..3 {
+        let asked = now_s();
+        let (code, headers, _) = get(&relay.http, "/snapshot?fresh=1");
+        assert_eq!(code, 200);
+        let ts = timestamp_of(&headers);
+        assert!(
+            ts > asked,
+            "fresh frame {ts} is older than the request {asked}"
+        );
+        assert!(
+            ts - asked < 0.5,
+            "fresh frame {:.3} s after the request",
+            ts - asked
+        );
+    }
+}
+
+/// The parts of a finite multipart body, by our own parser.
+fn parts(body: &[u8]) -> Vec<Vec<u8>> {
+    let mut parser = Parser::new(64 << 20);
+    let mut out = Vec::new();
+    parser.push(body, &mut |e| {
+        if let Event::Frame(f) = e {
+            out.push(f);
+        }
+    });
+    out
+}
+
+#[test]
+fn a_clip_of_the_last_seconds_plays_in_ffprobe_and_reads_as_multipart() {
+    require_tool("ffmpeg");
+    require_tool("ffprobe");
+    let relay = Relay::start(&[
+        "--source",
+        "exec:ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=320x240:rate=15 -c:v mjpeg \
+         -q:v 5 -f mjpeg -",
+    ]);
+    std::thread::sleep(Duration::from_millis(5000));
+    let (code, headers, body) = get(&relay.http, "/clip?last=3");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), Some("video/x-msvideo"));
+    let disposition = header(&headers, "content-disposition").unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=default-") && disposition.ends_with(".avi"),
+        "{disposition}"
+    );
+    let frames: usize = header(&headers, "x-frames").unwrap().parse().unwrap();
+    assert!(
+        (44..=46).contains(&frames),
+        "{frames} frames in 3 s at 15 fps"
+    );
+    let dir = TempDir::new("clip");
+    let file = dir.0.join("clip.avi");
+    std::fs::write(&file, &body).unwrap();
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames,r_frame_rate",
+            "-of",
+            "default=nw=1",
+            file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(30),
+    );
+    let probe = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{probe} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(probe.contains("codec_name=mjpeg"), "{probe}");
+    assert!(
+        probe.contains("width=320") && probe.contains("height=240"),
+        "{probe}"
+    );
+    assert!(probe.contains("r_frame_rate=15/1"), "{probe}");
+    // Every frame decodes.
+    assert!(
+        probe.contains(&format!("nb_read_frames={frames}")),
+        "{probe}"
+    );
+    // The same seconds for programs: whole JPEGs, timestamps in order.
+    let (code, headers, body) = get(&relay.http, "/clip?last=3&format=multipart");
+    assert_eq!(code, 200);
+    assert!(header(&headers, "content-type")
+        .unwrap()
+        .starts_with("multipart/x-mixed-replace;boundary="));
+    let got = parts(&body);
+    assert!((44..=46).contains(&got.len()), "{} parts", got.len());
+    assert!(got.iter().all(|j| is_whole_jpeg(j)));
+    let text = String::from_utf8_lossy(&body);
+    let stamps: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("X-Timestamp: "))
+        .map(|t| t.trim().parse().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), got.len());
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "timestamps not increasing"
+    );
+    assert!(text.trim_end().ends_with("--"), "the body is closed");
+    // ?from=&to= in capture times: exactly the frames between.
+    let (from, to) = (stamps[5], stamps[20]);
+    let (code, _, body) = get(
+        &relay.http,
+        &format!("/clip?from={from}&to={to}&format=multipart"),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(parts(&body).len(), 16);
+}
+
+#[test]
+fn the_byte_cap_holds_under_large_frames() {
+    // 1.5 MB frames (a 4K camera's), 10 fps, 4 MiB of history: two frames at most.
+    let (relay, _up) = fed(
+        &["--history-bytes", "4M", "--max-frame-bytes", "4M"],
+        30,
+        1_500_000,
+    );
+    let mut max_seen = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(150));
+        let st = relay.status();
+        let h = &st["streams"][0]["history"];
+        let bytes = h["bytes"].as_u64().unwrap();
+        assert!(bytes <= 4 << 20, "{h}");
+        max_seen = max_seen.max(h["frames"].as_u64().unwrap());
+    }
+    assert!((1..=2).contains(&max_seen), "{max_seen} frames held");
+    // What it holds is served (the control: the cap did not just drop everything).
+    let (code, _, body) = get(&relay.http, "/snapshot?ago=0.05");
+    assert_eq!(code, 200);
+    assert!(body.len() > 1_500_000);
+    let (_, _, metrics) = get(&relay.http, "/metrics");
+    assert!(
+        String::from_utf8_lossy(&metrics).contains("mjpeg_relay_history_bytes{stream=\"default\"}")
+    );
+}
+
+#[test]
+fn hostile_parameters_get_400_and_clips_at_once_are_bounded() {
+    let (relay, _up) = fed(&["--send-timeout", "2"], 60, 20_000);
+    std::thread::sleep(Duration::from_millis(2500));
+    for path in [
+        "/snapshot?ago=-1",
+        "/snapshot?ago=NaN",
+        "/snapshot?ago=inf",
+        "/snapshot?ago=1e308",
+        "/snapshot?ago=abc",
+        "/snapshot?ago=",
+        "/snapshot?ago=1&fresh=1",
+        "/snapshot?fresh=2",
+        "/clip",
+        "/clip?last=-5",
+        "/clip?last=NaN",
+        "/clip?last=99999999",
+        "/clip?from=10&to=5",
+        "/clip?from=-1&to=5",
+        "/clip?from=0&to=1e300",
+        "/clip?last=1&from=0",
+        "/clip?last=1&format=mp4",
+        "/clip?last=1&width=320",
+    ] {
+        let (code, _, body) = get(&relay.http, path);
+        assert_eq!(code, 400, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    // Four clips whose readers do not read hold the four places; a fifth is told to wait;
+    // once they are dropped (--send-timeout) a clip is served again.
+    let stalled: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = connect(&relay.http, Some(4096));
+            s.write_all(b"GET /clip?last=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, headers, _) = get(&relay.http, "/clip?last=1");
+    assert_eq!(code, 503);
+    assert!(header(&headers, "retry-after").is_some());
+    // The stream itself is unaffected meanwhile.
+    let (code, _, _) = get(&relay.http, "/snapshot");
+    assert_eq!(code, 200);
+    // Each stalled write fails at --send-timeout (2 s), then the close lingers briefly.
+    let mut code = 0;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        code = get(&relay.http, "/clip?last=1").0;
+        if code == 200 {
+            break;
+        }
+    }
+    assert_eq!(code, 200, "{}", relay.log_text());
+    drop(stalled);
+}
+
+#[test]
+fn without_history_the_endpoints_say_so() {
+    let (relay, _up) = fed(&["--history", "0"], 20, 500);
+    std::thread::sleep(Duration::from_millis(1000));
+    for path in ["/snapshot?ago=0.5", "/clip?last=1"] {
+        let (code, _, body) = get(&relay.http, path);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(code, 404, "{path}: {body}");
+        assert!(body.contains("--history 0"), "{body}");
+    }
+    assert!(relay.status()["streams"][0]["history"].is_null());
+    // The control: the newest frame is still there.
+    let (code, _, _) = get(&relay.http, "/snapshot");
+    assert_eq!(code, 200);
+}
