@@ -39,6 +39,8 @@ pub struct Config {
     pub max_per_ip: Option<usize>,
     pub no_signal_after: Duration,
     pub source_timeout: Duration,
+    /// `--warmup N`: frames discarded at each start of a source.
+    pub warmup: u32,
     /// `--history` and `--history-bytes`: what each stream keeps of its last seconds.
     pub history: crate::history::Limits,
     /// `USER:PASS` for HTTP Basic, from `--auth` or `--auth-file`.
@@ -80,6 +82,7 @@ impl Default for Config {
             no_signal_after: Duration::from_secs(2),
             source_timeout: Duration::from_secs(5),
             history: crate::history::Limits::DEFAULT,
+            warmup: 0,
             auth: None,
             token: None,
             status_details: false,
@@ -177,6 +180,8 @@ OPTIONS:
                             serves single pictures (a snapshot URL) is polled [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
+    --warmup N              Discard the first N frames after every start of a camera or
+                            connection to it (exposure settling), for every viewer [default: 0]
     --history SECS          Keep each stream's last SECS seconds in memory, for
                             /snapshot?ago= and /clip; 0 keeps none [default: 30]
     --history-bytes N       ... but at most N bytes per stream; K/M suffixes [default: 8M]
@@ -437,6 +442,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .ok_or_else(|| {
                         format!("--max-frame-bytes: '{v}' is not a size from 1K to 1024M")
                     })?;
+            }
+            Long("warmup") => {
+                let v = string(&mut p, "--warmup")?;
+                cfg.warmup = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n <= 1000)
+                    .ok_or_else(|| format!("--warmup: '{v}' is not a number from 0 to 1000"))?;
             }
             Long("history") => {
                 cfg.history.max_age = seconds(&mut p, "--history", 0.0, 86_400.0)?;

@@ -132,6 +132,9 @@ pub struct SourceStats {
     pub no_signal_parts: AtomicU64,
     /// Upstream connections accepted or made, including the first.
     pub connections: AtomicU64,
+    /// Frames discarded at the start of a connection (`--warmup`: a camera's exposure
+    /// settling).
+    pub warmup_discarded: AtomicU64,
     info: Mutex<SourceInfo>,
 }
 
@@ -175,6 +178,9 @@ pub struct SourceFeed {
     pub created: Instant,
     /// Times the source was started because someone came (`--on-demand`, for `/metrics`).
     pub starts: AtomicU64,
+    /// `--warmup N`: the first N frames of every connection or start of the source are
+    /// discarded before anyone sees them (a camera's exposure settling). Set at start-up.
+    pub warmup: std::sync::atomic::AtomicU32,
     /// The last seconds of a served stream ([`crate::history`]); set once at start-up for the
     /// streams viewers read, never for a fallback member or a smaller size.
     pub history: std::sync::OnceLock<crate::history::History>,
@@ -208,6 +214,7 @@ impl SourceFeed {
                 boundary_changes: AtomicU64::new(0),
                 no_signal_parts: AtomicU64::new(0),
                 connections: AtomicU64::new(0),
+                warmup_discarded: AtomicU64::new(0),
                 info: Mutex::new(SourceInfo {
                     state: SourceState::Connecting,
                     peer: None,
@@ -229,6 +236,7 @@ impl SourceFeed {
             starting: AtomicBool::new(false),
             push: AtomicBool::new(false),
             history: std::sync::OnceLock::new(),
+            warmup: std::sync::atomic::AtomicU32::new(0),
             subscribers: Mutex::new(Vec::new()),
         })
     }

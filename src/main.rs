@@ -83,13 +83,16 @@ fn main() {
         .iter()
         .map(|s| Stream::new(&s.name, &s.source_text))
         .collect();
-    if cfg.history.enabled() {
-        for s in &streams {
+    for s in &streams {
+        if cfg.history.enabled() {
             let _ = s
                 .feed
                 .history
                 .set(mjpeg_relay::history::History::new(cfg.history));
         }
+        s.feed
+            .warmup
+            .store(cfg.warmup, std::sync::atomic::Ordering::Relaxed);
     }
     let source_cfg = source::SourceConfig {
         max_frame_bytes: cfg.max_frame_bytes,
@@ -180,7 +183,18 @@ fn start_sources(
     let members: Vec<Arc<SourceFeed>> = chain
         .iter()
         .enumerate()
-        .map(|(i, (_, text))| SourceFeed::new(&format!("{}#{i}", sc.name), text))
+        .map(|(i, (_, text))| {
+            let member = SourceFeed::new(&format!("{}#{i}", sc.name), text);
+            // --warmup acts where the connections are: on each source of the chain.
+            let warmup = stream
+                .feed
+                .warmup
+                .load(std::sync::atomic::Ordering::Relaxed);
+            member
+                .warmup
+                .store(warmup, std::sync::atomic::Ordering::Relaxed);
+            member
+        })
         .collect();
     for (i, ((spec, _), member)) in chain.iter().zip(&members).enumerate() {
         let mut cfg = cfg.clone();

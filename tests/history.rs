@@ -284,3 +284,37 @@ fn without_history_the_endpoints_say_so() {
     let (code, _, _) = get(&relay.http, "/snapshot");
     assert_eq!(code, 200);
 }
+
+/// `--warmup N` (issue 34 item 3): the first N frames of every connection reach nobody, not
+/// the history either; counted. The control: the same relay without it keeps frame 1.
+#[test]
+fn warmup_discards_the_first_frames_of_every_connection() {
+    let first_kept = |extra: &[&str]| {
+        let (relay, up) = fed(extra, 2, 500);
+        std::thread::sleep(Duration::from_millis(2600));
+        drop(up);
+        let (code, _, body) = get(&relay.http, "/clip?last=60&format=multipart");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let seqs: Vec<u64> = parts(&body).iter().filter_map(|f| seq_of(f)).collect();
+        let discarded = relay.status()["streams"][0]["source"]["warmup_discarded"]
+            .as_u64()
+            .unwrap();
+        (seqs.first().copied(), seqs.len(), discarded, relay)
+    };
+    let (first, n, discarded, _) = first_kept(&[]);
+    assert_eq!((first, n, discarded), (Some(1), 20, 0));
+    let (first, n, discarded, relay) = first_kept(&["--warmup", "5"]);
+    assert_eq!((first, n, discarded), (Some(6), 15, 5));
+    // A new connection warms up again.
+    let up = Upstream::start_from(relay.upstream.as_ref().unwrap(), 10.0, 101, 10, 500);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(up);
+    let st = relay.status();
+    assert_eq!(st["streams"][0]["source"]["warmup_discarded"], 10, "{st}");
+    let (_, _, body) = get(&relay.http, "/clip?last=60&format=multipart");
+    let seqs: Vec<u64> = parts(&body).iter().filter_map(|f| seq_of(f)).collect();
+    assert!(
+        seqs.contains(&106) && !seqs.iter().any(|s| (101..106).contains(s)),
+        "{seqs:?}"
+    );
+}

@@ -5,7 +5,7 @@
 //! same relay without `--on-demand` runs its command with nobody watching.
 
 use mjpeg_relay::nosignal::is_no_signal;
-use mjpeg_relay::testjpeg::is_whole_jpeg;
+use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
 use mjpeg_testkit::*;
 use std::time::{Duration, Instant};
 
@@ -307,6 +307,56 @@ fn the_viewer_page_says_starting_while_the_camera_starts() {
         seen.last().map(String::as_str),
         Some("source live"),
         "{seen:?}"
+    );
+}
+
+/// Issue 34 item 7: a viewer arriving at an on-demand stream got the last frame of the
+/// camera's previous run first (seconds old here, hours in real use; Home Assistant's MJPEG
+/// camera takes that first picture as its still). Now its first camera frame is one made
+/// after it came. The camera is an edge's origin fed by numbered frames at 10 fps, so a
+/// frame's age is its number; the control is the first viewer, whose frames are current.
+#[test]
+fn an_on_demand_stream_never_sends_the_previous_runs_frame_as_current() {
+    let origin = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let _up = Upstream::start(origin.upstream.as_ref().unwrap(), 10.0, 600, 300);
+    let edge = Relay::start(&[
+        "--source",
+        &format!("http://{}/stream", origin.http),
+        "--on-demand=1",
+    ]);
+    let first_camera_frame = |viewer: &mut StreamClient| {
+        (0..100)
+            .filter_map(|_| viewer.next_frame(Duration::from_secs(5)))
+            .find(|f| !is_no_signal(f))
+            .and_then(|f| seq_of(&f))
+            .expect("a camera frame")
+    };
+    let newest_at_origin = || {
+        let (_, _, body) = get(&origin.http, "/snapshot");
+        seq_of(&body).unwrap()
+    };
+    let mut viewer = StreamClient::open(&edge.http, "/stream", "curl/8.0", None);
+    let before = newest_at_origin();
+    let first = first_camera_frame(&mut viewer);
+    assert!(
+        first + 2 >= before,
+        "the first viewer's frame {first} vs {before} at the origin"
+    );
+    let last = (0..10)
+        .filter_map(|_| viewer.next_frame(Duration::from_secs(5)))
+        .filter_map(|f| seq_of(&f))
+        .last()
+        .unwrap();
+    drop(viewer);
+    assert!(until(Duration::from_secs(6), || state(&edge) == "idle").is_some());
+    std::thread::sleep(Duration::from_secs(2)); // 20 frames at the origin meanwhile
+    let mut viewer = StreamClient::open(&edge.http, "/stream", "curl/8.0", None);
+    let before = newest_at_origin();
+    let first = first_camera_frame(&mut viewer);
+    assert!(
+        first > last + 10 && first + 2 >= before,
+        "the second viewer's first frame is {first}: the previous run ended at {last}, the \
+         origin is at {before}"
     );
 }
 

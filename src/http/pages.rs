@@ -197,6 +197,8 @@ pub(super) fn status_json(
                     "truncated": src.truncated.load(SeqCst),
                     "boundary_changes": src.boundary_changes.load(SeqCst),
                     "no_signal_parts": src.no_signal_parts.load(SeqCst),
+                    // --warmup: frames discarded at the starts of the source.
+                    "warmup_discarded": src.warmup_discarded.load(SeqCst),
                     "failover": s.chain.get().map(|f| failover_json(f, &shown, details)),
                     "on_demand": s.demand.linger.get().map(|l| json!({
                         "linger_s": l.as_secs_f64(),

@@ -22,7 +22,7 @@ use super::conn::Conn;
 use super::inflight::{peer_gone, Drained, InFlight};
 use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::Shared;
-use crate::feed::{Rung, SourceFeed, Subscription};
+use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
 use crate::frame::Frame;
 use crate::hub::{Registration, Stream};
 use crate::slot::Next;
@@ -345,6 +345,17 @@ impl<'a> Viewer<'a> {
             let t = &mut self.tracks[i];
             let newest = t.ready.take().or_else(|| t.feed.slot.latest());
             if let Some((frame, g)) = newest.filter(|(_, g)| *g > t.sent) {
+                // An on-demand camera that is not delivering yet still has the last frame of
+                // its previous run in the slot, maybe hours old: never send it as current. The
+                // viewer gets the STARTING picture (generated) and then the camera's. Looked
+                // at only before a track's first frame: no lock on the frame path after that.
+                if t.sent == 0 && !frame.no_signal && t.stream.demand.on_demand() {
+                    let state = t.stream.feed.source_info().state;
+                    if matches!(state, SourceState::Idle | SourceState::Connecting) {
+                        t.sent = g;
+                        continue;
+                    }
+                }
                 // Right after a change of size the new feed's newest may be a camera frame
                 // already sent at the old size (a smaller size trails its source by one
                 // transcode): never send a picture older than the last.

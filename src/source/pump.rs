@@ -37,6 +37,8 @@ pub struct Pump {
     upstream_dark: bool,
     /// A real frame has marked the stream live on this connection.
     marked_live: bool,
+    /// Frames still to discard on this connection (`--warmup`, from the feed).
+    warmup_left: u32,
 }
 
 impl Pump {
@@ -46,6 +48,7 @@ impl Pump {
 
     /// A pump whose parser was made by the caller (e.g. with a boundary from HTTP headers).
     pub fn with_parser(feed: Arc<SourceFeed>, parser: Parser, label: String) -> Pump {
+        let warmup_left = feed.warmup.load(Relaxed);
         Pump {
             feed,
             parser,
@@ -60,6 +63,7 @@ impl Pump {
             ready: Vec::new(),
             upstream_dark: false,
             marked_live: false,
+            warmup_left,
         }
     }
 
@@ -184,6 +188,13 @@ impl Pump {
                 self.dark_changed(dark);
             }
             if dark {
+                continue;
+            }
+            // --warmup: the camera's first pictures (exposure still settling) reach nobody:
+            // not the slot, not the history, not a snapshot; the stream stays STARTING.
+            if self.warmup_left > 0 {
+                self.warmup_left -= 1;
+                self.feed.stats.warmup_discarded.fetch_add(1, Relaxed);
                 continue;
             }
             if !self.marked_live {
