@@ -32,7 +32,7 @@ pub const ADVANCE_OPENING: &[u8] =
     concat!("--", boundary!(), "\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes();
 
 /// What follows each frame in the framed layout: the next boundary line.
-const FRAMED_TRAILER: &[u8] = concat!("\r\n--", boundary!(), "\r\n").as_bytes();
+pub const FRAMED_TRAILER: &[u8] = concat!("\r\n--", boundary!(), "\r\n").as_bytes();
 /// What follows each frame in the advance layout: the next part's whole header block.
 const ADVANCE_TRAILER: &[u8] = concat!(
     "\r\n--",

@@ -318,3 +318,95 @@ fn warmup_discards_the_first_frames_of_every_connection() {
         "{seqs:?}"
     );
 }
+
+/// Reads `path` for `secs` as curl would (the framed layout): each part's frame number,
+/// whether the part said `X-Replay: 1`, and when its last byte came in.
+fn read_parts(addr: &str, path: &str, secs: f64) -> Vec<(u64, bool, f64)> {
+    use std::io::Read;
+    let mut s = connect(addr, None);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    // The body, and after each read how much of it had come and when.
+    let (mut raw, mut reads) = (Vec::new(), Vec::new());
+    let mut buf = vec![0u8; 65536];
+    while t0.elapsed().as_secs_f64() < secs {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                reads.push((raw.len(), t0.elapsed().as_secs_f64()));
+            }
+            Err(_) => {}
+        }
+    }
+    let boundary = format!("--{}\r\n", mjpeg_relay::multipart::BOUNDARY);
+    let mut parts = Vec::new();
+    let mut at = 0;
+    let starts: Vec<usize> = raw
+        .windows(boundary.len())
+        .enumerate()
+        .filter(|(_, w)| *w == boundary.as_bytes())
+        .map(|(i, _)| i + boundary.len())
+        .collect();
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(raw.len(), |&n| n - boundary.len());
+        let part = &raw[start.max(at)..end];
+        at = end;
+        let Some(h) = part.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&part[..h]);
+        let Some(seq) = seq_of(&part[h + 4..]) else {
+            continue; // not complete yet
+        };
+        let when = reads.iter().find(|(n, _)| *n >= end).map_or(secs, |r| r.1);
+        parts.push((seq, head.contains("X-Replay: 1"), when));
+    }
+    parts
+}
+
+/// `/stream?rewind=SECONDS` (issue 34 item 5): the last seconds at their own pace, marked,
+/// then live. The control: without it the first frame is current and nothing is marked.
+#[test]
+fn rewind_replays_the_last_seconds_then_goes_live() {
+    let (relay, _up) = fed(&[], 60, 500);
+    std::thread::sleep(Duration::from_millis(3500));
+    let newest = || seq_of(&get(&relay.http, "/snapshot").2).unwrap();
+    let at_start = newest();
+    let got = read_parts(&relay.http, "/stream?rewind=2", 4.0);
+    let replayed: Vec<_> = got.iter().filter(|p| p.1).collect();
+    assert!(
+        (18..=22).contains(&replayed.len()),
+        "{} replayed: {got:?}",
+        replayed.len()
+    );
+    // Oldest first, in order, from two seconds back.
+    let first = replayed[0].0;
+    assert!(
+        first + 22 >= at_start && first + 18 <= at_start,
+        "{first} vs {at_start}"
+    );
+    assert!(got.windows(2).all(|w| w[1].0 > w[0].0), "order: {got:?}");
+    // At their pace: 2 s of frames take well over a second, not a burst.
+    let span = replayed.last().unwrap().2 - replayed[0].2;
+    assert!(span > 1.2, "replayed in {span:.2} s");
+    // Then live: unmarked, and caught up with the newest.
+    let live: Vec<_> = got.iter().filter(|p| !p.1).collect();
+    assert!(!live.is_empty() && live.last().unwrap().0 + 3 >= newest());
+    let control = read_parts(&relay.http, "/stream", 1.0);
+    assert!(control.iter().all(|p| !p.1), "{control:?}");
+    assert!(control[0].0 + 2 >= newest() - 10, "{control:?}");
+    for bad in [
+        "/stream?rewind=-1",
+        "/stream?rewind=NaN",
+        "/stream?rewind=1e99",
+    ] {
+        assert_eq!(get(&relay.http, bad).0, 400, "{bad}");
+    }
+}

@@ -4,7 +4,9 @@
 
 use super::conn::{Body, Method, Request, Response};
 use super::date::{epoch_seconds, http_date};
-use super::query::{fps_cap, level_for, query_param, size_ask, snapshot_pick, Fit, Pick, SizeAsk};
+use super::query::{
+    fps_cap, level_for, query_param, rewind_ask, size_ask, snapshot_pick, Fit, Pick, SizeAsk,
+};
 use super::viewer::{Track, Viewer};
 use super::wire::{multipart_head, Layout};
 use super::{send, text, NoCache, Shared};
@@ -233,6 +235,27 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         Ok(s) => s,
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
+    // ?rewind=: the history's last seconds first, taken now (shared frames, no copies).
+    let replay = match rewind_ask(query) {
+        Ok(None) => Vec::new(),
+        Ok(Some(secs)) => match stream.feed.history.get() {
+            Some(h) => {
+                let now = std::time::SystemTime::now();
+                let from = now
+                    .checked_sub(Duration::from_secs_f64(secs))
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                h.between(from, now)
+            }
+            None => {
+                let msg = format!(
+                    "Stream '{}' keeps no history (--history 0): nothing to rewind.\n",
+                    stream.name
+                );
+                return send(rq, text(404, &msg), shared);
+            }
+        },
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let layout = Layout::choose(&user_agent, query);
     let http10 = rq.minor_version == 0;
@@ -254,11 +277,17 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         Layout::Framed => FRAMED_OPENING,
         Layout::Advance => ADVANCE_OPENING,
     };
-    if viewer.open(multipart_head(http10, shared).as_bytes(), opening, is_head) {
+    if viewer.open(multipart_head(http10, shared).as_bytes(), opening, is_head)
+        && viewer.replay(&replay)
+    {
         let cap_note = fps_cap
             .map(|f| format!(", capped at {f} fps"))
             .unwrap_or_default();
-        viewer.run(&format!("{} layout{cap_note}", layout.as_str()));
+        let replayed = match replay.len() {
+            0 => String::new(),
+            n => format!(", {n} frames replayed first"),
+        };
+        viewer.run(&format!("{} layout{cap_note}{replayed}", layout.as_str()));
     }
 }
 

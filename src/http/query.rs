@@ -57,6 +57,11 @@ fn seconds_param(query: &str, name: &str, max: f64) -> Result<Option<f64>, Strin
     }
 }
 
+/// `?rewind=SECONDS` on a stream: replay that much of the history first.
+pub(super) fn rewind_ask(query: &str) -> Result<Option<f64>, String> {
+    seconds_param(query, "rewind", MAX_LOOK_BACK)
+}
+
 /// Which frame a `/snapshot` asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Pick {

@@ -25,6 +25,7 @@ use super::Shared;
 use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
 use crate::frame::Frame;
 use crate::hub::{Registration, Stream};
+use crate::multipart::FRAMED_TRAILER;
 use crate::slot::Next;
 use crate::tiers::Lease;
 use std::fmt;
@@ -284,6 +285,58 @@ impl<'a> Viewer<'a> {
         }
         let deadline = Instant::now() + self.send_timeout;
         write_all_by(&mut self.conn, opening, deadline).is_ok()
+    }
+
+    /// `?rewind=`: writes `frames` (from the history, oldest first) at the pace they came in,
+    /// before the live frames; `false`: the viewer is gone. In the framed layout each part
+    /// says `X-Replay: 1` (programs read part headers; a browser's advance layout has none
+    /// to read). The JPEGs are the history's own, written as they are: no copy.
+    pub fn replay(&mut self, frames: &[Arc<Frame>]) -> bool {
+        let Some(first) = frames.first() else {
+            return true;
+        };
+        let layout = self.tracks.first().map_or(Layout::Framed, |t| t.layout);
+        let prefix = self
+            .tracks
+            .first()
+            .map(|t| t.prefix.clone())
+            .unwrap_or_default();
+        let start = Instant::now();
+        for f in frames {
+            let due = start + f.arrived_at.saturating_duration_since(first.arrived_at);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let deadline = Instant::now() + self.send_timeout;
+            let written = match layout {
+                Layout::Framed => {
+                    let head = format!(
+                        "Content-Type: image/jpeg\r\nContent-Length: {}\r\nX-Timestamp: {}\r\n\
+                         X-Replay: 1\r\n\r\n",
+                        f.jpeg().len(),
+                        super::date::epoch_seconds(f.arrived)
+                    );
+                    write_all_by(&mut self.conn, &prefix, deadline)
+                        .and_then(|_| write_all_by(&mut self.conn, head.as_bytes(), deadline))
+                        .and_then(|_| write_all_by(&mut self.conn, f.jpeg(), deadline))
+                        .and_then(|_| write_all_by(&mut self.conn, FRAMED_TRAILER, deadline))
+                }
+                Layout::Advance => write_all_by(&mut self.conn, f.wire.advance(), deadline),
+            };
+            if written.is_err() {
+                return false;
+            }
+            self.written += (f.jpeg().len() + 100) as u64;
+            self.last_write = Instant::now();
+        }
+        log::debug!(
+            "viewer {} of {}: replayed {} frames ({:.1} s)",
+            self.addr,
+            self.what,
+            frames.len(),
+            start.elapsed().as_secs_f64()
+        );
+        true
     }
 
     /// Serves until the viewer goes away, stalls or the server stops; logs how it went.
