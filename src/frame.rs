@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime};
 /// One JPEG frame as received from the upstream, shared by every client that sends it.
 #[derive(Debug)]
 pub struct Frame {
-    /// Wall-clock arrival time (for `X-Timestamp`).
+    /// Wall-clock capture time (for `X-Timestamp`): when the frame was completed here, or the
+    /// camera's own time where the upstream sent one ([`Frame::captured`]).
     pub arrived: SystemTime,
     /// Monotonic arrival time (for ages and latency).
     pub arrived_at: Instant,
@@ -26,6 +27,17 @@ impl Frame {
             arrived,
             arrived_at: Instant::now(),
             wire: Wire::new(jpeg, arrived, ""),
+            no_signal: false,
+        }
+    }
+
+    /// A frame whose capture time the upstream gave (`X-Timestamp` of an upstream relay):
+    /// that time on the wire and in the history, and arrival here for ages and latency.
+    pub fn captured(jpeg: &[u8], captured: SystemTime) -> Frame {
+        Frame {
+            arrived: captured,
+            arrived_at: Instant::now(),
+            wire: Wire::new(jpeg, captured, ""),
             no_signal: false,
         }
     }

@@ -138,6 +138,13 @@ impl History {
             .collect()
     }
 
+    /// The frames that came in since `from` (this relay's clock), oldest first: shared.
+    pub fn since(&self, from: Instant) -> Vec<Arc<Frame>> {
+        let ring = self.ring.lock();
+        let i = ring.frames.partition_point(|f| f.arrived_at < from);
+        ring.frames.range(i..).cloned().collect()
+    }
+
     /// The oldest and the newest frame held.
     pub fn span(&self) -> Option<(Arc<Frame>, Arc<Frame>)> {
         let ring = self.ring.lock();

@@ -114,6 +114,10 @@ pub enum Event {
     Frame(Vec<u8>),
     /// A part was dropped.
     Dropped(DropReason),
+    /// The capture time the next [`Event::Frame`]'s part header gave (`X-Timestamp`, seconds
+    /// since the epoch, as an upstream mjpeg-relay and ustreamer write it), in microseconds;
+    /// emitted right before that frame, and only for a part that said so.
+    Captured(u64),
 }
 
 /// Running totals, for `/status` and the logs.
@@ -144,6 +148,8 @@ pub struct Parser {
     /// Header block bytes seen for the current part.
     header_bytes: usize,
     content_length: Option<usize>,
+    /// `X-Timestamp` of the current part's header (microseconds), if it had a sane one.
+    captured: Option<u64>,
     /// Body of the frame being assembled.
     body: Vec<u8>,
     walker: Walker,
@@ -189,6 +195,7 @@ impl Parser {
             line_overflow: false,
             header_bytes: 0,
             content_length: None,
+            captured: None,
             body: Vec::new(),
             walker: Walker::default(),
             replay: Vec::new(),
@@ -431,6 +438,7 @@ impl Parser {
         self.line_overflow = false;
         self.header_bytes = 0;
         self.content_length = None;
+        self.captured = None;
         self.state = State::Headers;
     }
 
@@ -479,6 +487,9 @@ impl Parser {
             }
             if let Some(n) = parse_content_length(line) {
                 self.content_length = Some(n);
+            }
+            if let Some(t) = parse_timestamp(line) {
+                self.captured = Some(t);
             }
             self.line.clear();
         }
@@ -565,6 +576,9 @@ impl Parser {
         if frame.capacity() > frame.len() + frame.len() / 8 + 64 {
             frame.shrink_to_fit();
         }
+        if let Some(t) = self.captured.take() {
+            out(Event::Captured(t));
+        }
         out(Event::Frame(frame));
     }
 
@@ -583,6 +597,7 @@ impl Parser {
         self.line.clear();
         self.line_overflow = false;
         self.content_length = None;
+        self.captured = None;
         self.state = match self.format {
             Format::RawJpeg => State::SeekSoi { prev_ff: false },
             _ => State::SeekBoundary,
@@ -728,6 +743,25 @@ fn trim_dashes(s: &[u8]) -> &[u8] {
     from(s, start)
 }
 
+/// `X-Timestamp: 1796377855.868620`: a capture time between 2001 and 2286 (seconds since the
+/// epoch, a plain decimal); anything else is ignored, and the frame gets its arrival time.
+fn parse_timestamp(line: &[u8]) -> Option<u64> {
+    let colon = memchr(b':', line)?;
+    let (name, value) = (upto(line, colon), from(line, colon + 1));
+    if !name.trim_ascii().eq_ignore_ascii_case(b"x-timestamp") {
+        return None;
+    }
+    let value = std::str::from_utf8(value).ok()?.trim();
+    if value.len() > 24 || !value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|t| (1e9..1e10).contains(t))
+        .map(|t| (t * 1e6).round() as u64)
+}
+
 fn parse_content_length(line: &[u8]) -> Option<usize> {
     let colon = memchr(b':', line)?;
     let (name, value) = (upto(line, colon), from(line, colon + 1));
@@ -757,6 +791,7 @@ mod tests {
             p.push(c, &mut |e| match e {
                 Event::Frame(f) => frames.push(f),
                 Event::Dropped(r) => drops.push(r),
+                Event::Captured(_) => {}
             });
         }
         (frames, drops)
@@ -943,6 +978,53 @@ mod tests {
         }
     }
 
+    /// Issue 34: an upstream relay's `X-Timestamp` (the camera's time) comes with its frame,
+    /// right before it; a part without one, or with nonsense, has none (nothing carried over).
+    #[test]
+    fn a_parts_capture_time_comes_with_its_frame() {
+        let j = sample(4);
+        let mut data = Vec::new();
+        for (jpeg, ts) in j.iter().zip([
+            Some("1796377855.868620"),
+            None,
+            Some("-5"),
+            Some("1796377856.000001"),
+        ]) {
+            data.extend_from_slice(b"--b\r\nContent-Type: image/jpeg\r\n");
+            if let Some(ts) = ts {
+                data.extend_from_slice(format!("X-Timestamp: {ts}\r\n").as_bytes());
+            }
+            data.extend_from_slice(b"\r\n");
+            data.extend_from_slice(jpeg);
+            data.extend_from_slice(b"\r\n");
+        }
+        for chunk in [1, 7, data.len()] {
+            let mut events = Vec::new();
+            let mut p = Parser::new(1 << 20);
+            for c in data.chunks(chunk) {
+                p.push(c, &mut |e| {
+                    events.push(match e {
+                        Event::Frame(f) => format!("frame {}", seq_of(&f).unwrap()),
+                        Event::Captured(us) => format!("at {us}"),
+                        Event::Dropped(r) => format!("{r:?}"),
+                    })
+                });
+            }
+            assert_eq!(
+                events,
+                [
+                    "at 1796377855868620",
+                    "frame 0",
+                    "frame 1",
+                    "frame 2",
+                    "at 1796377856000001",
+                    "frame 3"
+                ],
+                "chunks of {chunk}"
+            );
+        }
+    }
+
     /// Issue 31: a claimed length past 4 GiB is oversized on a 32-bit host as on a 64-bit one
     /// (it did not parse as a 32-bit `usize`, and the part was read as if it had no length).
     #[test]
@@ -978,6 +1060,7 @@ mod tests {
                 p.push(c, &mut |e| match e {
                     Event::Frame(f) => got.push(f),
                     Event::Dropped(r) => drops.push(r),
+                    Event::Captured(_) => {}
                 });
                 max_held = max_held.max(p.buffered());
             }

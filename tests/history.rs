@@ -410,3 +410,44 @@ fn rewind_replays_the_last_seconds_then_goes_live() {
         assert_eq!(get(&relay.http, bad).0, 400, "{bad}");
     }
 }
+
+/// Issue 34 item 2: an edge relay pulling an origin keeps the camera's time, the origin's
+/// `X-Timestamp`, not its own arrival time, on every frame it serves and in its history. (On
+/// the edge alone each frame would be a few milliseconds later: the control is that the
+/// timestamps compared are of the same frames, matched by their numbers.)
+#[test]
+fn a_chained_relay_keeps_the_cameras_time() {
+    let (origin, _up) = fed(&[], 60, 500);
+    let edge = Relay::start(&["--source", &format!("http://{}/stream", origin.http)]);
+    std::thread::sleep(Duration::from_millis(3000));
+    let stamped = |relay: &Relay| -> std::collections::BTreeMap<u64, String> {
+        let (code, _, body) = get(&relay.http, "/clip?last=10&format=multipart");
+        assert_eq!(code, 200);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let stamps: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("X-Timestamp: "))
+            .map(|t| t.trim().to_string())
+            .collect();
+        let seqs: Vec<u64> = parts(&body).iter().filter_map(|f| seq_of(f)).collect();
+        assert_eq!(stamps.len(), seqs.len());
+        seqs.into_iter().zip(stamps).collect()
+    };
+    let at_origin = stamped(&origin);
+    let at_edge = stamped(&edge);
+    let common: Vec<u64> = at_edge
+        .keys()
+        .filter(|k| at_origin.contains_key(k))
+        .copied()
+        .collect();
+    assert!(common.len() >= 10, "{} frames in common", common.len());
+    for k in common {
+        assert_eq!(at_edge[&k], at_origin[&k], "frame {k}");
+    }
+    // And /snapshot says the same time.
+    let (_, h_edge, body) = get(&edge.http, "/snapshot?ago=1");
+    let k = seq_of(&body).unwrap();
+    if let Some(t) = at_origin.get(&k) {
+        assert_eq!(header(&h_edge, "x-timestamp"), Some(t.as_str()));
+    }
+}

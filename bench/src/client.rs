@@ -158,7 +158,7 @@ pub(crate) fn read_stream(
         let mut frames = Vec::new();
         parser.push(bytes, &mut |e| match e {
             Event::Frame(f) => frames.push(f),
-            Event::Dropped(_) => {}
+            Event::Dropped(_) | Event::Captured(_) => {}
         });
         for f in frames {
             record(log, last, &f, t0);

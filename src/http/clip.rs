@@ -12,13 +12,13 @@
 use super::conn::{Body, Request, Response};
 use super::date::{epoch_seconds, file_stamp};
 use super::endpoints::FrameBody;
-use super::query::clip_ask;
+use super::query::{clip_ask, Span};
 use super::{send, text, NoCache, Shared};
 use crate::hub::Stream;
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Clips being written at once, over all streams.
 pub const MAX_CLIPS: usize = 4;
@@ -64,8 +64,15 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
         return send(rq, text(503, &msg).with_header("Retry-After", "5"), shared);
     };
     let at = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0));
-    // `to` as an X-Timestamp writes it (whole microseconds, cut) still takes that frame.
-    let frames = history.between(at(ask.from), at(ask.to + 1e-6));
+    let frames = match ask.span {
+        Span::Last(secs) => history.since(
+            Instant::now()
+                .checked_sub(Duration::from_secs_f64(secs))
+                .unwrap_or_else(|| history.span().map_or(Instant::now(), |(o, _)| o.arrived_at)),
+        ),
+        // `to` as an X-Timestamp writes it (whole microseconds, cut) still takes that frame.
+        Span::Between(from, to) => history.between(at(from), at(to + 1e-6)),
+    };
     let Some(first) = frames.first() else {
         let reach = match history.span() {
             Some((oldest, newest)) => format!(
@@ -75,10 +82,11 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
             ),
             None => "it holds no frame yet".into(),
         };
-        let msg = format!(
-            "No frame of '{name}' arrived in that time ({} to {}); {reach}.\n",
-            ask.from, ask.to
-        );
+        let asked = match ask.span {
+            Span::Last(secs) => format!("the last {secs} s"),
+            Span::Between(from, to) => format!("{from} to {to}"),
+        };
+        let msg = format!("No frame of '{name}' arrived in that time ({asked}); {reach}.\n");
         return send(rq, text(404, &msg), shared);
     };
     let stamp = file_stamp(first.arrived);

@@ -239,13 +239,11 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
     let replay = match rewind_ask(query) {
         Ok(None) => Vec::new(),
         Ok(Some(secs)) => match stream.feed.history.get() {
-            Some(h) => {
-                let now = std::time::SystemTime::now();
-                let from = now
-                    .checked_sub(Duration::from_secs_f64(secs))
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                h.between(from, now)
-            }
+            // By this relay's clock: the last seconds, whatever the camera's clock says.
+            Some(h) => match Instant::now().checked_sub(Duration::from_secs_f64(secs)) {
+                Some(from) => h.since(from),
+                None => h.span().map_or(Vec::new(), |(o, _)| h.since(o.arrived_at)),
+            },
             None => {
                 let msg = format!(
                     "Stream '{}' keeps no history (--history 0): nothing to rewind.\n",

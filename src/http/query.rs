@@ -88,14 +88,23 @@ pub(super) fn snapshot_pick(query: &str) -> Result<Pick, String> {
     }
 }
 
-/// What a `/clip` asks for: the frames that arrived from `from` to `to` (seconds since the
-/// epoch), and in which form.
+/// What a `/clip` asks for: which frames, and in which form.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct ClipAsk {
-    pub from: f64,
-    pub to: f64,
+    pub span: Span,
     /// `?format=multipart`: the frames as a finite `multipart/x-mixed-replace` body.
     pub multipart: bool,
+}
+
+/// Which frames of the history a request means.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Span {
+    /// `?last=SECONDS`: those that came in over the last SECONDS, by this relay's own clock
+    /// (a camera whose clock is off still gives its last seconds).
+    Last(f64),
+    /// `?from=T&to=T`: those whose capture times (`X-Timestamp`, seconds since the epoch) are
+    /// in that range, both ends included.
+    Between(f64, f64),
 }
 
 /// `?last=SECONDS`, or `?from=T&to=T` in capture times (`to` defaults to now); `now` is the
@@ -120,7 +129,12 @@ pub(super) fn clip_ask(query: &str, now: f64) -> Result<ClipAsk, String> {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
             return Err("?last= or ?from=&to=, not both.\n".into())
         }
-        (Some(l), None, None) => (now - l, now),
+        (Some(l), None, None) => {
+            return Ok(ClipAsk {
+                span: Span::Last(l),
+                multipart,
+            })
+        }
         (None, Some(f), t) => (f, t.unwrap_or(now)),
         (None, None, _) => {
             return Err(
@@ -137,8 +151,7 @@ pub(super) fn clip_ask(query: &str, now: f64) -> Result<ClipAsk, String> {
         ));
     }
     Ok(ClipAsk {
-        from,
-        to,
+        span: Span::Between(from, to),
         multipart,
     })
 }

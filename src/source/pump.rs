@@ -3,11 +3,12 @@
 //! (all but `testsrc` and `file:` of single pictures) hands its reader to a [`Pump`].
 
 use crate::feed::{SourceFeed, SourceState};
+use crate::frame::Frame;
 use crate::parser::{DropReason, Event, Parser, Stats};
 use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Bytes asked of the kernel per read. Big enough to take a whole small frame in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -31,7 +32,7 @@ pub struct Pump {
     /// Frames completed by the current chunk, published once the chunk's counters are in
     /// `/status` (so a viewer that got the frame after a bad part sees that part counted).
     /// Holds at most the frames of one read; emptied, capacity kept, on every chunk.
-    ready: Vec<Vec<u8>>,
+    ready: Vec<(Vec<u8>, Option<u64>)>,
     /// The upstream (another relay) is sending its NO SIGNAL picture: the camera behind it is
     /// down, so this source is down too, though its connection is alive (see [`Pump::feed`]).
     upstream_dark: bool,
@@ -156,8 +157,10 @@ impl Pump {
         let drops = &mut self.drops;
         let label = &self.label;
         let ready = &mut self.ready;
+        let mut captured = None;
         self.parser.push(bytes, &mut |event| match event {
-            Event::Frame(jpeg) => ready.push(jpeg),
+            Event::Captured(us) => captured = Some(us),
+            Event::Frame(jpeg) => ready.push((jpeg, captured.take())),
             Event::Dropped(reason) => drops.note(feed, label, reason),
         });
         self.sync_stats();
@@ -173,7 +176,7 @@ impl Pump {
             self.feed.set_format(format);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        for jpeg in ready.drain(..) {
+        for (jpeg, captured) in ready.drain(..) {
             // An upstream relay whose own camera is down sends its NO SIGNAL picture about
             // once a second. Those are not frames of this source: passing them on as live would
             // keep an edge on a dead camera forever (its failover never fires, `/snapshot`
@@ -201,7 +204,15 @@ impl Pump {
                 self.marked_live = true;
                 self.feed.set_live();
             }
-            self.feed.publish(&jpeg);
+            // The camera's own time where the upstream gave one (an upstream relay's
+            // X-Timestamp), else when this frame was completed here.
+            match captured {
+                Some(us) => self.feed.publish_frame(Arc::new(Frame::captured(
+                    &jpeg,
+                    UNIX_EPOCH + Duration::from_micros(us),
+                ))),
+                None => self.feed.publish(&jpeg),
+            };
         }
         self.ready = ready;
     }
