@@ -174,6 +174,36 @@ fn a_clip_of_the_last_seconds_plays_in_ffprobe_and_reads_as_multipart() {
         "timestamps not increasing"
     );
     assert!(text.trim_end().ends_with("--"), "the body is closed");
+    // ?width=160: the same frames at a quarter of the size, every one decodes (the control
+    // for the size: the clip above is 320x240).
+    let (code, headers, body) = get(&relay.http, "/clip?last=3&width=160");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let small: usize = header(&headers, "x-frames").unwrap().parse().unwrap();
+    assert!((44..=46).contains(&small), "{small} frames at 160 px");
+    let small_file = dir.0.join("small.avi");
+    std::fs::write(&small_file, &body).unwrap();
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=width,height,nb_read_frames",
+            "-of",
+            "default=nw=1",
+            small_file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(30),
+    );
+    let probe = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        probe.contains("width=160") && probe.contains("height=120"),
+        "{probe}"
+    );
+    assert!(
+        probe.contains(&format!("nb_read_frames={small}")),
+        "{probe}"
+    );
     // ?from=&to= in capture times: exactly the frames between.
     let (from, to) = (stamps[5], stamps[20]);
     let (code, _, body) = get(
@@ -234,7 +264,8 @@ fn hostile_parameters_get_400_and_clips_at_once_are_bounded() {
         "/clip?from=0&to=1e300",
         "/clip?last=1&from=0",
         "/clip?last=1&format=mp4",
-        "/clip?last=1&width=320",
+        "/clip?last=1&size=auto",
+        "/clip?last=1&width=0",
     ] {
         let (code, _, body) = get(&relay.http, path);
         assert_eq!(code, 400, "{path}: {}", String::from_utf8_lossy(&body));

@@ -7,13 +7,16 @@
 //! it streams out: no second copy, and its length known before the first byte. A clip keeps
 //! its frames alive while it is written, even those the ring has dropped meanwhile, so at most
 //! [`MAX_CLIPS`] are written at once (more get `503`), and a reader that stops is dropped at
-//! `--send-timeout` like a viewer.
+//! `--send-timeout` like a viewer. `?width=` makes each frame smaller with the code a size's
+//! transcoder runs (the history holds the camera's frames only), on one codec thread, before
+//! the first byte.
 
 use super::conn::{Body, Request, Response};
 use super::date::{epoch_seconds, file_stamp};
 use super::endpoints::FrameBody;
-use super::query::{clip_ask, Span};
+use super::query::{clip_ask, level_for, size_ask, Fit, Span};
 use super::{send, text, NoCache, Shared};
+use crate::frame::Frame;
 use crate::hub::Stream;
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -73,7 +76,7 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
         // `to` as an X-Timestamp writes it (whole microseconds, cut) still takes that frame.
         Span::Between(from, to) => history.between(at(from), at(to + 1e-6)),
     };
-    let Some(first) = frames.first() else {
+    if frames.is_empty() {
         let reach = match history.span() {
             Some((oldest, newest)) => format!(
                 "it holds X-Timestamp {} to {}",
@@ -88,6 +91,16 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
         };
         let msg = format!("No frame of '{name}' arrived in that time ({asked}); {reach}.\n");
         return send(rq, text(404, &msg), shared);
+    }
+    // ?width=/?height=: each frame made smaller by the code the size's transcoder runs, one
+    // at a time on a codec thread, before the first byte (the AVI needs every size first).
+    let frames = match sized(&frames, query, shared) {
+        Ok(f) => f,
+        Err(msg) => return send(rq, text(400, &msg), shared),
+    };
+    let Some(first) = frames.first() else {
+        let msg = format!("No frame of '{name}' could be made smaller.\n");
+        return send(rq, text(503, &msg), shared);
     };
     let stamp = file_stamp(first.arrived);
     let count = frames.len().to_string();
@@ -111,8 +124,50 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
     send(rq, resp, shared);
 }
 
+/// The frames at the size the query asks (`?width=`, `?height=`, `?quality=`): the same
+/// frames when it asks none or the camera's own; `Err` is the `400` text.
+fn sized(frames: &[Arc<Frame>], query: &str, shared: &Shared) -> Result<Vec<Arc<Frame>>, String> {
+    let size = size_ask(query)?;
+    let (width, height) = match size.fit {
+        Fit::Source => return Ok(frames.to_vec()),
+        Fit::Auto => {
+            return Err(
+                "?size=auto follows a viewer's link; a clip is a file: ask ?width= or \
+                 ?height=.\n"
+                    .into(),
+            )
+        }
+        Fit::AtLeast { width, height } => (width, height),
+    };
+    let dims = frames
+        .first()
+        .and_then(|f| crate::jpeg::dimensions(f.jpeg()));
+    let level = dims.map_or(0, |d| level_for(d, width, height));
+    if level == 0 {
+        return Ok(frames.to_vec());
+    }
+    let (quality, limit) = (size.quality, shared.cfg.tier_max_pixels);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("clip-size".into())
+            .stack_size(crate::scale::CODEC_STACK)
+            .spawn_scoped(s, || {
+                frames
+                    .iter()
+                    .filter_map(|f| {
+                        let small = crate::scale::shrink(f.jpeg(), level, quality, limit).ok()?;
+                        Some(Arc::new(Frame::derived(&small, f)))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| format!("cannot start a codec thread: {e}\n"))?
+            .join()
+            .map_err(|_| "the codec failed on this clip.\n".to_string())
+    })
+}
+
 /// The frames as an AVI file: our bytes around their JPEGs.
-fn avi(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
+fn avi(frames: &[Arc<Frame>]) -> Vec<Piece> {
     let t0 = frames.first().map(|f| f.arrived_at);
     let info: Vec<crate::avi::FrameInfo> = frames
         .iter()
@@ -141,7 +196,7 @@ fn avi(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
 
 /// The frames as a finite multipart body: each part with its `Content-Length` and
 /// `X-Timestamp` (as `/stream` sends them), the boundary between, and the closing one.
-fn multipart(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
+fn multipart(frames: &[Arc<Frame>]) -> Vec<Piece> {
     let between: Piece = Arc::new(format!("\r\n--{BOUNDARY}\r\n").into_bytes());
     let mut pieces: Vec<Piece> = Vec::with_capacity(frames.len() * 2 + 1);
     pieces.push(Arc::new(FRAMED_OPENING));
@@ -156,7 +211,7 @@ fn multipart(frames: &[Arc<crate::frame::Frame>]) -> Vec<Piece> {
 }
 
 /// A frame's part: its headers and the JPEG.
-struct Part(Arc<crate::frame::Frame>);
+struct Part(Arc<Frame>);
 
 impl AsRef<[u8]> for Part {
     fn as_ref(&self) -> &[u8] {

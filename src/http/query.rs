@@ -115,13 +115,6 @@ pub(super) fn clip_ask(query: &str, now: f64) -> Result<ClipAsk, String> {
         Some("multipart") => true,
         Some(v) => return Err(format!("?format={v}: use avi or multipart.\n")),
     };
-    if query_param(query, "width").is_some() || query_param(query, "height").is_some() {
-        return Err(
-            "/clip gives the camera's own frames: ?width= and ?height= are not taken \
-                    here.\n"
-                .into(),
-        );
-    }
     let last = seconds_param(query, "last", MAX_LOOK_BACK)?;
     let from = seconds_param(query, "from", f64::from(u32::MAX))?;
     let to = seconds_param(query, "to", f64::from(u32::MAX))?;
