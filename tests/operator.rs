@@ -109,10 +109,13 @@ fn status_names_the_commands_own_pid() {
     std::fs::write(&file, jpeg_with_seq(1, 100)).unwrap();
     // The program running as the pid /status names, once a frame arrived (by then `sh` has
     // long replaced itself where it does).
+    // Stopped with SIGTERM, as a service is, so the relay stops the command's whole process
+    // group: a `tail -f` that never writes would not notice a SIGKILLed relay (no EPIPE).
     let program_of = |cmd: &str| {
-        let relay = Relay::start(&["--source", &format!("exec:{cmd}"), "--source-timeout", "30"]);
+        let mut relay =
+            Relay::start(&["--source", &format!("exec:{cmd}"), "--source-timeout", "30"]);
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let comm = loop {
             let st = relay.status();
             let src = &st["streams"][0]["source"];
             let addr = src["address"].as_str().unwrap_or("").to_string();
@@ -120,11 +123,14 @@ fn status_names_the_commands_own_pid() {
             if let (Some(pid), true) = (addr.strip_prefix("pid "), framed) {
                 std::thread::sleep(Duration::from_millis(300));
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
-                return comm.trim().to_string();
+                break comm.trim().to_string();
             }
             assert!(Instant::now() < deadline, "no pid and frame in {st}");
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        relay.signal(libc::SIGTERM);
+        relay.wait_exit(Duration::from_secs(5));
+        comm
     };
     let f = file.display();
     assert_eq!(program_of(&format!("tail -c +1 -f {f}")), "tail");
