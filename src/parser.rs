@@ -746,12 +746,7 @@ fn trim_dashes(s: &[u8]) -> &[u8] {
 /// `X-Timestamp: 1796377855.868620`: a capture time between 2001 and 2286 (seconds since the
 /// epoch, a plain decimal); anything else is ignored, and the frame gets its arrival time.
 fn parse_timestamp(line: &[u8]) -> Option<u64> {
-    let colon = memchr(b':', line)?;
-    let (name, value) = (upto(line, colon), from(line, colon + 1));
-    if !name.trim_ascii().eq_ignore_ascii_case(b"x-timestamp") {
-        return None;
-    }
-    let value = std::str::from_utf8(value).ok()?.trim();
+    let value = header_value(line, b"x-timestamp")?;
     if value.len() > 24 || !value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return None;
     }
@@ -762,13 +757,19 @@ fn parse_timestamp(line: &[u8]) -> Option<u64> {
         .map(|t| (t * 1e6).round() as u64)
 }
 
-fn parse_content_length(line: &[u8]) -> Option<usize> {
+/// The value of a part header line named `name` (lower case), trimmed; `None` for another
+/// header, or a value that is not UTF-8.
+fn header_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a str> {
     let colon = memchr(b':', line)?;
-    let (name, value) = (upto(line, colon), from(line, colon + 1));
-    if !name.trim_ascii().eq_ignore_ascii_case(b"content-length") {
+    let (key, value) = (upto(line, colon), from(line, colon + 1));
+    if !key.trim_ascii().eq_ignore_ascii_case(name) {
         return None;
     }
-    let value = std::str::from_utf8(value).ok()?.trim();
+    Some(std::str::from_utf8(value).ok()?.trim())
+}
+
+fn parse_content_length(line: &[u8]) -> Option<usize> {
+    let value = header_value(line, b"content-length")?;
     // Refuse absurd values outright rather than overflow; they are "oversized" either way.
     if value.len() > 18 {
         return Some(usize::MAX);

@@ -97,6 +97,30 @@ fn parts(body: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// What ffprobe says of a file's video stream after decoding every frame.
+fn ffprobe(file: &std::path::Path) -> String {
+    let out = run_with_timeout(
+        Command::new("ffprobe").args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames,r_frame_rate",
+            "-of",
+            "default=nw=1",
+            file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(30),
+    );
+    let probe = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{probe} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    probe
+}
+
 #[test]
 fn a_clip_of_the_last_seconds_plays_in_ffprobe_and_reads_as_multipart() {
     require_tool("ffmpeg");
@@ -123,25 +147,7 @@ fn a_clip_of_the_last_seconds_plays_in_ffprobe_and_reads_as_multipart() {
     let dir = TempDir::new("clip");
     let file = dir.0.join("clip.avi");
     std::fs::write(&file, &body).unwrap();
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames,r_frame_rate",
-            "-of",
-            "default=nw=1",
-            file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(30),
-    );
-    let probe = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{probe} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let probe = ffprobe(&file);
     assert!(probe.contains("codec_name=mjpeg"), "{probe}");
     assert!(
         probe.contains("width=320") && probe.contains("height=240"),
@@ -182,20 +188,7 @@ fn a_clip_of_the_last_seconds_plays_in_ffprobe_and_reads_as_multipart() {
     assert!((44..=46).contains(&small), "{small} frames at 160 px");
     let small_file = dir.0.join("small.avi");
     std::fs::write(&small_file, &body).unwrap();
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=width,height,nb_read_frames",
-            "-of",
-            "default=nw=1",
-            small_file.to_str().unwrap(),
-        ]),
-        Duration::from_secs(30),
-    );
-    let probe = String::from_utf8_lossy(&out.stdout).to_string();
+    let probe = ffprobe(&small_file);
     assert!(
         probe.contains("width=160") && probe.contains("height=120"),
         "{probe}"
