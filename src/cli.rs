@@ -201,9 +201,11 @@ ENDPOINTS:
     /            viewer page          /stream    multipart/x-mixed-replace MJPEG
     /snapshot    newest frame (JPEG)  /status    JSON: source state, rates, clients
     /metrics     Prometheus metrics   /viewer    the viewer page, always
-    /stream?fps=N caps one client's frame rate. /snapshot?ago=SECS the frame from SECS ago,
-    ?fresh=1 the first frame after the request; /clip?last=SECS (or ?from=T&to=T) the last
-    seconds as an AVI file (&format=multipart: as MJPEG). Also answered, for existing configurations:
+    /stream?fps=N caps one client's frame rate; ?width=N (or ?height=N) a smaller size of
+    any frame URL, ?size=auto the size this viewer's link carries; ?rewind=SECS replays the
+    last SECS first. /snapshot?ago=SECS the frame from SECS ago, ?fresh=1 the first frame
+    after the request; /clip?last=SECS (or ?from=T&to=T) the last seconds as an AVI file
+    (&format=multipart: as MJPEG). Also answered, for existing configurations:
     /?action=stream /?action=snapshot (mjpg-streamer), /state (ustreamer), /stream.mjpeg,
     /api/stream.mjpeg?src=NAME /api/frame.jpeg?src=NAME (go2rtc)
     With --stream: / shows every stream live (one /mux connection); /NAME/ /NAME/stream

@@ -309,8 +309,9 @@ impl SourceFeed {
         }
     }
 
-    /// Rings the doorbell of every subscription to this feed: a lock and a notify per
-    /// subscriber that carries this feed, none for anyone else.
+    /// Rings the doorbell of every subscription to this feed: an atomic add per subscriber
+    /// that carries this feed, and a lock and a notify only for one that is asleep
+    /// ([`Doorbell`]); nothing for anyone else.
     fn ring(&self) {
         for bell in self.subscribers.lock().iter() {
             bell.ring(false);

@@ -1,4 +1,4 @@
-//! The `mjpeg-relay` binary: parse flags, start one source and the HTTP server, stop cleanly on
+//! The `mjpeg-relay` binary: parse flags, start each stream's sources and the HTTP server, stop cleanly on
 //! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
 
 use mjpeg_relay::shutdown::{self, Trigger};

@@ -51,9 +51,11 @@
 //! `get`, which cannot panic. Arithmetic is on indices and lengths bounded by the slice being
 //! read (no overflow: a slice is at most `isize::MAX` bytes) and on `u64` counters of bytes
 //! and events; the fuzz target runs with overflow checks on and found none. The same lint
-//! guards the other modules that read network bytes: the HTTP request reader
-//! (`http/server.rs`), query decoding (`http/endpoints.rs`), `--static` path decoding and the
-//! NO SIGNAL detector (`nosignal.rs`).
+//! guards the other modules that read network bytes or index by them: the JPEG walk
+//! (`jpeg.rs`), the HTTP request head, connection and server (`http/head.rs`, `http/conn.rs`,
+//! `http/server.rs`), query decoding (`http/query.rs`), the frame endpoints and their writes
+//! (`http/endpoints.rs`, `http/wire.rs`), the smaller sizes (`scale.rs`), `--static` path
+//! decoding (`static_files.rs`) and the NO SIGNAL detector (`nosignal.rs`).
 
 use crate::jpeg::{Walk, Walker};
 use memchr::memchr;

@@ -1,6 +1,6 @@
 //! Faults as they happen in deployments (issue 20): a path that points at a file, a camera
-//! that dies behind a live origin, fallbacks that idle, a closed tab on a slow link (in
-//! `bench/tests/link.rs`, which owns the shaped link), one host holding every slot, secrets in
+//! that dies behind a live origin, fallbacks that idle, a closed tab on a slow link (a shaped
+//! link in a network namespace of its own), one host holding every slot, secrets in
 //! command lines, and the small ones. Each test has a control that shows it can fail.
 
 use mjpeg_relay::testjpeg::{jpeg_with_seq, seq_of};

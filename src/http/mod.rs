@@ -27,9 +27,12 @@
 //! request and response, [`head`] reads a request head; `listener` binds; `access` admits or
 //! refuses; `routes` maps URLs (ours and those other servers use) to endpoints; `viewer` is
 //! the one loop of every long-lived frame response, driven by `endpoints` (`/stream`,
-//! `/snapshot`) and `mux` (`/mux`); [`inflight`] is the in-flight bound; `pages` makes
-//! `/status`, `/state`, `/metrics` and the HTML pages; `respond` is how every response
-//! leaves; [`tls`] is HTTPS.
+//! `/snapshot`) and `mux` (`/mux`); `adapt` is `?size=auto`'s link measurement; `wire` what
+//! every frame response shares (part layouts, the never-ending head, bounded writes); `query`
+//! decodes query parameters; `clip` writes `/clip` from the history, `date` the times it and
+//! the snapshots carry; [`inflight`] is the in-flight bound; `pages` makes `/status`,
+//! `/state`, `/metrics` and the HTML pages; `respond` is how every response leaves; [`tls`]
+//! is HTTPS. (`tests/docs.rs` keeps this list, and `lib.rs`'s table, complete.)
 
 mod access;
 mod adapt;

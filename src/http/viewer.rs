@@ -228,7 +228,8 @@ pub(super) struct Viewer<'a> {
 
 impl<'a> Viewer<'a> {
     /// A viewer of `tracks` (at least one) on `conn`, capped at `fps_cap` new frames per
-    /// second per track. Counts it as a client of each stream unless `is_head`.
+    /// second per track. [`Viewer::open`] counts it as a client of each stream (unless the
+    /// request is a HEAD).
     pub fn new(
         conn: Conn,
         addr: String,
