@@ -73,7 +73,10 @@ pub fn shrink(
         return Err(ShrinkError::TooSmall);
     }
     let quality = quality.clamp(1, 100);
-    let encoded = std::panic::catch_unwind(|| transcode(jpeg, w, h, level, quality))
+    // A USB webcam's frame has no Huffman tables: the standard ones, as decoders expect.
+    let tabled = crate::jpeg::with_standard_tables(jpeg);
+    let source = tabled.as_deref().unwrap_or(jpeg);
+    let encoded = std::panic::catch_unwind(|| transcode(source, w, h, level, quality))
         .map_err(|_| ShrinkError::Codec("the codec failed on this frame".into()))??;
     // SOI, the source's comments, then the encoded picture after its own SOI.
     let mut out = Vec::with_capacity(encoded.len() + 256);

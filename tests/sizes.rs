@@ -403,3 +403,85 @@ fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_li
         back.as_secs_f64()
     );
 }
+
+/// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention).
+fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if jpeg[i + 1] != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[i..]);
+    out
+}
+
+fn has_huffman_tables(jpeg: &[u8]) -> bool {
+    mjpeg_relay::jpeg::segments(jpeg).any(|(m, _)| m == 0xC4)
+}
+
+/// Issue 30 item 2: USB webcams' frames (ffmpeg's MJPEG with the standard Huffman tables,
+/// `-huffman default`, then taken out, as a UVC camera sends them) were refused by the decoder, so every smaller size of such a
+/// camera showed nothing. Now the standard tables are put in: `?width=` serves them, and
+/// `/snapshot` hands out a standalone JPEG. The control: the frames pushed have no tables.
+#[test]
+fn webcam_frames_without_huffman_tables_are_sized_and_saved_whole() {
+    require_tool("ffmpeg");
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x480:rate=10",
+            "-frames:v",
+            "30",
+            "-c:v",
+            "mjpeg",
+            "-huffman",
+            "default",
+            "-q:v",
+            "5",
+            "-f",
+            "mjpeg",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    );
+    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
+    let mut made = Vec::new();
+    parser.push(&out.stdout, &mut |e| {
+        if let mjpeg_relay::parser::Event::Frame(f) = e {
+            made.push(f);
+        }
+    });
+    assert!(made.len() >= 25, "{} frames from ffmpeg", made.len());
+    let bare: Vec<Vec<u8>> = made.iter().map(|f| without_huffman_tables(f)).collect();
+    assert!(bare
+        .iter()
+        .all(|f| !has_huffman_tables(f) && dimensions(f) == Some((640, 480))));
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let mut looped = Vec::new();
+    for _ in 0..4 {
+        looped.extend(bare.iter().cloned());
+    }
+    let _up = push(&relay, looped, 10.0);
+    let mut viewer = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
+    let got = frames(&mut viewer, 5);
+    assert!(
+        got.iter().all(|f| dimensions(f) == Some((320, 240))),
+        "not 320x240"
+    );
+    assert!(ffmpeg_decodes(&got[4]));
+    let (code, _, body) = mjpeg_testkit::get(&relay.http, "/snapshot");
+    assert_eq!(code, 200);
+    assert!(has_huffman_tables(&body), "the snapshot still lacks tables");
+    assert!(ffmpeg_decodes(&body));
+    let (code, _, small) = mjpeg_testkit::get(&relay.http, "/snapshot?width=160");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&small));
+    assert_eq!(dimensions(&small), Some((160, 120)));
+}

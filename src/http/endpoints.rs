@@ -130,7 +130,13 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
             // When the camera's frame came in: to the microsecond, as an HTTP date, and how
             // long ago (a program storing snapshots can tell a stale one).
             let age = frame.arrived_at.elapsed().as_secs().to_string();
-            let resp = Response::new(200, Body::Shared(Arc::new(FrameBody(frame.clone()))))
+            // A webcam's frame without Huffman tables gets the standard ones: a snapshot is a
+            // file every program opens. Any other frame goes out as it is, not copied.
+            let body = match crate::jpeg::with_standard_tables(frame.jpeg()) {
+                Some(tabled) => Body::Bytes(tabled),
+                None => Body::Shared(Arc::new(FrameBody(frame.clone()))),
+            };
+            let resp = Response::new(200, body)
                 .with_header("Content-Type", "image/jpeg")
                 .with_header("X-Timestamp", &epoch_seconds(frame.arrived))
                 .with_header("Last-Modified", &http_date(frame.arrived))
