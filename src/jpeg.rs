@@ -292,14 +292,17 @@ const K3_TABLES: [(u8, [u8; 16], &[u8]); 4] = [
 ];
 
 /// `jpeg` with the standard Huffman tables ([`K3_TABLES`]) put in right before its first
-/// scan, when its header defines none (a USB webcam's frame): what a decoder needs, and what
+/// scan, when it is a Huffman-coded picture (a baseline, extended or progressive frame header
+/// first) whose header defines none (a USB webcam's frame): what a decoder needs, and what
 /// makes a saved snapshot a standalone JPEG every program opens. `None` when it has tables of
-/// its own, or no scan to put them before. Any bytes: linear, never panics.
+/// its own, no such frame header, or no scan to put them before: anything else is left as it
+/// came. Any bytes: linear, never panics.
 pub fn with_standard_tables(jpeg: &[u8]) -> Option<Vec<u8>> {
     if jpeg.get(..2) != Some(&[0xFF, SOI][..]) {
         return None;
     }
     let mut i = 2usize;
+    let mut huffman_frame = false;
     loop {
         while jpeg.get(i) == Some(&0xFF) && jpeg.get(i + 1) == Some(&0xFF) {
             i += 1;
@@ -309,7 +312,10 @@ pub fn with_standard_tables(jpeg: &[u8]) -> Option<Vec<u8>> {
         }
         match *jpeg.get(i + 1)? {
             DHT | EOI => return None,
-            SOS => break,
+            SOS if huffman_frame => break,
+            SOS => return None,
+            // SOF0, SOF1, SOF2: baseline, extended sequential, progressive, Huffman-coded.
+            0xC0..=0xC2 => huffman_frame = true,
             _ => {}
         }
         let len = usize::from(u16::from_be_bytes([*jpeg.get(i + 2)?, *jpeg.get(i + 3)?]));
@@ -345,11 +351,17 @@ mod tests {
         }
         let mut j = vec![0xFF, 0xD8];
         push_com(&mut j, b"cam");
+        let no_frame_header = [&j[..], &[0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF, 0xD9]].concat();
+        j.extend_from_slice(&[
+            0xFF, 0xC0, 0x00, 0x0B, 8, 0x00, 0x78, 0x00, 0xA0, 1, 1, 0x11, 0,
+        ]);
         j.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34, 0xFF, 0xD9]);
         let fixed = with_standard_tables(&j).unwrap();
         assert_eq!(fixed.len(), j.len() + 4 + 4 * 17 + 2 * 12 + 2 * 162);
         let markers: Vec<u8> = segments(&fixed).map(|(m, _)| m).collect();
-        assert_eq!(markers, [COM, DHT]);
+        assert_eq!(markers, [COM, 0xC0, DHT]);
+        // Not a picture (no frame header): left as it came.
+        assert_eq!(with_standard_tables(&no_frame_header), None);
         assert!(fixed.ends_with(&[0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34, 0xFF, 0xD9]));
         // It has tables now: nothing more to do; and any prefix or junk: no panic.
         assert_eq!(with_standard_tables(&fixed), None);

@@ -325,10 +325,14 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     let listed = clients_of(&relay).len();
     assert_eq!(listed, 10, "{:?}", clients_of(&relay));
     assert!(relay.wait_log("(--max-clients-per-ip)", Duration::from_secs(2)));
-    // Issue 32: counted by reason, each of the ten (the log says it once).
+    // Issue 32: counted by reason, each of the ten (the log says it once): past the per-address
+    // cap, or, for one that came while eight of its address were still sending their request,
+    // at accept (the pending budget per address).
     let refused = &status_from_elsewhere(&relay)["refused"];
-    assert_eq!(refused["max_clients_per_ip"], 10, "{refused}");
-    assert_eq!(refused["max_clients"], 0, "{refused}");
+    let n = |r: &str| refused[r].as_u64().unwrap_or(0);
+    assert_eq!(n("max_clients_per_ip") + n("pending"), 10, "{refused}");
+    assert!(n("max_clients_per_ip") >= 1, "{refused}");
+    assert_eq!(n("max_clients"), 0, "{refused}");
     // A viewer from another address gets its stream.
     let mut s = bound_to("127.0.0.2", &relay.http);
     s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
