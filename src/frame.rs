@@ -3,7 +3,7 @@
 //! `Arc<Frame>` by the slot and every client that sends it, never copied per client.
 
 use crate::multipart::Wire;
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One JPEG frame as received from the upstream, shared by every client that sends it.
 #[derive(Debug)]
@@ -21,6 +21,13 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// The capture time in whole microseconds since the epoch: exactly what `X-Timestamp`
+    /// says, so a time a client copies from a part header names this frame and no other.
+    pub fn captured_micros(&self) -> u64 {
+        let d = self.arrived.duration_since(UNIX_EPOCH).unwrap_or_default();
+        d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+    }
+
     pub fn new(jpeg: &[u8]) -> Frame {
         let arrived = SystemTime::now();
         Frame {

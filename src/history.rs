@@ -18,7 +18,7 @@ use crate::frame::Frame;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// What a frame in the ring costs besides its bytes: the `Frame` (its times, its wire
 /// buffer's pointer and lengths) and the ring's pointer to it, rounded up.
@@ -129,11 +129,13 @@ impl History {
 
     /// The frames that arrived from `from` to `to` (wall clock, both included), oldest first:
     /// shared, not copied.
-    pub fn between(&self, from: SystemTime, to: SystemTime) -> Vec<Arc<Frame>> {
+    /// Those whose capture times, in whole microseconds since the epoch (as `X-Timestamp`
+    /// writes them), are in `from..=to`: a time copied from a part header takes its frame.
+    pub fn between(&self, from_us: u64, to_us: u64) -> Vec<Arc<Frame>> {
         let ring = self.ring.lock();
         ring.frames
             .iter()
-            .filter(|f| f.arrived >= from && f.arrived <= to)
+            .filter(|f| (from_us..=to_us).contains(&f.captured_micros()))
             .cloned()
             .collect()
     }
@@ -217,7 +219,7 @@ mod tests {
         let (oldest, _) = h.span().unwrap();
         assert!(Arc::ptr_eq(&got, &oldest));
         // Exactly between: one of the two neighbours, never another.
-        let all = h.between(SystemTime::UNIX_EPOCH, SystemTime::now());
+        let all = h.between(0, u64::MAX);
         assert_eq!(all.len(), held.frames);
         let (a, b) = (&all[1], &all[2]);
         let mid = a.arrived_at + (b.arrived_at - a.arrived_at) / 2;

@@ -66,15 +66,16 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
         let msg = format!("{MAX_CLIPS} clips are being written already; try again shortly.\n");
         return send(rq, text(503, &msg).with_header("Retry-After", "5"), shared);
     };
-    let at = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0));
     let frames = match ask.span {
         Span::Last(secs) => history.since(
             Instant::now()
                 .checked_sub(Duration::from_secs_f64(secs))
                 .unwrap_or_else(|| history.span().map_or(Instant::now(), |(o, _)| o.arrived_at)),
         ),
-        // `to` as an X-Timestamp writes it (whole microseconds, cut) still takes that frame.
-        Span::Between(from, to) => history.between(at(from), at(to + 1e-6)),
+        // In whole microseconds, as X-Timestamp writes them: `from` and `to` copied from two
+        // part headers take those frames (through a float, `S.868620` can come out a tenth
+        // of a microsecond late and miss the frame it named).
+        Span::Between(from, to) => history.between(micros(from), micros(to)),
     };
     if frames.is_empty() {
         let reach = match history.span() {
@@ -216,5 +217,41 @@ struct Part(Arc<Frame>);
 impl AsRef<[u8]> for Part {
     fn as_ref(&self) -> &[u8] {
         self.0.wire.part()
+    }
+}
+
+/// Seconds since the epoch (at most `u32::MAX`, six decimals exact in an `f64`: 2^52 µs is
+/// 142 years) as whole microseconds.
+fn micros(seconds: f64) -> u64 {
+    (seconds * 1e6).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A time copied from `X-Timestamp` names its frame for every microsecond of a second in
+    /// 2026, whatever the nanoseconds below it; the float route this replaced missed some
+    /// (the control: a frame at `S.ffffff050` excluded by `from=S.ffffff`).
+    #[test]
+    fn an_x_timestamp_read_back_is_the_frames_microsecond() {
+        let base = 1_796_377_855u64;
+        let mut float_misses = 0;
+        for us in 0..1_000_000u64 {
+            let arrived = UNIX_EPOCH + Duration::from_nanos((base * 1_000_000 + us) * 1000 + 50);
+            let frame = Frame {
+                arrived,
+                ..Frame::new(b"")
+            };
+            let said: f64 = epoch_seconds(arrived).parse().unwrap();
+            assert_eq!(micros(said), frame.captured_micros(), "{us}");
+            if UNIX_EPOCH + Duration::from_secs_f64(said) > arrived {
+                float_misses += 1;
+            }
+        }
+        assert!(
+            float_misses > 0,
+            "the control found no time the float route misses"
+        );
     }
 }
