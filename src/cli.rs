@@ -33,6 +33,9 @@ pub struct Config {
     pub width: u16,
     pub height: u16,
     pub max_frame_bytes: usize,
+    /// `--max-pixels`: the largest picture a smaller size (or a sized snapshot or clip) may
+    /// decode; a larger one is served at its own size only.
+    pub max_pixels: usize,
     pub send_timeout: Duration,
     pub max_clients: usize,
     /// `--max-clients-per-ip`; `None`: half of `max_clients` (see [`Config::max_clients_per_ip`]).
@@ -76,6 +79,7 @@ impl Default for Config {
             width: 640,
             height: 480,
             max_frame_bytes: 8 << 20,
+            max_pixels: DEFAULT_MAX_PIXELS,
             send_timeout: Duration::from_secs(10),
             max_clients: 1000,
             max_per_ip: None,
@@ -180,6 +184,9 @@ OPTIONS:
                             serves single pictures (a snapshot URL) is polled [default: 15]
     --size WxH              testsrc frame size [default: 640x480]
     --max-frame-bytes N     Drop frames larger than this; K/M suffixes [default: 8M]
+    --max-pixels N|WxH      The largest picture smaller sizes may decode (about 3 bytes a
+                            pixel while it is made smaller); K/M suffixes count thousands
+                            and millions [default: 4096x3072, 12.6 M: 4K and 12 MP cameras]
     --warmup N              Discard the first N frames after every start of a camera or
                             connection to it (exposure settling), for every viewer [default: 0]
     --history SECS          Keep each stream's last SECS seconds in memory, for
@@ -443,6 +450,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                     .filter(|&n| (1024..=1 << 30).contains(&n))
                     .ok_or_else(|| {
                         format!("--max-frame-bytes: '{v}' is not a size from 1K to 1024M")
+                    })?;
+            }
+            Long("max-pixels") => {
+                let v = string(&mut p, "--max-pixels")?;
+                cfg.max_pixels = parse_pixels(&v)
+                    .filter(|n| (MIN_PIXELS..=MAX_PIXELS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "--max-pixels: '{v}' is not a number of pixels (e.g. 12M) or \
+                             WIDTHxHEIGHT, from 64K to 268M"
+                        )
                     })?;
             }
             Long("warmup") => {
@@ -773,6 +791,32 @@ pub const MAX_CLIENTS: usize = if cfg!(target_pointer_width = "32") {
 };
 
 /// `8388608`, `512K`, `8M`, `8MiB`, `64KiB` (binary multiples).
+/// `--max-pixels` by default: 4K (3840x2160, 4096x2160) and a 12 MP sensor (4056x3040),
+/// 38 MB while one is decoded: six sizes at once fit a 32-bit address space many times.
+pub const DEFAULT_MAX_PIXELS: usize = 4096 * 3072;
+const MIN_PIXELS: usize = 64_000;
+const MAX_PIXELS: usize = 16384 * 16384;
+
+/// `12M`, `12000000` or `4096x3072`: a number of pixels (K and M are thousands and millions,
+/// as megapixels are counted).
+fn parse_pixels(v: &str) -> Option<usize> {
+    let v = v.trim();
+    if let Some((w, h)) = v.split_once(['x', 'X']) {
+        let (w, h): (usize, usize) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+        return w.checked_mul(h);
+    }
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1_000,
+        "m" | "mp" => 1_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 pub fn parse_bytes(v: &str) -> Option<usize> {
     let v = v.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
@@ -826,6 +870,15 @@ mod tests {
         assert_eq!(c.send_timeout, Duration::from_millis(2500));
         assert_eq!((c.width, c.height), (320, 240));
         assert_eq!(c.log_level, log::LevelFilter::Warn);
+        // The pixel limit is its own: a small frame limit leaves it at 4K.
+        assert_eq!(c.max_pixels, 4096 * 3072);
+        for (v, px) in [
+            ("8M", 8_000_000),
+            ("1280x1024", 1_310_720),
+            ("300000", 300_000),
+        ] {
+            assert_eq!(run(&["--max-pixels", v]).unwrap().max_pixels, px, "{v}");
+        }
     }
 
     #[test]
@@ -836,6 +889,9 @@ mod tests {
             (&["--source", "bogus"][..], "--source"),
             (&["--http", "nonsense"][..], "--http"),
             (&["--max-frame-bytes", "3Q"][..], "--max-frame-bytes"),
+            (&["--max-pixels", "10"][..], "--max-pixels"),
+            (&["--max-pixels", "99999x99999"][..], "--max-pixels"),
+            (&["--max-pixels", "3Q"][..], "--max-pixels"),
             (&["--send-timeout"][..], "--send-timeout"),
         ] {
             let e = run(args).unwrap_err();

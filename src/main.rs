@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 
 fn main() {
+    mjpeg_relay::scale::set_up_allocator();
     // Every thread is spawned with an explicit, small stack: see http::CLIENT_STACK and
     // source::SOURCE_STACK (and 64 KiB for the signal thread below).
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
@@ -63,12 +64,7 @@ fn main() {
         inflight_bound: http::inflight::enabled(),
         status_details: cfg.status_details,
         tls,
-        // A decoded picture takes about 3 bytes a pixel, and a JPEG rarely more than 4 pixels
-        // a byte: what a frame may decode to stays within a few times the frame limit.
-        tier_max_pixels: cfg
-            .max_frame_bytes
-            .saturating_mul(4)
-            .clamp(1 << 20, 40 << 20),
+        tier_max_pixels: cfg.max_pixels,
     };
     let protected = !http_cfg.auth.is_open();
     let listener = match http::bind(&cfg.http, &http_cfg) {

@@ -32,6 +32,19 @@ pub const CODEC_STACK: usize = 1024 * 1024;
 /// Default JPEG quality of a smaller size (`?quality=` chooses another).
 pub const DEFAULT_QUALITY: u8 = 80;
 
+/// The qualities a smaller size is made at: `?quality=` takes the nearest. A size is one
+/// transcoder per (size, quality), so a few steps keep `?quality=1..6` from meaning six of
+/// them; low, the default and high are what a viewer tells apart.
+pub const QUALITY_STEPS: [u8; 3] = [50, DEFAULT_QUALITY, 95];
+
+/// The step nearest to `asked` (a tie takes the higher).
+pub fn quality_step(asked: u8) -> u8 {
+    QUALITY_STEPS
+        .into_iter()
+        .min_by_key(|&s| (s.abs_diff(asked), std::cmp::Reverse(s)))
+        .unwrap_or(DEFAULT_QUALITY)
+}
+
 /// Why a frame was not made smaller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShrinkError {
@@ -157,6 +170,36 @@ fn halve(px: &[u8], w: usize, h: usize, c: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Pictures at least this large (a 4K or 1440p decode: 25 and 11 MB) get memory of their own
+/// from the system and give it back when freed ([`set_up_allocator`]).
+pub const OWN_MAPPING_FROM: usize = 8 << 20;
+
+/// Sets the allocator up for decodes that come and go: glibc raises its mmap threshold to
+/// the largest block freed (up to 32 MB), after which a 4K picture is taken from the thread's
+/// arena, and freed memory at the top of a thread's arena is never handed back (`malloc_trim`
+/// trims only the main arena's top): 24 sized snapshots of a 4K camera kept 32 MB for good.
+/// A fixed threshold of [`OWN_MAPPING_FROM`] keeps those pictures in mappings of their own,
+/// unmapped when freed; a fixed trim threshold (32 MB) keeps the smaller per-frame buffers
+/// of a running size where they are, for the next frame. Call once, before any thread.
+pub fn set_up_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; called before other threads run.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_FROM as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+    }
+}
+
+/// Freed memory back to the system. glibc keeps what a thread's arena freed for the next
+/// allocation there, and a decode's picture is tens of megabytes that may not come again.
+pub fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

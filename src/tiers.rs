@@ -11,19 +11,25 @@
 //! Lifetime: the first lease on a size starts its thread; when the last lease is dropped the
 //! thread ends [`LINGER`] later (a viewer that reconnects, or `?size=auto` stepping between
 //! sizes, does not restart it). The registry ([`Tiers`]) holds at most [`MAX_TIERS`] per
-//! stream, each with one thread; a request for one more size is refused.
+//! stream, each with one thread, and at most [`MAX_TIERS_PER_ADDR`] started by one address; a
+//! request for one more size is refused, one for a size that runs never is.
 
 use crate::feed::SourceFeed;
 use crate::frame::Frame;
 use crate::scale::{self, ShrinkError};
 use crate::slot::Next;
 use parking_lot::Mutex;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Sizes (with their qualities) one stream may have running at once.
 pub const MAX_TIERS: usize = 6;
+/// Of those, the sizes one address may have started: one client cannot take every size of a
+/// camera (six connections with six qualities once meant six transcoders), and a viewer that
+/// arrives for a size already running is never refused, whoever started it.
+pub const MAX_TIERS_PER_ADDR: usize = 3;
 /// How long a size nobody watches keeps its transcoder.
 pub const LINGER: Duration = Duration::from_secs(1);
 
@@ -46,6 +52,8 @@ pub struct Tier {
     /// CPU time its thread has used, in nanoseconds.
     pub cpu_ns: AtomicU64,
     pub started: Instant,
+    /// The address whose viewer started it, while it runs (none: a Unix socket's).
+    by: Option<IpAddr>,
 }
 
 impl Tier {
@@ -99,14 +107,16 @@ impl Tiers {
 
     /// A lease on `source` at `level` and `quality`, starting its transcoder if it is not
     /// running. `stream` names it in logs and thread names; `max_pixels` bounds what a frame
-    /// may decode to. `Err` says why not (too many sizes, no thread).
+    /// may decode to; `by` is the viewer's address, which may have started at most
+    /// [`MAX_TIERS_PER_ADDR`] of those running. A size that runs is never refused. `Err` says
+    /// why not (too many sizes, from that address or in all, no thread).
     pub fn lease(
         self: &Arc<Self>,
         stream: &str,
         source: &Arc<SourceFeed>,
-        level: u8,
-        quality: u8,
+        (level, quality): (u8, u8),
         max_pixels: usize,
+        by: Option<IpAddr>,
     ) -> Result<Lease, String> {
         let level = level.clamp(1, scale::MAX_LEVEL);
         let mut list = self.list.lock();
@@ -123,6 +133,12 @@ impl Tiers {
                  those (see /status), or for the full size"
             ));
         }
+        if by.is_some() && list.iter().filter(|t| t.by == by).count() >= MAX_TIERS_PER_ADDR {
+            return Err(format!(
+                "stream '{stream}' has {MAX_TIERS_PER_ADDR} sizes running that your address \
+                 started; ask for one of those (see /status), or for the full size"
+            ));
+        }
         let tier = Arc::new(Tier {
             level,
             quality,
@@ -133,6 +149,7 @@ impl Tiers {
             skipped: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),
             started: Instant::now(),
+            by,
         });
         let (registry, t, src) = (self.clone(), tier.clone(), source.clone());
         let name = format!("tier-{stream}-{}", 1u32 << level);
@@ -203,6 +220,8 @@ fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels
             .store(thread_cpu_ns().saturating_sub(cpu_start), Relaxed);
     };
     tier.feed.close();
+    // Its thread's decode buffers, back to the system now that nobody watches this size.
+    scale::give_back_memory();
     log::info!(
         "stream '{stream}': stopped the size ({why_stopped}) after {} frames, {} skipped, {} \
          failed, {:.2} s of CPU",

@@ -487,15 +487,17 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// Firefox paints a part as soon as its bytes are in, in either layout: unlike Chromium and
 /// WebKit it does not wait for the next part's header block. (Resolution: one screenshot,
-/// about 30 ms, plus Firefox's own repaint.)
+/// about 30 ms, plus Firefox's own repaint; typically 25–45 ms.)
 #[test]
 fn firefox_paints_at_once_in_both_layouts() {
     for (query, name) in [("", "advance"), ("&advance_headers=0", "framed")] {
         let delays = paint_delays(Engine::Firefox, query, 5);
         eprintln!("firefox paint delay, {name} layout (ms): {delays:.1?}");
         for (k, d) in delays.iter().enumerate() {
+            // Half the interval: a wait for the next part is 1000 ms, and a loaded two-core
+            // machine (CI runs the suites side by side) once took 320 ms for one paint.
             assert!(
-                *d <= 300.0,
+                *d <= 500.0,
                 "{name}: frame {k} painted {d:.0} ms after it was sent: {delays:.0?}"
             );
         }

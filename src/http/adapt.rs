@@ -4,9 +4,18 @@
 //!
 //! **What is measured** ([`Meter`]). Each time a new frame is about to go out, the viewer
 //! notes how many of its bytes are still unacknowledged (`SIOCOUTQ`, which the in-flight
-//! bound reads anyway). If some are, the link was busy for the whole interval since the last
-//! frame, and the bytes acknowledged in it over its length is the link's rate: a *busy*
-//! interval. If none are, the last frame got through within the interval: an *idle* one. (The
+//! bound reads anyway). If more are than the in-flight bound allows (two segments, or one
+//! bandwidth-delay product), the link has a backlog and was busy for the whole interval since
+//! the last frame, and the bytes acknowledged in it over its length is the link's rate: a
+//! *busy* interval. If not, the last frame got through, or is in flight as a link with a
+//! long round trip needs it to be: an *idle* one. Counting any unacknowledged byte as busy
+//! was wrong on ordinary links: a receiver that delays its ACKs (Windows and macOS by
+//! default) leaves the last segment unacknowledged at every frame, and a round trip as long
+//! as the frame interval (4G, satellite) leaves the whole last frame; both looked busy at the
+//! rate the relay sent, and `auto` walked down to 1/8 on links that carry the full size.
+//! An interval is busy too when handing the frame to the kernel (the in-flight wait and the
+//! write) took half of it or more: a reader slower than the send buffer drains holds the
+//! write, not the queue (on loopback, where data is acknowledged as it is received). (The
 //! kernel's own `tcpi_delivery_rate` is no use for this: while a sender is application-limited
 //! — the relay always is — the kernel keeps the highest of its samples, so it never falls.)
 //!
@@ -34,6 +43,8 @@ pub const PROBE_GRACE: Duration = Duration::from_secs(3);
 pub const MAX_PROBE_WAIT: Duration = Duration::from_secs(64);
 /// The least time between two changes down (a switch takes a few frames to show).
 const DOWN_DWELL: Duration = Duration::from_millis(500);
+/// Intervals a look needs to decide anything.
+const MIN_INTERVALS: u32 = 3;
 /// The share of busy intervals over which the link counts as the limit, and under which it
 /// counts as idle (between the two: neither, and nothing changes).
 const BUSY: f64 = 0.5;
@@ -44,6 +55,8 @@ const IDLE: f64 = 0.2;
 #[derive(Debug, Default)]
 pub(super) struct Meter {
     last: Option<(Instant, u64)>,
+    /// How long handing the last frame to the kernel took (the in-flight wait and the write).
+    handoff: Duration,
     busy: u32,
     idle: u32,
     busy_bytes: u64,
@@ -62,11 +75,15 @@ pub(super) struct Window {
 
 impl Meter {
     /// A new frame is about to go out at `now`: `acked` bytes of the connection are
-    /// acknowledged so far, `queued` are not.
-    pub fn frame(&mut self, now: Instant, acked: u64, queued: u64) {
+    /// acknowledged so far, `queued` are not, and `allowance` may be in flight without a
+    /// backlog (the in-flight bound's).
+    pub fn frame(&mut self, now: Instant, acked: u64, queued: u64, allowance: u64) {
         if let Some((t, a)) = self.last {
             let dt = now.saturating_duration_since(t);
-            if queued > 0 {
+            // Either the kernel still holds a backlog, or handing the last frame over took
+            // most of the interval: a reader slower than the relay's socket buffer (loopback,
+            // a LAN peer with a small window) shows in a blocked write, not in the queue.
+            if queued > allowance || self.handoff * 2 >= dt {
                 self.busy += 1;
                 self.busy_bytes += acked.saturating_sub(a);
                 self.busy_time += dt;
@@ -77,7 +94,14 @@ impl Meter {
         self.last = Some((now, acked));
     }
 
-    /// The intervals since the last call, and a fresh start.
+    /// The frame that went out after the last [`Meter::frame`] took `took` to hand over.
+    pub fn handed_over(&mut self, took: Duration) {
+        self.handoff = took;
+    }
+
+    /// The intervals since the last call, and a fresh start once there are
+    /// [`MIN_INTERVALS`]; fewer are kept and counted on (a slow link sends two frames a
+    /// second, and half a second's look at it once threw them away every time).
     pub fn take(&mut self) -> Window {
         let intervals = self.busy + self.idle;
         let w = Window {
@@ -90,7 +114,9 @@ impl Meter {
             busy_rate: (self.busy_time >= Duration::from_millis(20))
                 .then(|| self.busy_bytes as f64 / self.busy_time.as_secs_f64()),
         };
-        (self.busy, self.idle, self.busy_bytes, self.busy_time) = (0, 0, 0, Duration::ZERO);
+        if intervals >= MIN_INTERVALS {
+            (self.busy, self.idle, self.busy_bytes, self.busy_time) = (0, 0, 0, Duration::ZERO);
+        }
         w
     }
 }
@@ -132,7 +158,7 @@ impl Adapt {
     /// new level when it changes.
     pub fn look(&mut self, now: Instant, w: Window, need: impl Fn(u8) -> f64) -> Option<u8> {
         self.last_look = now;
-        if w.intervals < 3 {
+        if w.intervals < MIN_INTERVALS {
             return None; // too few frames to tell (a paused source, a capped rate)
         }
         if self.trying && now.duration_since(self.switched_at) >= PROBE_GRACE {
@@ -166,6 +192,17 @@ impl Adapt {
             return self.switch(to, now);
         }
         None
+    }
+
+    /// The size [`Adapt::look`] chose could not be had (a size refused: too many running,
+    /// or too many from this address): it stays at `level`, the one it has, and waits as
+    /// after a failed try before asking again.
+    pub fn refused(&mut self, level: u8, now: Instant) {
+        self.level = level;
+        self.switched_at = now;
+        self.idle_since = None;
+        self.trying = false;
+        self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
     }
 
     fn switch(&mut self, to: u8, now: Instant) -> Option<u8> {
@@ -214,21 +251,94 @@ mod tests {
         changes
     }
 
+    /// A refused size is not taken for the one it has: the next look starts from the size
+    /// the viewer really has (the bug: it stayed "at 1/2" while sending full size, for good).
+    #[test]
+    fn a_refused_size_leaves_the_level_it_has() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        let slow = 100_000.0; // 1/2 fits, full does not
+        let mut now = t0 + DOWN_DWELL;
+        let to = a.look(now, window(0, slow), need).expect("steps down");
+        assert!(to >= 1);
+        a.refused(0, now);
+        assert_eq!(a.level, 0);
+        // Still too slow for full size: it asks again, once the wait is over.
+        let mut again = None;
+        for _ in 0..40 {
+            now += LOOK_EVERY;
+            again = again.or(a.look(now, window(0, slow), need));
+        }
+        assert_eq!(again, Some(to));
+    }
+
     #[test]
     fn the_meter_tells_busy_from_idle_intervals() {
         let mut m = Meter::default();
         let t0 = Instant::now();
         let ms = |k: u64| t0 + Duration::from_millis(k);
-        m.frame(ms(0), 0, 0);
-        m.frame(ms(33), 5_000, 11_000); // 5 KB acked in 33 ms, the rest still queued: busy
-        m.frame(ms(66), 13_000, 3_000);
-        m.frame(ms(100), 16_000, 0); // all through: idle
+        let allowance = 2_896; // two Ethernet segments
+        m.frame(ms(0), 0, 0, allowance);
+        m.frame(ms(33), 5_000, 11_000, allowance); // 5 KB acked in 33 ms, 11 KB left: busy
+        m.frame(ms(66), 13_000, 3_000, allowance);
+        m.frame(ms(100), 16_000, 0, allowance); // all through: idle
         let w = m.take();
         assert_eq!(w.intervals, 3);
         assert!((w.busy_share - 2.0 / 3.0).abs() < 1e-9);
         let rate = w.busy_rate.unwrap();
         assert!((rate - 13_000.0 / 0.066).abs() < 1.0, "{rate}");
         assert_eq!(m.take().intervals, 0, "taken");
+    }
+
+    /// A receiver that delays its ACKs leaves a segment unacknowledged at every frame, and a
+    /// long round trip a whole frame in flight: neither is a backlog, the link is idle. (The
+    /// control: the same intervals counted against no allowance, as before, look busy.)
+    #[test]
+    fn delayed_acks_and_long_round_trips_are_not_a_busy_link() {
+        let t0 = Instant::now();
+        let ms = |k: u64| t0 + Duration::from_millis(k);
+        let frame = 16_000u64;
+        for (what, unacked, allowance) in [
+            ("delayed ACK", 1_448, 2_896),
+            ("150 ms round trip, 10 MB/s", frame, 1_500_000),
+        ] {
+            let (mut m, mut control) = (Meter::default(), Meter::default());
+            for k in 0..15u64 {
+                let acked = k * frame - unacked.min(k * frame);
+                m.frame(ms(k * 33), acked, unacked, allowance);
+                control.frame(ms(k * 33), acked, unacked, 0);
+            }
+            assert_eq!(m.take().busy_share, 0.0, "{what}");
+            assert_eq!(control.take().busy_share, 1.0, "{what}: the control");
+        }
+    }
+
+    /// Two frames a second on a link that carries no more: the looks add them up until
+    /// there are enough to decide (they were thrown away at every look before).
+    #[test]
+    fn a_slow_link_is_decided_from_frames_gathered_over_several_looks() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        let mut m = Meter::default();
+        let frame = 166_000u64;
+        let mut decided = None;
+        for k in 0..12u64 {
+            let now = t0 + Duration::from_millis(550 * k);
+            // 300 KB/s: when the next frame is ready, 136 KB of the last are still queued,
+            // and one frame's bytes were acknowledged in each 550 ms.
+            let sent = (k + 1) * frame;
+            m.frame(now, sent - 136_000, 136_000, 2_896);
+            if a.due(now) && decided.is_none() {
+                decided = a.look(now, m.take(), |l| {
+                    frame as f64 / 2f64.powi(i32::from(l)) * 10.0
+                });
+            }
+        }
+        assert_eq!(
+            decided,
+            Some(3),
+            "1/8 (20 KB at 10 fps) fits 300 KB/s, 1/4 does not"
+        );
     }
 
     #[test]

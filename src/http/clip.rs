@@ -15,6 +15,7 @@ use super::conn::{Body, Request, Response};
 use super::date::{epoch_seconds, file_stamp};
 use super::endpoints::FrameBody;
 use super::query::{clip_ask, level_for, size_ask, Fit, Span};
+use super::shrink::Refused;
 use super::{send, text, NoCache, Shared};
 use crate::frame::Frame;
 use crate::hub::Stream;
@@ -97,7 +98,7 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
     // at a time on a codec thread, before the first byte (the AVI needs every size first).
     let frames = match sized(&frames, query, shared) {
         Ok(f) => f,
-        Err(msg) => return send(rq, text(400, &msg), shared),
+        Err(resp) => return send(rq, resp, shared),
     };
     let Some(first) = frames.first() else {
         let msg = format!("No frame of '{name}' could be made smaller.\n");
@@ -126,17 +127,16 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
 }
 
 /// The frames at the size the query asks (`?width=`, `?height=`, `?quality=`): the same
-/// frames when it asks none or the camera's own; `Err` is the `400` text.
-fn sized(frames: &[Arc<Frame>], query: &str, shared: &Shared) -> Result<Vec<Arc<Frame>>, String> {
-    let size = size_ask(query)?;
+/// frames when it asks none or the camera's own; `Err` is the answer instead (`400` for the
+/// query, `503` when no codec place came free).
+fn sized(frames: &[Arc<Frame>], query: &str, shared: &Shared) -> Result<Vec<Arc<Frame>>, Response> {
+    let size = size_ask(query).map_err(|msg| text(400, &msg))?;
     let (width, height) = match size.fit {
         Fit::Source => return Ok(frames.to_vec()),
         Fit::Auto => {
-            return Err(
-                "?size=auto follows a viewer's link; a clip is a file: ask ?width= or \
-                 ?height=.\n"
-                    .into(),
-            )
+            let msg = "?size=auto follows a viewer's link; a clip is a file: ask ?width= or \
+                       ?height=.\n";
+            return Err(text(400, msg));
         }
         Fit::AtLeast { width, height } => (width, height),
     };
@@ -148,22 +148,22 @@ fn sized(frames: &[Arc<Frame>], query: &str, shared: &Shared) -> Result<Vec<Arc<
         return Ok(frames.to_vec());
     }
     let (quality, limit) = (size.quality, shared.cfg.tier_max_pixels);
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("clip-size".into())
-            .stack_size(crate::scale::CODEC_STACK)
-            .spawn_scoped(s, || {
-                frames
-                    .iter()
-                    .filter_map(|f| {
-                        let small = crate::scale::shrink(f.jpeg(), level, quality, limit).ok()?;
-                        Some(Arc::new(Frame::derived(&small, f)))
-                    })
-                    .collect::<Vec<_>>()
+    let made = shared.one_offs.run("clip-size", || {
+        frames
+            .iter()
+            .filter_map(|f| {
+                let small = crate::scale::shrink(f.jpeg(), level, quality, limit).ok()?;
+                Some(Arc::new(Frame::derived(&small, f)))
             })
-            .map_err(|e| format!("cannot start a codec thread: {e}\n"))?
-            .join()
-            .map_err(|_| "the codec failed on this clip.\n".to_string())
+            .collect::<Vec<_>>()
+    });
+    made.map_err(|e| match e {
+        Refused::Busy => text(
+            503,
+            "Too many smaller pictures are being made; try again shortly.\n",
+        )
+        .with_header("Retry-After", "1"),
+        Refused::Shrink(e) => text(503, &format!("The codec failed on this clip: {e}.\n")),
     })
 }
 

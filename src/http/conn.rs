@@ -126,6 +126,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The client's address for logs, `unix` for a Unix socket peer.
     pub peer: String,
+    /// The client's IP address (none on a Unix socket): the key of per-address bounds.
+    pub ip: Option<std::net::IpAddr>,
     pub(super) conn: Conn,
 }
 

@@ -7,8 +7,9 @@ use super::date::{epoch_seconds, http_date};
 use super::query::{
     fps_cap, level_for, query_param, rewind_ask, size_ask, snapshot_pick, Fit, Pick, SizeAsk,
 };
-use super::viewer::{Track, Viewer};
-use super::wire::{multipart_head, Layout};
+use super::shrink::Refused;
+use super::viewer::{Track, Viewer, Who};
+use super::wire::{head_only, multipart_head, Layout};
 use super::{send, text, NoCache, Shared};
 use crate::feed::SourceState;
 use crate::frame::Frame;
@@ -103,20 +104,15 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
             if level == 0 {
                 Some(f)
             } else {
-                // On a thread with the codec's stack (a request thread has 128 KiB).
-                let (jpeg, quality, limit) = (f.jpeg(), size.quality, shared.cfg.tier_max_pixels);
-                let made = std::thread::scope(|s| {
-                    std::thread::Builder::new()
-                        .name("snapshot-size".into())
-                        .stack_size(crate::scale::CODEC_STACK)
-                        .spawn_scoped(s, || crate::scale::shrink(jpeg, level, quality, limit))
-                        .map_err(|e| crate::scale::ShrinkError::Codec(e.to_string()))?
-                        .join()
-                        .map_err(|_| crate::scale::ShrinkError::Codec("failed".into()))?
-                });
-                match made {
-                    Ok(small) => Some(Arc::new(Frame::derived(&small, &f))),
-                    Err(e) => {
+                let ask = (level, size.quality, shared.cfg.tier_max_pixels);
+                match super::shrink::picture(stream, &f, ask, &shared.one_offs) {
+                    Ok(small) => Some(small),
+                    Err(Refused::Busy) => {
+                        let msg = "Too many smaller snapshots are being made; try again \
+                                   shortly.\n";
+                        return send(rq, text(503, msg).with_header("Retry-After", "1"), shared);
+                    }
+                    Err(Refused::Shrink(e)) => {
                         let msg = format!("The newest frame could not be made smaller: {e}.\n");
                         return send(rq, text(503, &msg), shared);
                     }
@@ -260,17 +256,21 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         },
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
+    let http10 = rq.minor_version == 0;
+    if rq.method == Method::Head {
+        return head_only(rq, multipart_head(http10, shared).as_bytes(), shared);
+    }
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
     let layout = Layout::choose(&user_agent, query);
-    let http10 = rq.minor_version == 0;
-    let is_head = rq.method == Method::Head;
     let addr = rq.peer.clone();
-    let mut track = Track::new(
-        stream,
-        layout,
-        Vec::new(),
-        (&addr, &user_agent, layout.as_str(), fps_cap),
-    );
+    let who = Who {
+        addr: &addr,
+        ip: rq.ip,
+        user_agent: &user_agent,
+        kind: layout.as_str(),
+        fps_cap,
+    };
+    let mut track = Track::new(stream, layout, Vec::new(), &who);
     if let Err(msg) = size_track(&mut track, stream, size, shared) {
         return send(rq, text(503, &msg), shared);
     }
@@ -281,9 +281,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         Layout::Framed => FRAMED_OPENING,
         Layout::Advance => ADVANCE_OPENING,
     };
-    if viewer.open(multipart_head(http10, shared).as_bytes(), opening, is_head)
-        && viewer.replay(&replay)
-    {
+    if viewer.open(multipart_head(http10, shared).as_bytes(), opening) && viewer.replay(&replay) {
         let cap_note = fps_cap
             .map(|f| format!(", capped at {f} fps"))
             .unwrap_or_default();

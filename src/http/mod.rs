@@ -30,7 +30,7 @@
 //! `/snapshot`) and `mux` (`/mux`); `adapt` is `?size=auto`'s link measurement; `wire` what
 //! every frame response shares (part layouts, the never-ending head, bounded writes); `query`
 //! decodes query parameters; `clip` writes `/clip` from the history, `date` the times it and
-//! the snapshots carry; [`inflight`] is the in-flight bound; `pages` makes `/status`,
+//! the snapshots carry; `shrink` makes the one-off smaller pictures of both, a few at a time; [`inflight`] is the in-flight bound; `pages` makes `/status`,
 //! `/state`, `/metrics` and the HTML pages; `respond` is how every response leaves; [`tls`]
 //! is HTTPS. (`tests/docs.rs` keeps this list, and `lib.rs`'s table, complete.)
 
@@ -49,6 +49,7 @@ mod query;
 mod respond;
 mod routes;
 pub mod server;
+mod shrink;
 pub mod tls;
 mod viewer;
 mod wire;
@@ -99,7 +100,7 @@ pub struct HttpConfig {
     pub status_details: bool,
     /// `--tls-cert`/`--tls-key`: HTTPS on the TCP listener.
     pub tls: Option<Arc<tls::Tls>>,
-    /// The largest picture a smaller size may decode (pixels), from `--max-frame-bytes`.
+    /// The largest picture a smaller size may decode (pixels): `--max-pixels`.
     pub tier_max_pixels: usize,
 }
 
@@ -116,6 +117,8 @@ struct Shared {
     refusals: Arc<server::Refusals>,
     /// `/clip` responses being written now, at most [`clip::MAX_CLIPS`].
     clips: AtomicUsize,
+    /// Places for one-off smaller pictures (sized snapshots and clips), [`shrink::AT_ONCE`].
+    one_offs: shrink::OneOffs,
 }
 
 impl Shared {
@@ -152,6 +155,7 @@ pub fn serve(
     let shared = Arc::new(Shared {
         refusals: limits.refusals.clone(),
         clips: AtomicUsize::new(0),
+        one_offs: shrink::OneOffs::default(),
         unix: matches!(listener, HttpListener::Unix(..)),
         streams,
         named,

@@ -22,8 +22,8 @@
 use super::conn::{Method, Request};
 use super::endpoints::size_track;
 use super::query::{fps_cap, query_param, size_ask, Fit};
-use super::viewer::{Track, Viewer};
-use super::wire::{multipart_head, stream_head, Layout};
+use super::viewer::{Track, Viewer, Who};
+use super::wire::{head_only, multipart_head, stream_head, Layout};
 use super::{send, text, Shared};
 use crate::hub::Stream;
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
@@ -63,11 +63,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
-    let (http10, is_head, addr) = (
-        rq.minor_version == 0,
-        rq.method == Method::Head,
-        rq.peer.clone(),
-    );
+    let (http10, addr) = (rq.minor_version == 0, rq.peer.clone());
     // `?framing=octet`: the same bytes as `application/octet-stream`, for `fetch()` in WebKit
     // (Safari, iPad, iPhone), which refuses to stream a multipart body to a script ("Load
     // failed") but streams any other type. The boundary is in `X-Mux-Boundary` and, as always,
@@ -80,16 +76,21 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
         ),
         _ => multipart_head(http10, shared),
     };
+    if rq.method == Method::Head {
+        return head_only(rq, head.as_bytes(), shared);
+    }
     // Registered with every camera before the head goes out, as on /stream.
     let mut tracks: Vec<Track> = Vec::with_capacity(streams.len());
     for s in &streams {
         let prefix = format!("X-Stream: {}\r\n", s.name).into_bytes();
-        let mut track = Track::new(
-            s,
-            Layout::Framed,
-            prefix,
-            (&addr, &user_agent, "mux", fps_cap),
-        );
+        let who = Who {
+            addr: &addr,
+            ip: rq.ip,
+            user_agent: &user_agent,
+            kind: "mux",
+            fps_cap,
+        };
+        let mut track = Track::new(s, Layout::Framed, prefix, &who);
         if let Err(msg) = size_track(&mut track, s, size, shared) {
             return send(rq, text(503, &msg), shared);
         }
@@ -97,7 +98,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
     }
     let n = tracks.len();
     let mut viewer = Viewer::new(rq.into_conn(), addr, "/mux".into(), tracks, fps_cap, shared);
-    if viewer.open(head.as_bytes(), FRAMED_OPENING, is_head) {
+    if viewer.open(head.as_bytes(), FRAMED_OPENING) {
         viewer.run(&format!("{n} stream(s)"));
     }
 }

@@ -217,7 +217,9 @@ pub(super) fn size_ask(query: &str) -> Result<SizeAsk, String> {
     };
     let width = number("width", 1, 65_535)?;
     let height = number("height", 1, 65_535)?;
-    let quality = number("quality", 1, 100)?.map_or(crate::scale::DEFAULT_QUALITY, |q| q as u8);
+    let quality = number("quality", 1, 100)?.map_or(crate::scale::DEFAULT_QUALITY, |q| {
+        crate::scale::quality_step(q as u8)
+    });
     let fit = match (query_param(query, "size").as_deref(), width, height) {
         (Some("auto"), None, None) => Fit::Auto,
         (Some("auto"), ..) => {
@@ -264,8 +266,15 @@ mod size_tests {
                     width: 320,
                     height: 0
                 },
-                quality: 60
+                quality: 50
             }
+        );
+        // Qualities come in three steps: six values cannot mean six transcoders.
+        let q = |v: &str| size_ask(&format!("width=1&quality={v}")).unwrap().quality;
+        assert_eq!((1..=6).map(|v| q(&v.to_string())).max(), Some(50));
+        assert_eq!(
+            [q("64"), q("65"), q("87"), q("88"), q("100")],
+            [50, 80, 80, 95, 95]
         );
         for bad in [
             "width=0",

@@ -460,6 +460,7 @@ fn serve_connection(
                 minor_version: head.minor_version,
                 headers: head.headers,
                 peer,
+                ip: admitted.addr,
                 conn,
             })
         }

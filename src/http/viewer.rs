@@ -30,10 +30,16 @@ use crate::slot::Next;
 use crate::tiers::Lease;
 use std::fmt;
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often a viewer with nothing new to send looks whether its client is still there: a
+/// client that left frees its `--max-clients` slot, its transcoder and an on-demand camera
+/// within this (plus `tiers::LINGER` for the transcoder).
+const PEER_CHECK: Duration = Duration::from_millis(400);
 
 /// One camera of a viewer: where its frames come from, how they go out, what was sent.
 pub(super) struct Track<'a> {
@@ -42,6 +48,8 @@ pub(super) struct Track<'a> {
     feed: Arc<SourceFeed>,
     /// The smaller size this track reads, kept running while the track holds it.
     lease: Option<Lease>,
+    /// The viewer's address: a size it starts counts against it ([`crate::tiers`]).
+    ip: Option<IpAddr>,
     /// JPEG quality of a smaller size.
     quality: u8,
     /// `?size=auto`: the size follows the link, as measured between its frames.
@@ -64,19 +72,30 @@ pub(super) struct Track<'a> {
     last: Option<Arc<Frame>>,
 }
 
+/// Who a track is for: its line in the stream's client list, and the address its sizes
+/// count against.
+pub(super) struct Who<'r> {
+    /// For logs and `/status`: `ip:port`, or `unix`.
+    pub addr: &'r str,
+    pub ip: Option<IpAddr>,
+    pub user_agent: &'r str,
+    /// `framed`, `advance` or `mux`.
+    pub kind: &'static str,
+    pub fps_cap: Option<f64>,
+}
+
 impl<'a> Track<'a> {
-    /// A track of `stream`'s frames, registered in its client list as `kind` (`framed`,
-    /// `advance`, `mux`) before anything is written, so a client that has its head is listed.
-    pub fn new(
-        stream: &'a Stream,
-        layout: Layout,
-        prefix: Vec<u8>,
-        (addr, user_agent, kind, fps_cap): (&str, &str, &'static str, Option<f64>),
-    ) -> Track<'a> {
-        let reg = stream
-            .clients
-            .register(addr.to_string(), user_agent.to_string(), kind, fps_cap);
+    /// A track of `stream`'s frames, registered in its client list before anything is
+    /// written, so a client that has its head is listed.
+    pub fn new(stream: &'a Stream, layout: Layout, prefix: Vec<u8>, who: &Who) -> Track<'a> {
+        let reg = stream.clients.register(
+            who.addr.to_string(),
+            who.user_agent.to_string(),
+            who.kind,
+            who.fps_cap,
+        );
         Track {
+            ip: who.ip,
             stream,
             feed: stream.feed.clone(),
             lease: None,
@@ -103,9 +122,9 @@ impl<'a> Track<'a> {
             l => Some(self.stream.tiers.lease(
                 &self.stream.name,
                 &self.stream.feed,
-                l,
-                quality,
+                (l, quality),
                 max_pixels,
+                self.ip,
             )?),
         };
         self.feed = lease
@@ -228,8 +247,7 @@ pub(super) struct Viewer<'a> {
 
 impl<'a> Viewer<'a> {
     /// A viewer of `tracks` (at least one) on `conn`, capped at `fps_cap` new frames per
-    /// second per track. [`Viewer::open`] counts it as a client of each stream (unless the
-    /// request is a HEAD).
+    /// second per track. [`Viewer::open`] counts it as a client of each stream.
     pub fn new(
         conn: Conn,
         addr: String,
@@ -269,18 +287,15 @@ impl<'a> Viewer<'a> {
 
     /// Writes the response head and the body's opening (the first boundary line), each
     /// within `--send-timeout`, counting the viewer in each stream's `clients_total`. `false`:
-    /// the viewer is gone already.
-    pub fn open(&mut self, head: &[u8], opening: &[u8], is_head: bool) -> bool {
-        if !is_head {
-            for t in &self.tracks {
-                t.stream.out.clients_total.fetch_add(1, SeqCst);
-            }
+    /// the viewer is gone already. (A HEAD never gets this far: [`super::wire::head_only`].)
+    pub fn open(&mut self, head: &[u8], opening: &[u8]) -> bool {
+        for t in &self.tracks {
+            t.stream.out.clients_total.fetch_add(1, SeqCst);
         }
         let deadline = Instant::now() + self.send_timeout;
         if write_all_by(&mut self.conn, head, deadline)
             .and_then(|_| self.conn.flush())
             .is_err()
-            || is_head
         {
             return false;
         }
@@ -477,6 +492,19 @@ impl<'a> Viewer<'a> {
                 return Err(End::Gone);
             }
         }
+        // Nothing new for a while (a camera down with `--no-signal-after 0`, a size whose every
+        // frame fails): no write will tell that the client left, so look at the socket, every
+        // PEER_CHECK while it lasts. A viewer of a live camera writes often and never looks.
+        let quiet = self.tracks.iter().all(|t| {
+            t.last_new
+                .is_none_or(|at| now.duration_since(at) >= PEER_CHECK)
+        });
+        if quiet {
+            if peer_gone(self.conn.as_raw_fd()) {
+                return Err(End::Gone);
+            }
+            until = until.min(now + PEER_CHECK);
+        }
         let timeout = until.saturating_duration_since(now);
         match &mut self.doorbell {
             Doorbell::Slot => {
@@ -535,10 +563,12 @@ impl<'a> Viewer<'a> {
         // the adapt module.)
         if let (Some(bound), Some((_, meter))) = (&self.inflight, &mut self.tracks[i].adapt) {
             if let Some(queued) = bound.queued() {
-                meter.frame(Instant::now(), self.written.saturating_sub(queued), queued);
+                let acked = self.written.saturating_sub(queued);
+                meter.frame(Instant::now(), acked, queued, bound.allowance());
             }
         }
         // Choose the frame only once the link has room for it: the newest then.
+        let handoff = Instant::now();
         if let Some(bound) = &mut self.inflight {
             let slot = &self.tracks[i].feed.slot;
             match bound.wait(slot, Instant::now() + self.send_timeout) {
@@ -556,6 +586,9 @@ impl<'a> Viewer<'a> {
         let bytes = self.write(i, &frame)? as u64;
         let now = self.last_write;
         let t = &mut self.tracks[i];
+        if let Some((_, meter)) = &mut t.adapt {
+            meter.handed_over(now.saturating_duration_since(handoff));
+        }
         let (info, out) = (&t.reg.info, &t.stream.out);
         // Generations count the stream's frames: a gap is what this viewer skipped.
         if t.sent > 0 && g > t.sent + 1 {
@@ -623,7 +656,13 @@ impl<'a> Viewer<'a> {
                 );
                 self.resubscribe();
             }
-            Err(e) => log::warn!("viewer {} of {}: {e}", self.addr, self.what),
+            Err(e) => {
+                log::warn!("viewer {} of {}: {e}", self.addr, self.what);
+                let has = self.tracks[i].reg.info.level.load(SeqCst);
+                if let Some((a, _)) = self.tracks[i].adapt.as_mut() {
+                    a.refused(has, now);
+                }
+            }
         }
     }
 

@@ -87,6 +87,15 @@ pub(super) fn describe_write_error(e: &io::Error, timeout: Duration) -> String {
     }
 }
 
+/// The answer to a HEAD of a frame stream: the head a GET would get, and nothing started for
+/// it (no viewer listed, no transcoder leased, no on-demand camera woken).
+pub(super) fn head_only(rq: super::conn::Request, head: &[u8], shared: &Shared) {
+    let mut conn = rq.into_conn();
+    let deadline = Instant::now() + shared.cfg.send_timeout;
+    // A client gone before its head is nothing to report.
+    let _ = write_all_by(&mut conn, head, deadline).and_then(|_| conn.flush());
+}
+
 /// `write_all`, but giving up once `deadline` has passed. The socket's `SO_SNDTIMEO` bounds
 /// each single write; this bounds the whole frame, so a client that drains a few bytes now and
 /// then cannot keep its thread forever.
