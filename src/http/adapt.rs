@@ -20,15 +20,19 @@
 //! — the relay always is — the kernel keeps the highest of its samples, so it never falls.)
 //!
 //! **What is decided** ([`Adapt`], at each look, every [`LOOK_EVERY`]). Down quickly: when
-//! most intervals are busy and the size needs more than [`FIT`] of the rate measured while
-//! busy, go at once to the largest size that fits that rate. Up cautiously: a link that is
+//! most intervals are busy in two looks in a row, the second's rate is not still climbing
+//! (TCP opening its window), and the size needs more than [`FIT`] of that rate, go at once to
+//! the largest size that fits it. Up cautiously: a link that is
 //! idle at the current size tells nothing about a larger one, so after [`UP_AFTER`] of idle
 //! intervals the next size up is tried; if that turns the link busy again within
 //! [`PROBE_GRACE`], it was too much, and the next try waits twice as long (up to
-//! [`MAX_PROBE_WAIT`]). A size is never left for a larger one while the link is busy, so it
+//! [`MAX_PROBE_WAIT`]). A size that needs more than the rate measured when the link was last
+//! the limit waits at least [`RETRY_KNOWN_TOO_SLOW`]: on a steady link a viewer's size
+//! changes once. A size is never left for a larger one while the link is busy, so it
 //! cannot flip sizes every frame; on a link just below a size, a try costs one or two seconds
 //! of the larger frames every minute at most.
 
+use super::inflight::LinkSample;
 use std::time::{Duration, Instant};
 
 /// How often the viewer looks at its link.
@@ -43,6 +47,17 @@ pub const PROBE_GRACE: Duration = Duration::from_secs(3);
 pub const MAX_PROBE_WAIT: Duration = Duration::from_secs(64);
 /// The least time between two changes down (a switch takes a few frames to show).
 const DOWN_DWELL: Duration = Duration::from_millis(500);
+/// A round trip this much above its least (or a quarter more) is a queue on the path.
+const QUEUE_MIN: Duration = Duration::from_millis(3);
+/// The wait before trying a size the link was measured too slow for.
+pub const RETRY_KNOWN_TOO_SLOW: Duration = Duration::from_secs(30);
+/// A busy look's rate above this share of the last one's is still climbing.
+const RISING: f64 = 1.15;
+/// A new connection's first frames are not counted for this long ...
+pub const OPENING_MIN: Duration = Duration::from_millis(800);
+/// ... or this many round trips (slow start doubles the window each; the in-flight bound
+/// follows the rate it measures, which takes a few more on a long round trip).
+pub const OPENING_RTTS: u32 = 10;
 /// Intervals a look needs to decide anything.
 const MIN_INTERVALS: u32 = 3;
 /// The share of busy intervals over which the link counts as the limit, and under which it
@@ -57,6 +72,12 @@ pub(super) struct Meter {
     last: Option<(Instant, u64)>,
     /// How long handing the last frame to the kernel took (the in-flight wait and the write).
     handoff: Duration,
+    /// Before this, intervals are not counted: the connection is still opening its window.
+    opening_until: Option<Instant>,
+    /// The path at the last frame.
+    path: LinkSample,
+    /// Busy intervals whose path showed the cause (a queue, drops, the receiver).
+    evidence: u32,
     busy: u32,
     idle: u32,
     busy_bytes: u64,
@@ -71,19 +92,45 @@ pub(super) struct Window {
     pub busy_share: f64,
     /// Bytes per second acknowledged while busy: the link's rate.
     pub busy_rate: Option<f64>,
+    /// Most busy intervals showed their cause on the path (a queue, drops, the receiver's
+    /// window): the rate is the link's, not a connection still opening its window.
+    pub path_evidence: bool,
 }
 
 impl Meter {
     /// A new frame is about to go out at `now`: `acked` bytes of the connection are
     /// acknowledged so far, `queued` are not, and `allowance` may be in flight without a
     /// backlog (the in-flight bound's).
-    pub fn frame(&mut self, now: Instant, acked: u64, queued: u64, allowance: u64) {
+    pub fn frame(
+        &mut self,
+        now: Instant,
+        acked: u64,
+        queued: u64,
+        allowance: u64,
+        path: LinkSample,
+    ) {
+        let before = std::mem::replace(&mut self.path, path);
+        if self.opening_until.is_some_and(|t| now < t) {
+            self.last = Some((now, acked));
+            return;
+        }
         if let Some((t, a)) = self.last {
             let dt = now.saturating_duration_since(t);
-            // Either the kernel still holds a backlog, or handing the last frame over took
-            // most of the interval: a reader slower than the relay's socket buffer (loopback,
-            // a LAN peer with a small window) shows in a blocked write, not in the queue.
-            if queued > allowance || self.handoff * 2 >= dt {
+            // A backlog: the kernel still holds more than the in-flight bound allows, or
+            // handing the last frame over took most of the interval (a reader slower than
+            // the socket buffer drains shows in a blocked write, not in the queue) ...
+            let backlog = queued > allowance || self.handoff * 2 >= dt;
+            // Whether the path shows why: a queue on it (the round trip above its least),
+            // drops, or the receiver's window. Not always: the in-flight bound keeps a slow
+            // link's queue short, so a backlog alone counts; this only tells how sure the
+            // rate measured then is ([`Window::path_evidence`]).
+            let queue = path.rtt > path.min_rtt + (path.min_rtt / 4).max(QUEUE_MIN);
+            let drops = path.retrans > before.retrans;
+            let receiver = path.rwnd_limited.saturating_sub(before.rwnd_limited) * 4 >= dt;
+            if backlog && (queue || drops || receiver) {
+                self.evidence += 1;
+            }
+            if backlog {
                 self.busy += 1;
                 self.busy_bytes += acked.saturating_sub(a);
                 self.busy_time += dt;
@@ -92,6 +139,14 @@ impl Meter {
             }
         }
         self.last = Some((now, acked));
+    }
+
+    /// A new connection with round trip `rtt`: its first frames wait for TCP's slow start
+    /// (the window doubles each round trip from ten segments), not for the link, so they are
+    /// not counted for [`OPENING_MIN`] or [`OPENING_RTTS`] round trips, whichever is longer.
+    /// Counted, a 150 ms round trip sent every new viewer to 1/8 and back up step by step.
+    pub fn opened(&mut self, now: Instant, rtt: Duration) {
+        self.opening_until = Some(now + OPENING_MIN.max(rtt * OPENING_RTTS));
     }
 
     /// The frame that went out after the last [`Meter::frame`] took `took` to hand over.
@@ -113,6 +168,7 @@ impl Meter {
             },
             busy_rate: (self.busy_time >= Duration::from_millis(20))
                 .then(|| self.busy_bytes as f64 / self.busy_time.as_secs_f64()),
+            path_evidence: self.evidence * 2 >= self.busy.max(1),
         };
         if intervals >= MIN_INTERVALS {
             (self.busy, self.idle, self.busy_bytes, self.busy_time) = (0, 0, 0, Duration::ZERO);
@@ -133,6 +189,11 @@ pub(super) struct Adapt {
     /// How long to stay idle before the next try.
     probe_wait: Duration,
     last_look: Instant,
+    /// The rate the last look measured while the link was busy, if it was.
+    last_busy_rate: Option<f64>,
+    /// What the link carried when it last was the limit (bytes/s), until a try of a larger
+    /// size holds.
+    capacity: Option<f64>,
 }
 
 impl Adapt {
@@ -146,6 +207,8 @@ impl Adapt {
             trying: false,
             probe_wait: UP_AFTER,
             last_look: now,
+            last_busy_rate: None,
+            capacity: None,
         }
     }
 
@@ -162,32 +225,54 @@ impl Adapt {
             return None; // too few frames to tell (a paused source, a capped rate)
         }
         if self.trying && now.duration_since(self.switched_at) >= PROBE_GRACE {
-            // The try held: the next one comes as soon as this size is idle long enough.
+            // The try held: the link has grown past what was measured, and the next try
+            // comes as soon as this size is idle long enough.
             self.trying = false;
             self.probe_wait = UP_AFTER;
+            self.capacity = None;
         }
         if w.busy_share >= BUSY {
             self.idle_since = None;
             let rate = w.busy_rate?;
-            if need(self.level) <= FIT * rate || now.duration_since(self.switched_at) < DOWN_DWELL {
+            // A rate still climbing is TCP opening its window (slow start doubles it every
+            // round trip), not the link: decide on a rate that two looks agree on.
+            let settled = self
+                .last_busy_rate
+                .replace(rate)
+                .is_some_and(|before| rate <= before * RISING);
+            if need(self.level) <= FIT * rate
+                || now.duration_since(self.switched_at) < DOWN_DWELL
+                || !settled
+            {
                 return None;
             }
             if self.trying {
                 self.trying = false;
                 self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
             }
+            // Remembered (and larger sizes tried only after a long wait) when the path
+            // showed why; otherwise it may have been a window still opening.
+            self.capacity = w.path_evidence.then_some(rate);
             let to = (self.level + 1..=self.max_level)
                 .find(|&l| need(l) <= FIT * rate)
                 .unwrap_or(self.max_level);
             return self.switch(to, now);
         }
+        self.last_busy_rate = None;
         if w.busy_share > IDLE || self.level == 0 {
             self.idle_since = None;
             return None;
         }
         let since = *self.idle_since.get_or_insert(now);
-        if now.duration_since(since) >= self.probe_wait {
-            let to = self.level - 1;
+        let to = self.level - 1;
+        // A size the link was measured too slow for is tried again only after a long wait
+        // (the link may have grown, and nothing else tells): on a steady link a viewer's
+        // size changes once, not every few seconds.
+        let wait = match self.capacity {
+            Some(c) if need(to) > FIT * c => self.probe_wait.max(RETRY_KNOWN_TOO_SLOW),
+            _ => self.probe_wait,
+        };
+        if now.duration_since(since) >= wait {
             self.trying = true;
             return self.switch(to, now);
         }
@@ -235,6 +320,7 @@ mod tests {
             intervals: 15,
             busy_share: if busy { 1.0 } else { 0.0 },
             busy_rate: busy.then_some(rate),
+            path_evidence: busy,
         }
     }
 
@@ -259,6 +345,12 @@ mod tests {
         let mut a = Adapt::new(3, t0);
         let slow = 100_000.0; // 1/2 fits, full does not
         let mut now = t0 + DOWN_DWELL;
+        assert_eq!(
+            a.look(now, window(0, slow), need),
+            None,
+            "one look: not yet"
+        );
+        now += LOOK_EVERY;
         let to = a.look(now, window(0, slow), need).expect("steps down");
         assert!(to >= 1);
         a.refused(0, now);
@@ -272,16 +364,70 @@ mod tests {
         assert_eq!(again, Some(to));
     }
 
+    /// A path with a queue on it: the round trip well above its least.
+    const QUEUED: LinkSample = LinkSample {
+        rtt: Duration::from_millis(120),
+        min_rtt: Duration::from_millis(20),
+        rwnd_limited: Duration::ZERO,
+        retrans: 0,
+    };
+
+    /// A backlog is busy whatever the path shows; the path tells whether the rate is surely
+    /// the link's (a queue, drops, the receiver's window) or may be a window still opening.
+    #[test]
+    fn a_backlog_counts_only_when_the_path_is_its_cause() {
+        let t0 = Instant::now();
+        let ms = |k: u64| t0 + Duration::from_millis(k);
+        let clear = LinkSample {
+            rtt: Duration::from_millis(151),
+            min_rtt: Duration::from_millis(150),
+            ..LinkSample::default()
+        };
+        let at = |k: u64, base: LinkSample| LinkSample {
+            retrans: base.retrans + u32::from(base.retrans > 0) * k as u32,
+            rwnd_limited: base.rwnd_limited * k as u32,
+            ..base
+        };
+        for (what, path, evidence) in [
+            ("opening its window", clear, false),
+            ("a queue", QUEUED, true),
+            (
+                "drops",
+                LinkSample {
+                    retrans: 1,
+                    ..clear
+                },
+                true,
+            ),
+            (
+                "a slow receiver",
+                LinkSample {
+                    rwnd_limited: Duration::from_millis(30),
+                    ..clear
+                },
+                true,
+            ),
+        ] {
+            let mut m = Meter::default();
+            for k in 0..10u64 {
+                m.frame(ms(k * 33), k * 8_000, 40_000, 2_896, at(k, path));
+            }
+            let w = m.take();
+            assert_eq!(w.busy_share, 1.0, "{what}");
+            assert_eq!(w.path_evidence, evidence, "{what}");
+        }
+    }
+
     #[test]
     fn the_meter_tells_busy_from_idle_intervals() {
         let mut m = Meter::default();
         let t0 = Instant::now();
         let ms = |k: u64| t0 + Duration::from_millis(k);
         let allowance = 2_896; // two Ethernet segments
-        m.frame(ms(0), 0, 0, allowance);
-        m.frame(ms(33), 5_000, 11_000, allowance); // 5 KB acked in 33 ms, 11 KB left: busy
-        m.frame(ms(66), 13_000, 3_000, allowance);
-        m.frame(ms(100), 16_000, 0, allowance); // all through: idle
+        m.frame(ms(0), 0, 0, allowance, QUEUED);
+        m.frame(ms(33), 5_000, 11_000, allowance, QUEUED); // 5 KB acked in 33 ms, 11 KB left: busy
+        m.frame(ms(66), 13_000, 3_000, allowance, QUEUED);
+        m.frame(ms(100), 16_000, 0, allowance, QUEUED); // all through: idle
         let w = m.take();
         assert_eq!(w.intervals, 3);
         assert!((w.busy_share - 2.0 / 3.0).abs() < 1e-9);
@@ -305,12 +451,34 @@ mod tests {
             let (mut m, mut control) = (Meter::default(), Meter::default());
             for k in 0..15u64 {
                 let acked = k * frame - unacked.min(k * frame);
-                m.frame(ms(k * 33), acked, unacked, allowance);
-                control.frame(ms(k * 33), acked, unacked, 0);
+                m.frame(ms(k * 33), acked, unacked, allowance, QUEUED);
+                control.frame(ms(k * 33), acked, unacked, 0, QUEUED);
             }
             assert_eq!(m.take().busy_share, 0.0, "{what}");
             assert_eq!(control.take().busy_share, 1.0, "{what}: the control");
         }
+    }
+
+    /// A new connection's window opening: the busy rate doubles look after look, and no
+    /// size is chosen from it; once two looks agree, the size that fits is.
+    #[test]
+    fn a_rate_still_climbing_is_not_the_links() {
+        let t0 = Instant::now();
+        let mut a = Adapt::new(3, t0);
+        let busy = |rate: f64| Window {
+            intervals: 15,
+            busy_share: 1.0,
+            busy_rate: Some(rate),
+            path_evidence: false,
+        };
+        let mut now = t0;
+        for rate in [30e3, 60e3, 120e3, 240e3] {
+            now += LOOK_EVERY;
+            assert_eq!(a.look(now, busy(rate), need), None, "{rate}");
+        }
+        now += LOOK_EVERY;
+        // 250 KB/s, as the last: settled, and 1/4 (129 KB/s) is what fits.
+        assert_eq!(a.look(now, busy(250e3), need), Some(2));
     }
 
     /// Two frames a second on a link that carries no more: the looks add them up until
@@ -327,7 +495,7 @@ mod tests {
             // 300 KB/s: when the next frame is ready, 136 KB of the last are still queued,
             // and one frame's bytes were acknowledged in each 550 ms.
             let sent = (k + 1) * frame;
-            m.frame(now, sent - 136_000, 136_000, 2_896);
+            m.frame(now, sent - 136_000, 136_000, 2_896, QUEUED);
             if a.due(now) && decided.is_none() {
                 decided = a.look(now, m.take(), |l| {
                     frame as f64 / 2f64.powi(i32::from(l)) * 10.0
@@ -349,7 +517,8 @@ mod tests {
         assert_eq!(run(&mut a, t0, 500, 5_000, 10e6), []);
         // 2 Mbit/s (250 KB/s): full (480 KB/s) and 1/2 (261 KB/s) do not fit; 1/4 does.
         let shaped = run(&mut a, t0, 5_000, 65_000, 250e3);
-        assert_eq!(shaped.first(), Some(&(5_000, 2)), "{shaped:?}");
+        // Down at the second busy look: two looks agree on the rate.
+        assert_eq!(shaped.first(), Some(&(5_500, 2)), "{shaped:?}");
         // Tries of 1/2 come after 4 s, then 8, 16, 32 s of 1/4: few, and fewer.
         let tries: Vec<u64> = shaped.iter().filter(|c| c.1 == 1).map(|c| c.0).collect();
         assert!(tries.len() <= 4, "{shaped:?}");
@@ -383,12 +552,15 @@ mod tests {
             intervals: 15,
             busy_share: 1.0,
             busy_rate: Some(1_000.0),
+            path_evidence: true,
         };
+        assert_eq!(a.look(t0 + Duration::from_millis(500), starved, need), None);
         assert_eq!(a.look(t0 + Duration::from_secs(1), starved, need), Some(3));
         let quiet = Window {
             intervals: 2,
             busy_share: 0.0,
             busy_rate: None,
+            path_evidence: false,
         };
         assert_eq!(a.look(t0 + Duration::from_secs(60), quiet, need), None);
     }

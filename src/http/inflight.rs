@@ -69,6 +69,21 @@ pub struct InFlight {
     at_most: u64,
 }
 
+/// What the kernel knows of a connection's path (`TCP_INFO`), for telling a link that is the
+/// limit from a connection that is still opening its window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkSample {
+    /// Smoothed round trip now, and the least seen: above the least, a queue has formed
+    /// somewhere on the path.
+    pub rtt: Duration,
+    pub min_rtt: Duration,
+    /// Time so far the receiver's window held the sender back (a reader slower than the
+    /// link), cumulative.
+    pub rwnd_limited: Duration,
+    /// Segments resent so far: a bottleneck without a queue drops instead.
+    pub retrans: u32,
+}
+
 /// How a wait ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drained {
@@ -107,6 +122,21 @@ impl InFlight {
         let min_rtt_us = u64::from(info.tcpi_min_rtt).min(MAX_MIN_RTT_US);
         let bdp = self.rate.saturating_mul(min_rtt_us) / 1_000_000;
         self.allowance = (2 * mss).max(bdp);
+    }
+
+    /// The connection's round trip now (the kernel's smoothed estimate), for `?size=auto`.
+    pub fn rtt(&self) -> Option<Duration> {
+        tcp_info(self.fd).map(|i| Duration::from_micros(u64::from(i.tcpi_rtt)))
+    }
+
+    /// What the kernel knows of the path now, for `?size=auto` ([`LinkSample`]).
+    pub fn sample(&self) -> Option<LinkSample> {
+        tcp_info(self.fd).map(|i| LinkSample {
+            rtt: Duration::from_micros(u64::from(i.tcpi_rtt)),
+            min_rtt: Duration::from_micros(u64::from(i.tcpi_min_rtt)),
+            rwnd_limited: Duration::from_micros(i.tcpi_rwnd_limited),
+            retrans: i.tcpi_total_retrans,
+        })
     }
 
     /// Bytes written but not yet acknowledged now (`SIOCOUTQ`), for `?size=auto`.

@@ -562,9 +562,12 @@ impl<'a> Viewer<'a> {
         // ?size=auto: a frame is ready; is the link still busy with what went before? (See
         // the adapt module.)
         if let (Some(bound), Some((_, meter))) = (&self.inflight, &mut self.tracks[i].adapt) {
-            if let Some(queued) = bound.queued() {
+            if self.written == 0 {
+                meter.opened(Instant::now(), bound.rtt().unwrap_or_default());
+            }
+            if let (Some(queued), Some(path)) = (bound.queued(), bound.sample()) {
                 let acked = self.written.saturating_sub(queued);
-                meter.frame(Instant::now(), acked, queued, bound.allowance());
+                meter.frame(Instant::now(), acked, queued, bound.allowance(), path);
             }
         }
         // Choose the frame only once the link has room for it: the newest then.

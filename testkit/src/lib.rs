@@ -6,6 +6,7 @@
 //! benchmark and the tests share one copy of these helpers instead of each keeping its own.
 
 pub mod browser;
+pub mod delayline;
 use mjpeg_relay::parser::{Event, Parser};
 use mjpeg_relay::testjpeg::jpeg_with_seq;
 use std::collections::VecDeque;
@@ -71,6 +72,11 @@ impl Relay {
     }
 
     /// As [`Relay::start`], with these environment variables set for the relay alone.
+    /// [`start`](Self::start) listening on `http` (e.g. `10.77.0.1:0`, a delay line's end).
+    pub fn start_on(http: &str, args: &[&str]) -> Relay {
+        Relay::spawn(http, args, Stdio::null())
+    }
+
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Relay {
         Relay::spawn_env("127.0.0.1:0", args, Stdio::null(), env)
     }
@@ -426,13 +432,17 @@ impl StreamClient {
         user_agent: &str,
         rcvbuf: Option<i32>,
     ) -> StreamClient {
-        let addr_for_host = host;
-        let mut sock = connect(addr, rcvbuf);
+        StreamClient::on(connect(addr, rcvbuf), host, path, user_agent)
+    }
+
+    /// [`open`](Self::open) on a connection made already (over a delay line, from an
+    /// address of the test's choice).
+    pub fn on(mut sock: TcpStream, host: &str, path: &str, user_agent: &str) -> StreamClient {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         write!(
             sock,
-            "GET {path} HTTP/1.1\r\nHost: {addr_for_host}\r\nUser-Agent: {user_agent}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n\r\n"
         )
         .unwrap();
         let (code, headers, rest, status_line) = read_head(&mut sock);
