@@ -6,8 +6,8 @@
 use mjpeg_relay::jpeg::dimensions;
 use mjpeg_relay::testjpeg::{seq_of, tagged};
 use mjpeg_testkit::{
-    connect_from, gst_part, require_tool, run_with_timeout, sh, shape_port, Relay, StreamClient,
-    TempDir,
+    connect_from, gst_part, has_huffman_tables, require_tool, run_with_timeout, sh, shape_port,
+    webcam_frames, Relay, StreamClient, TempDir,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -404,63 +404,13 @@ fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_li
     );
 }
 
-/// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention).
-fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    let mut i = 2;
-    while jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        if jpeg[i + 1] != 0xC4 {
-            out.extend_from_slice(&jpeg[i..i + 2 + len]);
-        }
-        i += 2 + len;
-    }
-    out.extend_from_slice(&jpeg[i..]);
-    out
-}
-
-fn has_huffman_tables(jpeg: &[u8]) -> bool {
-    mjpeg_relay::jpeg::segments(jpeg).any(|(m, _)| m == 0xC4)
-}
-
 /// Issue 30 item 2: USB webcams' frames (ffmpeg's MJPEG with the standard Huffman tables,
 /// `-huffman default`, then taken out, as a UVC camera sends them) were refused by the decoder, so every smaller size of such a
 /// camera showed nothing. Now the standard tables are put in: `?width=` serves them, and
 /// `/snapshot` hands out a standalone JPEG. The control: the frames pushed have no tables.
 #[test]
 fn webcam_frames_without_huffman_tables_are_sized_and_saved_whole() {
-    require_tool("ffmpeg");
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x480:rate=10",
-            "-frames:v",
-            "30",
-            "-c:v",
-            "mjpeg",
-            "-huffman",
-            "default",
-            "-q:v",
-            "5",
-            "-f",
-            "mjpeg",
-            "-",
-        ]),
-        Duration::from_secs(30),
-    );
-    let mut parser = mjpeg_relay::parser::Parser::new(8 << 20);
-    let mut made = Vec::new();
-    parser.push(&out.stdout, &mut |e| {
-        if let mjpeg_relay::parser::Event::Frame(f) = e {
-            made.push(f);
-        }
-    });
-    assert!(made.len() >= 25, "{} frames from ffmpeg", made.len());
-    let bare: Vec<Vec<u8>> = made.iter().map(|f| without_huffman_tables(f)).collect();
+    let bare = webcam_frames(30);
     assert!(bare
         .iter()
         .all(|f| !has_huffman_tables(f) && dimensions(f) == Some((640, 480))));

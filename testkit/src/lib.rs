@@ -956,6 +956,62 @@ pub fn shape_port(dport: u16, rate: &str) {
     ));
 }
 
+/// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention).
+pub fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if jpeg[i + 1] != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[i..]);
+    out
+}
+
+pub fn has_huffman_tables(jpeg: &[u8]) -> bool {
+    mjpeg_relay::jpeg::segments(jpeg).any(|(m, _)| m == 0xC4)
+}
+
+/// `n` frames as a USB webcam sends them: ffmpeg's 640x480 MJPEG with the standard Huffman
+/// tables (`-huffman default`), the tables then taken out.
+pub fn webcam_frames(n: usize) -> Vec<Vec<u8>> {
+    require_tool("ffmpeg");
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x480:rate=10",
+            "-frames:v",
+            &n.to_string(),
+            "-c:v",
+            "mjpeg",
+            "-huffman",
+            "default",
+            "-q:v",
+            "5",
+            "-f",
+            "mjpeg",
+            "-",
+        ]),
+        Duration::from_secs(30),
+    );
+    let mut parser = Parser::new(8 << 20);
+    let mut made = Vec::new();
+    parser.push(&out.stdout, &mut |e| {
+        if let Event::Frame(f) = e {
+            made.push(without_huffman_tables(&f));
+        }
+    });
+    assert!(made.len() + 5 >= n, "{} frames from ffmpeg", made.len());
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
