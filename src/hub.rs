@@ -173,14 +173,33 @@ impl OutStats {
     }
 }
 
+/// How a client reads a stream: one camera in one of the two part layouts (see the HTTP
+/// module's `Layout`), or several cameras on one `/mux` connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Advance,
+    Framed,
+    Mux,
+}
+
+impl ClientKind {
+    /// As `/status` shows it (`layout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Advance => "advance",
+            ClientKind::Framed => "framed",
+            ClientKind::Mux => "mux",
+        }
+    }
+}
+
 /// Per-client counters, written by the client's own thread, read by `/status`.
 #[derive(Debug)]
 pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub user_agent: String,
-    /// `framed` or `advance`: see the HTTP module.
-    pub layout: &'static str,
+    pub kind: ClientKind,
     /// The client's `?fps=` cap, if it asked for one.
     pub fps_cap: Option<f64>,
     pub connected_at: Instant,
@@ -221,7 +240,7 @@ impl ClientRegistry {
         &self,
         addr: String,
         user_agent: String,
-        layout: &'static str,
+        kind: ClientKind,
         fps_cap: Option<f64>,
     ) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
@@ -229,7 +248,7 @@ impl ClientRegistry {
             id,
             addr,
             user_agent,
-            layout,
+            kind,
             fps_cap,
             connected_at: Instant::now(),
             frames_sent: AtomicU64::new(0),

@@ -31,6 +31,10 @@ pub(crate) const OPTIONS: &[&str] = &[
     "cameras",
     "frames",
     "query",
+    "rates",
+    "rtts",
+    "acks",
+    "auto-seconds",
 ];
 
 /// A command's arguments, parsed once by lexopt: `--name value` (or `--name=value`) options

@@ -53,6 +53,9 @@ USAGE:
         320 px viewer each, one /mux dashboard: frames/s and lag per group, CPU, peak RSS,
         OOM kills (as root)
     mjpeg-bench scenario transcode [--frames FILE.mjpeg] [--pairs N]
+    mjpeg-bench scenario auto-matrix [--rates 0.3,1,2,10,100,0] [--rtts 0,50,150]
+        [--acks quick,delayed] [--auto-seconds 15]: ?size=auto against the fixed sizes on
+        each link (as root: TUN devices in network namespaces); 0 is unshaped
         CPU per frame of a smaller size, the relay's code vs ffmpeg on the same frames
     mjpeg-bench load --url http://127.0.0.1:PORT/stream --push 127.0.0.1:PORT [OPTIONS]
     mjpeg-bench naive-server --upstream 127.0.0.1:PORT --http 127.0.0.1:PORT

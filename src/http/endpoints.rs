@@ -13,7 +13,7 @@ use super::wire::{head_only, multipart_head, Layout};
 use super::{send, text, NoCache, Shared};
 use crate::feed::SourceState;
 use crate::frame::Frame;
-use crate::hub::Stream;
+use crate::hub::{ClientKind, Stream};
 use crate::multipart::{ADVANCE_OPENING, FRAMED_OPENING};
 use crate::slot::Next;
 use std::sync::Arc;
@@ -267,7 +267,10 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         addr: &addr,
         ip: rq.ip,
         user_agent: &user_agent,
-        kind: layout.as_str(),
+        kind: match layout {
+            Layout::Advance => ClientKind::Advance,
+            Layout::Framed => ClientKind::Framed,
+        },
         fps_cap,
     };
     let mut track = Track::new(stream, layout, Vec::new(), &who);

@@ -25,7 +25,7 @@ use super::query::{fps_cap, query_param, size_ask, Fit};
 use super::viewer::{Track, Viewer, Who};
 use super::wire::{head_only, multipart_head, stream_head, Layout};
 use super::{send, text, Shared};
-use crate::hub::Stream;
+use crate::hub::{ClientKind, Stream};
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
 use std::sync::Arc;
 
@@ -87,7 +87,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
             addr: &addr,
             ip: rq.ip,
             user_agent: &user_agent,
-            kind: "mux",
+            kind: ClientKind::Mux,
             fps_cap,
         };
         let mut track = Track::new(s, Layout::Framed, prefix, &who);

@@ -3,7 +3,7 @@
 
 use super::conn::{Request, Response};
 use super::{send, NoCache, Shared};
-use crate::hub::Stream;
+use crate::hub::{ClientKind, Stream};
 use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -61,8 +61,8 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
                 c.id.to_string(),
                 json!({
                     "fps": rate.round(),
-                    "advance_headers": c.layout == "advance",
-                    "extra_headers": c.layout == "framed",
+                    "advance_headers": c.kind == ClientKind::Advance,
+                    "extra_headers": c.kind == ClientKind::Framed,
                     "dual_final_frames": false,
                     "zero_data": false,
                 }),
@@ -147,7 +147,7 @@ pub(super) fn status_json(
                     "id": c.id,
                     "address": details.then_some(&c.addr),
                     "user_agent": details.then_some(&c.user_agent),
-                    "layout": c.layout,
+                    "layout": c.kind.as_str(),
                     "fps_cap": c.fps_cap,
                     "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
                     "frames_sent": c.frames_sent.load(SeqCst),

@@ -24,7 +24,7 @@ use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::Shared;
 use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
 use crate::frame::Frame;
-use crate::hub::{Registration, Stream};
+use crate::hub::{ClientKind, Registration, Stream};
 use crate::multipart::FRAMED_TRAILER;
 use crate::slot::Next;
 use crate::tiers::Lease;
@@ -79,8 +79,7 @@ pub(super) struct Who<'r> {
     pub addr: &'r str,
     pub ip: Option<IpAddr>,
     pub user_agent: &'r str,
-    /// `framed`, `advance` or `mux`.
-    pub kind: &'static str,
+    pub kind: ClientKind,
     pub fps_cap: Option<f64>,
 }
 
@@ -211,7 +210,7 @@ impl fmt::Display for End {
 }
 
 /// How a viewer sleeps when nothing is due.
-enum Doorbell {
+enum WakeOn {
     /// One track: its slot wakes it (the common case, the cheapest).
     Slot,
     /// Several: woken by a publish of any feed it carries, and no other.
@@ -237,7 +236,7 @@ pub(super) struct Viewer<'a> {
     written: u64,
     /// Round-robin position: the track looked at first.
     next: usize,
-    doorbell: Doorbell,
+    wake_on: WakeOn,
     /// `?size=auto` needs it to start a smaller size.
     max_pixels: usize,
     /// `?fps=`, for the rate a size must carry.
@@ -261,10 +260,10 @@ impl<'a> Viewer<'a> {
             Some(fd) if shared.cfg.inflight_bound => InFlight::new(fd),
             _ => None,
         };
-        let doorbell = if tracks.len() == 1 {
-            Doorbell::Slot
+        let wake_on = if tracks.len() == 1 {
+            WakeOn::Slot
         } else {
-            Doorbell::Feeds(Subscription::new(tracks.iter().map(|t| t.feed.clone())))
+            WakeOn::Feeds(Subscription::new(tracks.iter().map(|t| t.feed.clone())))
         };
         Viewer {
             conn,
@@ -278,7 +277,7 @@ impl<'a> Viewer<'a> {
             last_write: Instant::now(),
             written: 0,
             next: 0,
-            doorbell,
+            wake_on,
             max_pixels: shared.cfg.tier_max_pixels,
             fps_cap,
             connected_at: Instant::now(),
@@ -463,9 +462,9 @@ impl<'a> Viewer<'a> {
 
     /// After a track changed feeds: a several-track viewer listens to the feeds it reads now.
     fn resubscribe(&mut self) {
-        if let Doorbell::Feeds(_) = self.doorbell {
+        if let WakeOn::Feeds(_) = self.wake_on {
             let feeds = self.tracks.iter().map(|t| t.feed.clone());
-            self.doorbell = Doorbell::Feeds(Subscription::new(feeds));
+            self.wake_on = WakeOn::Feeds(Subscription::new(feeds));
         }
     }
 
@@ -506,8 +505,8 @@ impl<'a> Viewer<'a> {
             until = until.min(now + PEER_CHECK);
         }
         let timeout = until.saturating_duration_since(now);
-        match &mut self.doorbell {
-            Doorbell::Slot => {
+        match &mut self.wake_on {
+            WakeOn::Slot => {
                 let t = &mut self.tracks[0];
                 match t.feed.slot.wait_newer(t.sent, timeout) {
                     Next::Frame(frame, g) => t.ready = Some((frame, g)),
@@ -515,7 +514,7 @@ impl<'a> Viewer<'a> {
                     Next::Closed => return Err(End::Stopping),
                 }
             }
-            Doorbell::Feeds(sub) => {
+            WakeOn::Feeds(sub) => {
                 if sub.wait(timeout) == Rung::Closed {
                     return Err(End::Stopping);
                 }

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod delayline;
+pub mod watch;
 use mjpeg_relay::parser::{Event, Parser};
 use mjpeg_relay::testjpeg::jpeg_with_seq;
 use std::collections::VecDeque;

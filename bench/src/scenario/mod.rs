@@ -5,6 +5,7 @@
 //! `--relay-bins A,B --pairs N` runs the scenario N times with each relay build in turn (A B A
 //! B …), so a drift of the machine's speed hits both alike: the before/after of a change.
 
+mod auto_matrix;
 mod churn;
 mod fanout;
 mod hop;
@@ -98,6 +99,10 @@ pub(crate) fn scenario(a: &Args) -> Result<(), String> {
             build: String::new(),
         };
         return transcode::run(&cx);
+    }
+    if name == "auto-matrix" {
+        // Its own table, in namespaces of its own.
+        return auto_matrix::run(a, single);
     }
     if name == "link" && !link::in_namespace() {
         return link::run_in_namespace(a, single); // re-executes itself in a namespace
