@@ -145,6 +145,14 @@ fn status_names_the_commands_own_pid() {
 fn a_push_sources_503_says_the_relay_waits_for_the_sender() {
     let dialing = std::thread::spawn(|| {
         let relay = Relay::start(&["--source", &format!("tcp:127.0.0.1:{}", free_port())]);
+        // Once it has failed to connect (before that it is "connecting"; a loaded machine
+        // once asked first).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay.status()["streams"][0]["source"]["last_error"].is_null()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let (code, _, body) = get(&relay.http, "/snapshot");
         (code, String::from_utf8_lossy(&body).to_string())
     });
