@@ -172,6 +172,23 @@ fn halve(px: &[u8], w: usize, h: usize, c: usize) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// Set on the threads that run the codec ([`as_codec_thread`]).
+    static CODEC_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as a codec thread: a codec panic on it is contained and logged as a skipped
+/// frame (`tiers::contain_codec_panics`), known by this mark and not by the thread's name.
+pub fn as_codec_thread<T>(f: impl FnOnce() -> T) -> T {
+    CODEC_THREAD.with(|c| c.set(true));
+    f()
+}
+
+/// Whether this thread runs the codec.
+pub fn is_codec_thread() -> bool {
+    CODEC_THREAD.with(|c| c.get())
+}
+
 /// Pictures at least this large (a 4K or 1440p decode: 25 and 11 MB) get memory of their own
 /// from the system and give it back when freed ([`set_up_allocator`]).
 pub const OWN_MAPPING_FROM: usize = 8 << 20;

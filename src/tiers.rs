@@ -156,7 +156,7 @@ impl Tiers {
         std::thread::Builder::new()
             .name(name)
             .stack_size(scale::CODEC_STACK)
-            .spawn(move || transcode(&registry, &t, &src, max_pixels))
+            .spawn(move || scale::as_codec_thread(|| transcode(&registry, &t, &src, max_pixels)))
             .map_err(|e| format!("cannot start a transcoder for stream '{stream}': {e}"))?;
         log::info!(
             "stream '{stream}': started the {} size (quality {quality}) for its viewers",
@@ -258,16 +258,16 @@ fn thread_cpu_ns() -> u64 {
 /// Codec panics contained by [`scale::shrink`]'s `catch_unwind`: logged once, then summarised.
 static CODEC_PANIC_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 
-/// Installs a panic hook under which a panic in a transcoder (`tier-…`) or a sized snapshot
-/// (`snapshot-size`) thread, which [`scale::shrink`] contains and turns into a skipped frame,
-/// is one log line, summarised when it repeats, instead of Rust's message on every frame a
-/// hostile upstream sends. Any other panic keeps the default report.
+/// Installs a panic hook under which a panic in a codec thread (a transcoder, a sized
+/// snapshot's or clip's: [`scale::as_codec_thread`]), which [`scale::shrink`] contains and
+/// turns into a skipped frame, is one log line, summarised when it repeats, instead of Rust's
+/// message on every frame a hostile upstream sends. Any other panic keeps the default report.
 pub fn contain_codec_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("");
-        if name.starts_with("tier-") || name == "snapshot-size" {
+        if scale::is_codec_thread() {
             CODEC_PANIC_LOG.note(|more| {
                 log::error!(
                     "{name}: the JPEG codec failed on a frame ({info}); the frame is skipped{}",

@@ -77,7 +77,7 @@ impl OneOffs {
             std::thread::Builder::new()
                 .name(name.into())
                 .stack_size(scale::CODEC_STACK)
-                .spawn_scoped(s, work)
+                .spawn_scoped(s, || scale::as_codec_thread(work))
                 .map_err(|e| Refused::Shrink(ShrinkError::Codec(e.to_string())))?
                 .join()
                 .map_err(|_| Refused::Shrink(ShrinkError::Codec("failed".into())))
