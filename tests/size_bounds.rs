@@ -5,23 +5,11 @@
 //! messages for what that relay did).
 
 use mjpeg_relay::jpeg::dimensions;
-use mjpeg_relay::testjpeg::tagged;
-use mjpeg_testkit::{connect_from, get, gst_part, read_head, request, Relay, StreamClient};
+
+use mjpeg_testkit::{connect_from, get, gst_part, read_head, request, vga, Relay, StreamClient};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// A 640x480 picture (the test pattern), numbered `seq`.
-fn vga(seq: u64) -> Vec<u8> {
-    use std::sync::OnceLock;
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        let mut px = vec![0u8; 640 * 480 * 3];
-        mjpeg_relay::source::testsrc::render(&mut px, 640, 480, 3);
-        mjpeg_relay::source::testsrc::encode(&px, 640, 480).unwrap()
-    });
-    tagged(base, seq.to_string().as_bytes(), 0)
-}
 
 /// A 640x480 frame whose markers pass the parser and tell its size, but whose picture data
 /// no decoder takes.
@@ -51,20 +39,6 @@ fn push(relay: &Relay, make: fn(u64) -> Vec<u8>, count: u64, fps: f64) {
             }
         }
     });
-}
-
-/// Thread names of the relay's transcoders (`tier-STREAM-N`).
-fn transcoders(relay: &Relay) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", relay.pid())) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.starts_with("tier-"))
-        .collect();
-    names.sort();
-    names
 }
 
 /// A GET of `path` from the address `from` (any 127.x address reaches the relay on loopback):
@@ -121,10 +95,10 @@ fn one_address_cannot_take_every_size_and_a_running_size_is_never_refused() {
         held.push(sock);
     }
     assert!(
-        until(Duration::from_secs(2), || transcoders(&relay)
+        until(Duration::from_secs(2), || relay.transcoders()
             == ["tier-default-8"]),
         "six qualities from one client: {:?}",
-        transcoders(&relay)
+        relay.transcoders()
     );
     // Two more sizes from that address: three in all, its share.
     for path in ["/stream?width=1&quality=95", "/stream?width=320&quality=50"] {
@@ -148,9 +122,9 @@ fn one_address_cannot_take_every_size_and_a_running_size_is_never_refused() {
     assert_eq!(code, 200, "{body}");
     held.push(sock);
     assert!(
-        until(Duration::from_secs(2), || transcoders(&relay).len() == 4),
+        until(Duration::from_secs(2), || relay.transcoders().len() == 4),
         "{:?}",
-        transcoders(&relay)
+        relay.transcoders()
     );
     let sizes = relay.status()["streams"][0]["sizes"].clone();
     assert_eq!(sizes.as_array().unwrap().len(), 4, "{sizes}");
@@ -187,7 +161,7 @@ fn a_size_whose_every_frame_fails_still_ends_when_its_viewer_leaves() {
         [0]["source"]["state"]
         == "live"));
     let viewer = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
-    assert!(until(Duration::from_secs(3), || transcoders(&relay)
+    assert!(until(Duration::from_secs(3), || relay.transcoders()
         == ["tier-default-2"]));
     assert!(until(Duration::from_secs(3), || relay.status()["streams"]
         [0]["sizes"][0]["failed"]
@@ -198,11 +172,12 @@ fn a_size_whose_every_frame_fails_still_ends_when_its_viewer_leaves() {
     // Noticed within a second, and the size ends LINGER (1 s) later; the relay before this
     // kept the viewer and its transcoder (12 s and counting).
     assert!(
-        until(Duration::from_millis(2500), || transcoders(&relay)
+        until(Duration::from_millis(2500), || relay
+            .transcoders()
             .is_empty()
             && clients(&relay) == 0),
         "{:?}, {} clients",
-        transcoders(&relay),
+        relay.transcoders(),
         clients(&relay)
     );
 }
@@ -229,7 +204,7 @@ fn a_head_of_a_stream_starts_nothing() {
     }
     std::thread::sleep(Duration::from_millis(300));
     // (The relay before this started the size for the HEAD and stopped it a second later.)
-    assert_eq!(transcoders(&relay), Vec::<String>::new(), "no size leased");
+    assert_eq!(relay.transcoders(), Vec::<String>::new(), "no size leased");
     assert!(
         !relay.log_text().contains("started the"),
         "{}",
@@ -243,7 +218,7 @@ fn a_head_of_a_stream_starts_nothing() {
     );
     // The control: the same GET does start the size.
     let viewer = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
-    assert!(until(Duration::from_secs(2), || transcoders(&relay)
+    assert!(until(Duration::from_secs(2), || relay.transcoders()
         == ["tier-default-2"]));
     drop(viewer);
 }

@@ -4,28 +4,15 @@
 //! `?size=auto` following a shaped link down and back up (in a network namespace of its own).
 
 use mjpeg_relay::jpeg::dimensions;
-use mjpeg_relay::testjpeg::{seq_of, tagged};
+use mjpeg_relay::testjpeg::seq_of;
 use mjpeg_testkit::{
     connect_from, gst_part, has_huffman_tables, require_tool, run_with_timeout, sh, shape_port,
-    webcam_frames, Relay, StreamClient, TempDir,
+    vga, webcam_frames, Relay, StreamClient, TempDir,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A 640x480 picture (the test pattern), numbered `seq` in a COM segment as the other tests'
-/// frames are.
-fn vga(seq: u64) -> Vec<u8> {
-    use std::sync::OnceLock;
-    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        let mut px = vec![0u8; 640 * 480 * 3];
-        mjpeg_relay::source::testsrc::render(&mut px, 640, 480, 3);
-        mjpeg_relay::source::testsrc::encode(&px, 640, 480).unwrap()
-    });
-    tagged(base, seq.to_string().as_bytes(), 0)
-}
 
 /// Pushes `frames` into the relay's `tcp-listen` source at `fps` from a thread.
 fn push(relay: &Relay, frames: Vec<Vec<u8>>, fps: f64) -> std::thread::JoinHandle<()> {
@@ -67,18 +54,6 @@ fn ffmpeg_decodes(jpeg: &[u8]) -> bool {
         Duration::from_secs(20),
     );
     out.status.success() && out.stderr.is_empty()
-}
-
-/// Thread names of the relay's transcoders (`tier-STREAM-N`).
-fn transcoders(relay: &Relay) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", relay.pid())) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.starts_with("tier-"))
-        .collect()
 }
 
 #[test]
@@ -157,12 +132,12 @@ fn viewers_of_a_size_share_one_transcoder_that_ends_when_nobody_watches() {
     // The control first: no viewer of a smaller size, no transcoder.
     let mut full = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
     frames(&mut full, 5);
-    assert_eq!(transcoders(&relay), Vec::<String>::new());
+    assert_eq!(relay.transcoders(), Vec::<String>::new());
     let mut a = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
     let mut b = StreamClient::open(&relay.http, "/stream?width=300", "curl/8.0", None);
     frames(&mut a, 5);
     frames(&mut b, 5);
-    assert_eq!(transcoders(&relay), ["tier-default-2"], "one for both");
+    assert_eq!(relay.transcoders(), ["tier-default-2"], "one for both");
     let st = relay.status();
     let sizes = &st["streams"][0]["sizes"];
     assert_eq!(sizes.as_array().unwrap().len(), 1, "{sizes}");
@@ -179,18 +154,18 @@ fn viewers_of_a_size_share_one_transcoder_that_ends_when_nobody_watches() {
     drop(a);
     frames(&mut b, 10);
     assert_eq!(
-        transcoders(&relay),
+        relay.transcoders(),
         ["tier-default-2"],
         "one viewer left: it stays"
     );
     drop(b);
     // Gone about a second after the last viewer (LINGER), with its CPU.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !transcoders(&relay).is_empty() && Instant::now() < deadline {
+    while !relay.transcoders().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
-        transcoders(&relay),
+        relay.transcoders(),
         Vec::<String>::new(),
         "no viewer, no transcoder"
     );
@@ -263,7 +238,7 @@ fn auto_on_a_fast_link_serves_the_camera_frames_and_transcodes_nothing() {
         relay.status()["streams"][0]["clients"][0]["size_auto"],
         true
     );
-    assert_eq!(transcoders(&relay), Vec::<String>::new());
+    assert_eq!(relay.transcoders(), Vec::<String>::new());
     drop(upstream);
 }
 

@@ -186,6 +186,20 @@ impl Relay {
     }
 
     /// Panics unless the relay process runs (exists and is not a zombie).
+    /// Thread names of its transcoders (`tier-STREAM-N`), sorted.
+    pub fn transcoders(&self) -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .filter(|c| c.starts_with("tier-"))
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn assert_alive(&self) {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
             .unwrap_or_else(|_| panic!("the relay is gone; log: {}", self.log_text()));
@@ -955,6 +969,19 @@ pub fn shape_port(dport: u16, rate: &str) {
     sh(&format!(
         "tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport {dport} 0xffff flowid 1:20"
     ));
+}
+
+/// A 640x480 picture (the relay's test pattern), numbered `seq` in a COM segment as the
+/// other test frames are ([`mjpeg_relay::testjpeg::seq_of`] reads it back).
+pub fn vga(seq: u64) -> Vec<u8> {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let mut px = vec![0u8; 640 * 480 * 3];
+        mjpeg_relay::source::testsrc::render(&mut px, 640, 480, 3);
+        mjpeg_relay::source::testsrc::encode(&px, 640, 480).unwrap()
+    });
+    mjpeg_relay::testjpeg::tagged(base, seq.to_string().as_bytes(), 0)
 }
 
 /// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention).
