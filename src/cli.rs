@@ -61,6 +61,15 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// Things worth a log line once logging is set up (parsing happens before).
     pub notes: Vec<String>,
+    /// `[[user]]`s of `--config`: each sees the streams their patterns name.
+    pub users: Vec<crate::users::User>,
+    /// `[signing] key_file`s of `--config`: the first signs links, each is accepted.
+    pub signing_keys: Vec<Vec<u8>>,
+    /// `--config FILE`, read again on SIGHUP.
+    pub config_file: Option<std::path::PathBuf>,
+    /// The command line as given (without the program name): SIGHUP parses it again with the
+    /// file read anew, so flags keep winning over the file.
+    pub args: Vec<OsString>,
 }
 
 impl Default for Config {
@@ -97,6 +106,10 @@ impl Default for Config {
             header_timeout: crate::http::head::HEAD_TIMEOUT,
             log_level: log::LevelFilter::Info,
             notes: Vec::new(),
+            users: Vec::new(),
+            signing_keys: Vec::new(),
+            config_file: None,
+            args: Vec::new(),
         }
     }
 }
@@ -116,8 +129,25 @@ impl Config {
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
+    /// `mjpeg-relay sign …`: print a signed link.
+    Sign(SignRequest),
     Help,
     Version,
+}
+
+/// `mjpeg-relay sign --config FILE --stream NAME --ttl TTL [--width N] [--height N] [--fps N]
+/// [--size auto] [--max-viewers N] [--path stream|snapshot|clip] [--base URL]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignRequest {
+    pub config: std::path::PathBuf,
+    pub stream: Option<String>,
+    pub ttl_secs: u64,
+    /// `(name, value)` parameters the link carries, in this order.
+    pub params: Vec<(&'static str, String)>,
+    /// `stream`, `snapshot` or `clip`.
+    pub endpoint: String,
+    /// `http://HOST:PORT`; by default the config's `http` address.
+    pub base: Option<String>,
 }
 
 pub const HELP: &str = "\
@@ -128,10 +158,16 @@ viewer is bounded, including the kernel's socket send buffer.
 
 USAGE:
     mjpeg-relay [OPTIONS]
+    mjpeg-relay --config FILE [OPTIONS]
+    mjpeg-relay sign --config FILE --stream NAME --ttl TTL [--width N] [--fps N] ...
 
 With no options it serves a built-in test pattern at http://127.0.0.1:8080/
 
 OPTIONS:
+    --config FILE           Settings from a TOML file: every flag as a key (max_clients = 200),
+                            each stream a [[stream]] table, users who see only their streams
+                            ([[user]]), a key for signed links ([signing]); see docs/access.md.
+                            Flags given here win. SIGHUP reads it again
     --source SPEC           Where frames come from [default: testsrc]
                               testsrc               built-in moving test pattern
                               tcp-listen:HOST:PORT  accept an upstream (gstreamer tcpclientsink);
@@ -242,13 +278,277 @@ EXAMPLES:
     # ffmpeg writing raw JPEGs to the pipe, served on all interfaces:
     ffmpeg -f v4l2 -i /dev/video0 -c:v mjpeg -f mjpeg - | mjpeg-relay --source - --http 0.0.0.0:8080
 
+SIGNED LINKS:
+    mjpeg-relay sign --config FILE --stream NAME --ttl TTL prints a URL that opens that stream
+    with no login until TTL (90, 15m, 1h, 7d) has passed. Options: --path snapshot or clip;
+    the link's own --width, --height, --fps, --size or --quality; at most --max-viewers N at
+    once; --base URL, the address viewers use. Tampered or expired: 403. (docs/access.md)
+
 EXIT CODES:
     0  stopped by SIGINT or SIGTERM     1  could not start (e.g. address in use)
     2  bad command line                 130  a second SIGINT while stopping
 ";
 
-/// Parses the command line (without the program name).
+/// Parses the command line (without the program name): `sign …`, or the flags, with
+/// `--config FILE`'s keys before them (so a flag given wins over the file's key).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.first().is_some_and(|a| a == "sign") {
+        return parse_sign(&args[1..]).map(Command::Sign);
+    }
+    let (config_file, given) = take_config_flag(&args)?;
+    let Some(path) = config_file else {
+        let mut cmd = parse_flags(given)?;
+        if let Command::Run(cfg) = &mut cmd {
+            cfg.args = args;
+        }
+        return Ok(cmd);
+    };
+    let file = crate::config_file::read(&path)?;
+    let mut merged: Vec<OsString> = without_overridden(&file.args, &given);
+    merged.extend(given);
+    let mut cmd =
+        parse_flags(merged).map_err(|e| format!("{e} (with --config {})", path.display()))?;
+    if let Command::Run(cfg) = &mut cmd {
+        cfg.notes.extend(file.notes);
+        for u in &file.users {
+            for p in &u.streams {
+                if !cfg
+                    .streams
+                    .iter()
+                    .any(|s| crate::users::pattern_matches(p, &s.name))
+                {
+                    cfg.notes.push(format!(
+                        "--config {}: user '{}': '{p}' matches no stream (yet)",
+                        path.display(),
+                        u.name
+                    ));
+                }
+            }
+        }
+        cfg.users = file.users;
+        cfg.signing_keys = file.keys;
+        cfg.config_file = Some(path);
+        cfg.args = args;
+    }
+    Ok(cmd)
+}
+
+/// `--config FILE` (or `--config=FILE`) out of the command line: the file, and the rest.
+fn take_config_flag(
+    args: &[OsString],
+) -> Result<(Option<std::path::PathBuf>, Vec<OsString>), String> {
+    let mut file = None;
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let text = a.to_string_lossy();
+        let value = if text == "--config" {
+            Some(
+                it.next()
+                    .cloned()
+                    .ok_or("--config needs a value: the path of a TOML file")?,
+            )
+        } else {
+            text.strip_prefix("--config=").map(OsString::from)
+        };
+        match value {
+            Some(v) if file.is_some() => {
+                return Err(format!("--config given twice ({})", v.to_string_lossy()))
+            }
+            Some(v) => file = Some(std::path::PathBuf::from(v)),
+            None => rest.push(a.clone()),
+        }
+        if text == "--" {
+            rest.extend(it.cloned());
+            break;
+        }
+    }
+    Ok((file, rest))
+}
+
+/// Flags that stand for each other: the command line giving one replaces the file's others.
+const FLAG_GROUPS: &[&[&str]] = &[
+    &["source", "stream", "fallback", "on-demand"],
+    &["log-level", "verbose", "quiet"],
+    &["auth", "auth-file"],
+    &["token", "token-file"],
+    &["tls-cert", "tls-key"],
+];
+
+/// The file's arguments less those the command line gives itself.
+fn without_overridden(file: &[(String, OsString)], given: &[OsString]) -> Vec<OsString> {
+    let mut named: Vec<String> = given
+        .iter()
+        .filter_map(|a| {
+            let a = a.to_str()?;
+            match a {
+                "-v" => Some("verbose".to_string()),
+                "-q" => Some("quiet".to_string()),
+                _ => Some(a.strip_prefix("--")?.split('=').next()?.to_string()),
+            }
+        })
+        .collect();
+    for group in FLAG_GROUPS {
+        // The stream flags are one group only when the command line names the streams: a
+        // lone `--on-demand` on the command line adds to the file's streams' settings.
+        let names_streams =
+            |n: &String| !group.contains(&"source") || n == "source" || n == "stream";
+        if named
+            .iter()
+            .any(|n| group.contains(&n.as_str()) && names_streams(n))
+        {
+            named.extend(group.iter().map(|g| g.to_string()));
+        }
+    }
+    file.iter()
+        .filter(|(flag, _)| !named.contains(flag))
+        .map(|(_, arg)| arg.clone())
+        .collect()
+}
+
+/// `mjpeg-relay sign …` (without `sign`).
+fn parse_sign(args: &[OsString]) -> Result<SignRequest, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args.iter().cloned());
+    let (mut config, mut stream, mut ttl, mut base) = (None, None, None, None);
+    let mut endpoint = "stream".to_string();
+    let mut params = Vec::new();
+    while let Some(arg) = p.next().map_err(|e| format!("sign: {e}"))? {
+        match arg {
+            Long("config") => config = Some(std::path::PathBuf::from(string(&mut p, "--config")?)),
+            Long("stream") => stream = Some(string(&mut p, "--stream")?),
+            Long("ttl") => {
+                let v = string(&mut p, "--ttl")?;
+                ttl = Some(crate::signing::parse_ttl(&v).map_err(|e| format!("sign --ttl: {e}"))?);
+            }
+            Long("path") => {
+                endpoint = string(&mut p, "--path")?;
+                if !["stream", "snapshot", "clip"].contains(&endpoint.as_str()) {
+                    return Err(format!(
+                        "sign --path: '{endpoint}' is not stream, snapshot or clip"
+                    ));
+                }
+            }
+            Long("base") => {
+                let v = string(&mut p, "--base")?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(format!(
+                        "sign --base: '{v}' is not an http:// or https:// URL"
+                    ));
+                }
+                base = Some(v.trim_end_matches('/').to_string());
+            }
+            Long(name @ ("width" | "height" | "fps" | "max-viewers" | "size" | "quality")) => {
+                let name = name.to_string();
+                let key: &'static str = match name.as_str() {
+                    "width" => "width",
+                    "height" => "height",
+                    "fps" => "fps",
+                    "size" => "size",
+                    "quality" => "quality",
+                    _ => crate::signing::MAX_VIEWERS,
+                };
+                let v = string(&mut p, &format!("--{name}"))?;
+                let ok = if key == "size" {
+                    v == "auto"
+                } else {
+                    v.parse::<f64>().is_ok_and(|n| n > 0.0 && n < 1e6)
+                };
+                if !ok {
+                    return Err(format!(
+                        "sign --{name}: '{v}' is not a positive number{}",
+                        if key == "size" {
+                            " (only 'auto' for --size)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                params.push((key, v));
+            }
+            Short('h') | Long("help") => return Err(SIGN_USAGE.into()),
+            _ => return Err(format!("sign: {}\n{SIGN_USAGE}", arg.unexpected())),
+        }
+    }
+    Ok(SignRequest {
+        config: config.ok_or(format!(
+            "sign: --config FILE is needed (its [signing] key)\n{SIGN_USAGE}"
+        ))?,
+        stream,
+        ttl_secs: ttl.ok_or(format!(
+            "sign: --ttl is needed, e.g. --ttl 1h\n{SIGN_USAGE}"
+        ))?,
+        params,
+        endpoint,
+        base,
+    })
+}
+
+/// `mjpeg-relay sign`: the signed URL for `req`, from its config file's key, streams and
+/// address.
+pub fn sign_link(req: &SignRequest) -> Result<String, String> {
+    let args = vec![
+        OsString::from("--config"),
+        req.config.clone().into_os_string(),
+    ];
+    let cfg = match parse(args)? {
+        Command::Run(cfg) => cfg,
+        _ => return Err("the config file did not make a configuration".into()),
+    };
+    if cfg.signing_keys.is_empty() {
+        return Err(format!(
+            "{} has no [signing] key_file: links need a key (make one with \
+             'openssl rand -hex 32 > signing.key')",
+            req.config.display()
+        ));
+    }
+    let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
+    let path = match (&req.stream, cfg.named) {
+        (Some(n), true) if names.contains(&n.as_str()) => format!("/{n}/{}", req.endpoint),
+        (None, false) => format!("/{}", req.endpoint),
+        (Some(n), false) if n == "default" => format!("/{}", req.endpoint),
+        (None, true) => {
+            return Err(format!(
+                "--stream NAME is needed; the streams are {}",
+                names.join(", ")
+            ))
+        }
+        (Some(n), _) => {
+            return Err(format!(
+                "no stream named '{n}' in {}; the streams are {}",
+                req.config.display(),
+                names.join(", ")
+            ))
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "the system clock is before 1970")?
+        .as_secs();
+    let keys = crate::signing::Keys::new(&cfg.signing_keys);
+    let params: Vec<(&str, String)> = req.params.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let link = keys
+        .sign(&path, &params, now + req.ttl_secs)
+        .ok_or("no signing key")?;
+    let base = req.base.clone().unwrap_or_else(|| {
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", cfg.http)
+    });
+    Ok(format!("{base}{link}"))
+}
+
+pub const SIGN_USAGE: &str = "\
+USAGE:
+    mjpeg-relay sign --config FILE --stream NAME --ttl TTL [--width N | --height N]
+                     [--fps N] [--size auto] [--quality N] [--max-viewers N]
+                     [--path stream|snapshot|clip] [--base URL]
+
+Prints a URL that opens one stream with these parameters, with no login, until TTL (seconds,
+or with s, m, h or d) has passed. Signed with the first [signing] key_file of FILE.
+";
+
+fn parse_flags(args: Vec<OsString>) -> Result<Command, String> {
     use lexopt::prelude::*;
     let mut cfg = Config::default();
     let mut source: Option<StreamConfig> = None;
@@ -317,7 +617,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                         "--stream: '{shown}' is not NAME=SPEC, e.g. --stream door=tcp:10.0.0.5:5000"
                     )
                 })?;
-                check_name(name).map_err(|e| format!("--stream {shown}: {e}"))?;
+                crate::hub::check_name(name).map_err(|e| format!("--stream {shown}: {e}"))?;
                 if named.iter().any(|s| s.name == name) {
                     return Err(format!("--stream: the name '{name}' is used twice"));
                 }
@@ -738,22 +1038,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn check_token(v: &str) -> Result<(), String> {
     if v.len() < 8 || v.contains(|c: char| c.is_whitespace() || c == '&' || c == '#') {
         return Err("use at least 8 characters, without spaces, & or #".into());
-    }
-    Ok(())
-}
-
-/// Stream names become URL path segments and log words: keep them plain.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err("a stream name needs 1 to 64 characters".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "'{name}' contains '{c}'; a stream name may use only letters, digits, - and _"
-        ));
     }
     Ok(())
 }

@@ -277,3 +277,44 @@ impl ClientRegistry {
         self.len() == 0
     }
 }
+
+/// The streams served now, as one list: `SIGHUP` with `--config` replaces it whole (a new
+/// stream added, a removed one gone), and each reader takes the list as it is at that moment.
+/// Owned by `main`; the HTTP side and the NO SIGNAL watchdog read it.
+#[derive(Debug, Default)]
+pub struct Streams {
+    now: parking_lot::RwLock<Arc<Vec<Arc<Stream>>>>,
+}
+
+impl Streams {
+    pub fn new(streams: Vec<Arc<Stream>>) -> Arc<Streams> {
+        Arc::new(Streams {
+            now: parking_lot::RwLock::new(Arc::new(streams)),
+        })
+    }
+
+    /// The list now (cheap: one reference count).
+    pub fn get(&self) -> Arc<Vec<Arc<Stream>>> {
+        self.now.read().clone()
+    }
+
+    pub fn set(&self, streams: Vec<Arc<Stream>>) {
+        *self.now.write() = Arc::new(streams);
+    }
+}
+
+/// Stream names become URL path segments and log words: keep them plain.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a stream name needs 1 to 64 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "'{name}' contains '{c}'; a stream name may use only letters, digits, - and _"
+        ));
+    }
+    Ok(())
+}

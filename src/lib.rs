@@ -22,7 +22,9 @@
 //! | [`scale`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO); one transcoder per size in use |
 //! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
-//! | [`nosignal`], [`metrics`], [`auth`], [`static_files`] | features on top of the hub |
+//! | [`nosignal`], [`metrics`], [`static_files`] | features on top of the hub |
+//! | [`policy`] | who a request is and what it may see: [`auth`] (`--auth`, `--token`), [`users`] (`[[user]]`), [`signing`] (signed links, sans-IO); [`login_limit`] slows guessing (sans-IO) |
+//! | [`config_file`] | `--config FILE`: TOML to flags, users and keys |
 //! | [`avi`] | sans-IO: the bytes around the frames of an MJPEG AVI file (`/clip`) |
 //! | [`cli`], [`logger`], [`font`], [`testjpeg`] | flags, the log, a pixel font, test frames |
 //!
@@ -55,6 +57,7 @@
 pub mod auth;
 pub mod avi;
 pub mod cli;
+pub mod config_file;
 pub mod failover;
 pub mod feed;
 pub mod font;
@@ -64,14 +67,18 @@ pub mod http;
 pub mod hub;
 pub mod jpeg;
 pub mod logger;
+pub mod login_limit;
 pub mod metrics;
 pub mod multipart;
 pub mod nosignal;
 pub mod parser;
+pub mod policy;
 pub mod scale;
 pub mod shutdown;
+pub mod signing;
 pub mod slot;
 pub mod source;
 pub mod static_files;
 pub mod testjpeg;
 pub mod tiers;
+pub mod users;

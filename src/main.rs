@@ -1,8 +1,9 @@
 //! The `mjpeg-relay` binary: parse flags, start each stream's sources and the HTTP server, stop cleanly on
 //! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
 
-use mjpeg_relay::shutdown::{self, Trigger};
+use mjpeg_relay::shutdown::{self, Shutdown, Trigger};
 use mjpeg_relay::{cli, feed::SourceFeed, http, hub::Stream, logger, nosignal, source};
+use parking_lot::Mutex;
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -21,6 +22,16 @@ fn main() {
             println!("mjpeg-relay {}", env!("CARGO_PKG_VERSION"));
             return;
         }
+        Ok(cli::Command::Sign(req)) => match cli::sign_link(&req) {
+            Ok(url) => {
+                println!("{url}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("mjpeg-relay sign: {e}");
+                exit(2);
+            }
+        },
         Err(e) => {
             eprintln!("mjpeg-relay: {e}\nRun 'mjpeg-relay --help' for usage.");
             exit(2);
@@ -37,7 +48,9 @@ fn main() {
     // The one way to stop: every thread that runs until the end holds a clone of `stop`.
     let (trigger, stop) = shutdown::channel();
     let trigger = Arc::new(trigger);
-    if let Err(e) = watch_signals(trigger.clone()) {
+    // SIGHUP: at most one reload waiting; a second SIGHUP meanwhile is the same reload.
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(1);
+    if let Err(e) = watch_signals(trigger.clone(), reload_tx) {
         log::error!("cannot install signal handlers: {e}");
         exit(1);
     }
@@ -56,7 +69,7 @@ fn main() {
         send_timeout: cfg.send_timeout,
         max_clients: cfg.max_clients,
         max_clients_per_ip: cfg.max_clients_per_ip(),
-        auth: mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
+        policy: mjpeg_relay::policy::Current::new(policy_of(&cfg)),
         allow_origin: cfg.allow_origin.clone(),
         allow_hosts: cfg.allow_hosts.clone(),
         static_dir: cfg.static_dir.clone(),
@@ -66,7 +79,8 @@ fn main() {
         tls,
         tier_max_pixels: cfg.max_pixels,
     };
-    let protected = !http_cfg.auth.is_open();
+    let protected = !http_cfg.policy.get().is_open();
+    let policy = http_cfg.policy.clone();
     let listener = match http::bind(&cfg.http, &http_cfg) {
         Ok(l) => l,
         Err(e) => {
@@ -74,43 +88,25 @@ fn main() {
             exit(1);
         }
     };
-    let streams: Vec<_> = cfg
-        .streams
-        .iter()
-        .map(|s| Stream::new(&s.name, &s.source_text))
-        .collect();
-    for s in &streams {
-        if cfg.history.enabled() {
-            let _ = s
-                .feed
-                .history
-                .set(mjpeg_relay::history::History::new(cfg.history));
-        }
-        s.feed
-            .warmup
-            .store(cfg.warmup, std::sync::atomic::Ordering::Relaxed);
-    }
-    let source_cfg = source::SourceConfig {
-        max_frame_bytes: cfg.max_frame_bytes,
-        fps: cfg.fps,
-        width: cfg.width,
-        height: cfg.height,
-        source_timeout: cfg.source_timeout,
-        pauses: Default::default(),
-    };
-    for (sc, stream) in cfg.streams.iter().zip(&streams) {
-        let started = start_sources(sc, stream, &source_cfg, &stop);
-        if let Err(e) = started {
-            log::error!(
-                "cannot start the source of stream '{}' ({}): {e}",
-                sc.name,
-                sc.source_text
-            );
-            trigger.pull();
-            source::exec::kill_all();
-            exit(1);
+    let source_cfg = source_config(&cfg);
+    let mut running = Vec::new();
+    for sc in &cfg.streams {
+        match start_stream(sc, &cfg, &source_cfg, &stop) {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                log::error!(
+                    "cannot start the source of stream '{}' ({}): {e}",
+                    sc.name,
+                    sc.source_text
+                );
+                trigger.pull();
+                source::exec::kill_all();
+                exit(1);
+            }
         }
     }
+    let streams =
+        mjpeg_relay::hub::Streams::new(running.iter().map(|r| r.stream.clone()).collect());
     if !cfg.no_signal_after.is_zero() {
         if let Err(e) = nosignal::start(streams.clone(), cfg.no_signal_after, stop.clone()) {
             log::error!("cannot start the no-signal watchdog: {e}");
@@ -143,6 +139,21 @@ fn main() {
             "listening on {local}, reachable from other hosts, with no authentication \
              (see --auth and --token)"
         );
+    }
+    let reloader = Reloader {
+        cfg: Mutex::new((*cfg).clone()),
+        running: Mutex::new(running),
+        streams: streams.clone(),
+        policy,
+        stop: stop.clone(),
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("reload".into())
+        .stack_size(256 * 1024)
+        .spawn(move || reloader.run(reload_rx))
+    {
+        log::error!("cannot start the reload thread: {e}");
+        exit(1);
     }
     http::serve(listener, streams, cfg.named, http_cfg, &stop);
     // The token stopped the server, so sources know we are stopping before their commands
@@ -213,10 +224,13 @@ fn start_sources(
     )
 }
 
-/// SIGINT/SIGTERM ask for a clean stop (a second SIGINT stops at once); SIGHUP is logged and
-/// ignored, since there is no configuration file to reload and logs go to stderr. SIGPIPE is
+/// SIGINT/SIGTERM ask for a clean stop (a second SIGINT stops at once); SIGHUP asks the reload
+/// thread to read `--config` again (without one it is logged and ignored). SIGPIPE is
 /// already ignored by the Rust runtime, so a vanished client is a write error, not a crash.
-fn watch_signals(trigger: Arc<Trigger>) -> std::io::Result<()> {
+fn watch_signals(
+    trigger: Arc<Trigger>,
+    reload: crossbeam_channel::Sender<()>,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // Only for "a second SIGINT exits at once": signal-hook exits with 130 if this is set
     // when SIGINT arrives. Stopping itself is the trigger's job.
@@ -229,7 +243,8 @@ fn watch_signals(trigger: Arc<Trigger>) -> std::io::Result<()> {
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    log::info!("SIGHUP received and ignored (nothing to reload)");
+                    // Full: a reload is already waiting, and it will read the file as it is.
+                    let _ = reload.try_send(());
                     continue;
                 }
                 log::info!("signal {sig} received; shutting down");
@@ -238,6 +253,234 @@ fn watch_signals(trigger: Arc<Trigger>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Who may see what, from the flags and `--config`.
+fn policy_of(cfg: &cli::Config) -> mjpeg_relay::policy::Policy {
+    mjpeg_relay::policy::Policy::new(
+        mjpeg_relay::auth::Auth::new(cfg.auth.as_deref(), cfg.token.as_deref()),
+        cfg.users.clone(),
+        mjpeg_relay::signing::Keys::new(&cfg.signing_keys),
+    )
+}
+
+fn source_config(cfg: &cli::Config) -> source::SourceConfig {
+    source::SourceConfig {
+        max_frame_bytes: cfg.max_frame_bytes,
+        fps: cfg.fps,
+        width: cfg.width,
+        height: cfg.height,
+        source_timeout: cfg.source_timeout,
+        pauses: Default::default(),
+    }
+}
+
+/// A stream being served: what configured it, and the trigger that ends its sources.
+struct Running {
+    config: cli::StreamConfig,
+    stream: Arc<Stream>,
+    end: Trigger,
+}
+
+impl Running {
+    /// Ends the stream: its sources stop, and its viewers' responses end (their feed closes).
+    fn end(self) {
+        self.end.pull();
+        self.stream.feed.close();
+    }
+
+    /// A push source (`tcp-listen:`, `stdin`) cannot be ended and started again: its port or
+    /// pipe is held by a thread that waits for the sender.
+    fn is_push(sc: &cli::StreamConfig) -> bool {
+        std::iter::once(&sc.source)
+            .chain(sc.fallbacks.iter().map(|(f, _)| f))
+            .any(|s| {
+                matches!(
+                    s,
+                    source::SourceSpec::TcpListen(_) | source::SourceSpec::Stdin
+                )
+            })
+    }
+}
+
+fn start_stream(
+    sc: &cli::StreamConfig,
+    cfg: &cli::Config,
+    source_cfg: &source::SourceConfig,
+    stop: &Shutdown,
+) -> std::io::Result<Running> {
+    let stream = Stream::new(&sc.name, &sc.source_text);
+    if cfg.history.enabled() {
+        let _ = stream
+            .feed
+            .history
+            .set(mjpeg_relay::history::History::new(cfg.history));
+    }
+    stream
+        .feed
+        .warmup
+        .store(cfg.warmup, std::sync::atomic::Ordering::Relaxed);
+    let (end, token) = shutdown::child(stop, &sc.name)?;
+    if let Err(e) = start_sources(sc, &stream, source_cfg, &token) {
+        end.pull();
+        return Err(e);
+    }
+    Ok(Running {
+        config: sc.clone(),
+        stream,
+        end,
+    })
+}
+
+/// `SIGHUP` with `--config`: the file is read again (with the command line's flags still
+/// winning). A stream that is new starts, one that is gone ends, one whose settings changed
+/// starts again; viewers of unchanged streams keep watching, untouched. Users and keys take
+/// effect for new requests. A file that does not parse changes nothing.
+struct Reloader {
+    cfg: Mutex<cli::Config>,
+    running: Mutex<Vec<Running>>,
+    streams: Arc<mjpeg_relay::hub::Streams>,
+    policy: Arc<mjpeg_relay::policy::Current>,
+    stop: Shutdown,
+}
+
+impl Reloader {
+    fn run(&self, asks: crossbeam_channel::Receiver<()>) {
+        loop {
+            crossbeam_channel::select! {
+                recv(asks) -> _ => self.reload(),
+                recv(self.stop.receiver()) -> _ => return,
+            }
+        }
+    }
+
+    fn reload(&self) {
+        let old = self.cfg.lock().clone();
+        let Some(file) = &old.config_file else {
+            log::info!("SIGHUP received and ignored (no --config file to read again)");
+            return;
+        };
+        let new = match cli::parse(old.args.clone()) {
+            Ok(cli::Command::Run(new)) => *new,
+            Ok(_) => return,
+            Err(e) => {
+                log::error!("SIGHUP: not reloaded, the running configuration stays: {e}");
+                return;
+            }
+        };
+        for note in &new.notes {
+            log::info!("{note}");
+        }
+        if new.named != old.named {
+            log::warn!(
+                "SIGHUP: {}: a single --source and named streams cannot replace each other                  while running; restart the relay for that. Users and keys are reloaded.",
+                file.display()
+            );
+            self.policy.set(policy_of(&new));
+            return;
+        }
+        let restart_only = restart_only_changes(&old, &new);
+        if !restart_only.is_empty() {
+            log::warn!(
+                "SIGHUP: {} changed {}, which take effect at a restart; streams, users and \
+                 keys are reloaded now",
+                file.display(),
+                restart_only.join(", ")
+            );
+        }
+        let source_cfg = source_config(&new);
+        let mut running = self.running.lock();
+        let mut kept: Vec<Running> = Vec::new();
+        let mut previous: Vec<Running> = std::mem::take(&mut *running);
+        let (mut started, mut ended, mut same) = (Vec::new(), Vec::new(), 0);
+        for sc in &new.streams {
+            if let Some(i) = previous.iter().position(|r| r.config.name == sc.name) {
+                let r = previous.remove(i);
+                if r.config == *sc {
+                    same += 1;
+                    kept.push(r);
+                    continue;
+                }
+                if Running::is_push(&r.config) || Running::is_push(sc) {
+                    log::warn!(
+                        "SIGHUP: stream '{}' reads tcp-listen: or stdin, which cannot be                          started again while running: kept as it was (restart to change it)",
+                        sc.name
+                    );
+                    kept.push(r);
+                    continue;
+                }
+                r.end();
+                ended.push(sc.name.clone());
+            }
+            match start_stream(sc, &new, &source_cfg, &self.stop) {
+                Ok(r) => {
+                    started.push(sc.name.clone());
+                    kept.push(r);
+                }
+                Err(e) => log::error!(
+                    "SIGHUP: cannot start the source of stream '{}' ({}): {e}",
+                    sc.name,
+                    sc.source_text
+                ),
+            }
+        }
+        for r in previous {
+            if Running::is_push(&r.config) {
+                log::warn!(
+                    "SIGHUP: stream '{}' is gone from the configuration; its tcp-listen: or                      stdin source goes on until a restart",
+                    r.config.name
+                );
+            }
+            ended.push(r.config.name.clone());
+            r.end();
+        }
+        if kept.is_empty() {
+            log::error!("SIGHUP: no stream could be started; the running configuration stays");
+            // Nothing was ended unless it was replaced: put back what is still running.
+            *running = kept;
+            return;
+        }
+        self.streams
+            .set(kept.iter().map(|r| r.stream.clone()).collect());
+        *running = kept;
+        self.policy.set(policy_of(&new));
+        log::info!(
+            "SIGHUP: {} reloaded: {same} stream(s) unchanged, started {:?}, ended {:?};              {} user(s), {} signing key(s)",
+            file.display(),
+            started,
+            ended,
+            new.users.len(),
+            new.signing_keys.len()
+        );
+        *self.cfg.lock() = new;
+    }
+}
+
+/// The settings a reload does not apply (the listener, its limits, the log), by flag name.
+fn restart_only_changes(old: &cli::Config, new: &cli::Config) -> Vec<&'static str> {
+    let changed = [
+        ("http", old.http != new.http),
+        ("tls-cert/tls-key", old.tls != new.tls),
+        ("max-clients", old.max_clients != new.max_clients),
+        ("max-clients-per-ip", old.max_per_ip != new.max_per_ip),
+        ("send-timeout", old.send_timeout != new.send_timeout),
+        ("header-timeout", old.header_timeout != new.header_timeout),
+        ("allow-origin", old.allow_origin != new.allow_origin),
+        ("allow-host", old.allow_hosts != new.allow_hosts),
+        ("static", old.static_dir != new.static_dir),
+        ("status-details", old.status_details != new.status_details),
+        ("max-pixels", old.max_pixels != new.max_pixels),
+        (
+            "no-signal-after",
+            old.no_signal_after != new.no_signal_after,
+        ),
+        ("log-level", old.log_level != new.log_level),
+    ];
+    changed
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 /// Each client holds a socket; the default soft limit of 1024 descriptors would cap clients

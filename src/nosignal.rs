@@ -14,7 +14,6 @@
 
 use crate::feed::SourceState;
 use crate::font::{draw_text, fill, text_width};
-use crate::hub::Stream;
 use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::Arc;
@@ -31,14 +30,24 @@ const WATCHDOG_STACK: usize = 256 * 1024;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Starts the watchdog for `streams`; it ends when `shutdown`'s sender is dropped.
-pub fn start(streams: Vec<Arc<Stream>>, after: Duration, shutdown: Shutdown) -> io::Result<()> {
+pub fn start(
+    streams: Arc<crate::hub::Streams>,
+    after: Duration,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("no-signal".into())
         .stack_size(WATCHDOG_STACK)
         .spawn(move || {
-            let mut last_sent: Vec<Option<Instant>> = vec![None; streams.len()];
+            // When each stream (by its address) last got a picture from us; the list can change
+            // (SIGHUP), so it is kept to the streams of the moment.
+            let mut last_sent: std::collections::HashMap<usize, Option<Instant>> =
+                Default::default();
             loop {
-                for (stream, last) in streams.iter().zip(last_sent.iter_mut()) {
+                let streams = streams.get();
+                last_sent.retain(|k, _| streams.iter().any(|s| Arc::as_ptr(s) as usize == *k));
+                for stream in streams.iter() {
+                    let last = last_sent.entry(Arc::as_ptr(stream) as usize).or_default();
                     let s = &stream.feed;
                     let state = s.source_info().state;
                     // On demand with nobody watching: no picture for nobody.

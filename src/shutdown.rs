@@ -62,6 +62,26 @@ impl Shutdown {
     }
 }
 
+/// A token that says stop when `parent` does or when its own trigger is pulled: one stream's
+/// sources, which `SIGHUP` may end while the relay goes on. One small thread per child waits
+/// on both and ends with either, so the threads are bounded by the streams configured.
+pub fn child(parent: &Shutdown, name: &str) -> std::io::Result<(Trigger, Shutdown)> {
+    let (own_trigger, own) = channel();
+    let (out_trigger, out) = channel();
+    let parent = parent.clone();
+    std::thread::Builder::new()
+        .name(format!("stop-{name}"))
+        .stack_size(32 * 1024)
+        .spawn(move || {
+            crossbeam_channel::select! {
+                recv(parent.rx) -> _ => {},
+                recv(own.rx) -> _ => {},
+            }
+            out_trigger.pull();
+        })?;
+    Ok((own_trigger, out))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -83,5 +103,18 @@ mod tests {
         assert!(t.join().unwrap() < Duration::from_secs(5));
         assert!(token.is_stopping());
         assert!(token.sleep(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_child_stops_with_its_parent_or_alone() {
+        let (parent_trigger, parent) = super::channel();
+        let (a_trigger, a) = super::child(&parent, "a").unwrap();
+        let (_b_trigger, b) = super::child(&parent, "b").unwrap();
+        a_trigger.pull();
+        assert!(a.sleep(Duration::from_secs(10)));
+        // The control: the sibling and the parent go on.
+        assert!(!b.sleep(Duration::from_millis(50)) && !parent.is_stopping());
+        parent_trigger.pull();
+        assert!(b.sleep(Duration::from_secs(10)));
     }
 }

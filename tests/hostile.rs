@@ -207,10 +207,13 @@ fn tokens_are_percent_decoded_and_carried_through_every_link() {
         None,
     );
     assert!(c.next_frame(Duration::from_secs(5)).is_some());
-    // Failed logins: one log line for many, never the token itself.
-    for _ in 0..20 {
-        assert_eq!(get(&relay.http, "/status?token=guess-guess").0, 401);
-    }
+    // Failed logins: one log line for many, never the token itself. The wrong token above
+    // was the address's first failure: four more are checked (401), then it waits (429).
+    let codes: Vec<u16> = (0..20)
+        .map(|_| get(&relay.http, "/status?token=guess-guess").0)
+        .collect();
+    assert_eq!(codes[..4], [401; 4], "{codes:?}");
+    assert!(codes[4..].iter().all(|&c| c == 429), "{codes:?}");
     let log = relay.log_text();
     assert_eq!(log.matches("wrong credentials").count(), 1, "{log}");
     assert!(

@@ -3,11 +3,15 @@
 
 use super::conn::{Method, Request, Response};
 use super::{query_param, send, text, Shared};
-use crate::auth::Verdict;
+use crate::policy::{Identity, Refused};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Failed logins and refused `Host`s: logged once, then summarised.
 static LOGIN_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
 static REBIND_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+static LINK_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+/// When the last "refused (429)" line was written: at most one a minute.
+static SLOWED_LOG: parking_lot::Mutex<Option<Instant>> = parking_lot::const_mutex(None);
 
 /// The host name of a `Host` value: without its port, brackets kept off an IPv6 literal.
 pub(super) fn host_name(host: &str) -> &str {
@@ -35,9 +39,10 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
             .any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(name))
 }
 
-/// CORS preflight, the `Host` guard, authentication and the method check: the request back
-/// if it may go on to routing, `None` once it has been answered here.
-pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
+/// CORS preflight, the `Host` guard, the login limit, authentication and the method check:
+/// the request back with who sent it, if it may go on to routing; `None` once it has been
+/// answered here.
+pub(super) fn admit(rq: Request, shared: &Shared) -> Option<(Request, Identity)> {
     let url = rq.target.clone();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     if rq.method == Method::Options && shared.cfg.allow_origin.is_some() {
@@ -48,7 +53,8 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
         send(rq, resp, shared);
         return None;
     }
-    if shared.cfg.auth.is_open() && !shared.unix {
+    let policy = shared.cfg.policy.get();
+    if policy.is_open() && !shared.unix {
         if let Some(host) = rq
             .header("Host")
             .filter(|h| !host_allowed(h, &shared.cfg.allow_hosts))
@@ -72,14 +78,67 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
             return None;
         }
     }
-    if !shared.cfg.auth.is_open() {
-        let token = query_param(query, "token");
-        let verdict = shared
-            .cfg
-            .auth
-            .check(rq.header("Authorization"), token.as_deref());
-        if verdict != Verdict::Allowed {
-            if verdict == Verdict::Wrong {
+    let token = query_param(query, "token");
+    let presented = rq.header("Authorization").is_some()
+        || token.is_some()
+        || crate::signing::has_signature(query);
+    // Unix sockets have no address: the proxy in front limits (docs/access.md).
+    let ip = rq.ip.filter(|_| presented);
+    if let Some(ip) = ip {
+        let wait = shared.logins.lock().check(ip, Instant::now());
+        if let Err(wait) = wait {
+            note_slowed(shared);
+            let secs = wait.as_secs().max(1);
+            let resp = text(
+                429,
+                &format!("Too many failed logins from this address; try again in {secs} s.\n"),
+            )
+            .with_header("Retry-After", &secs.to_string());
+            send(rq, resp, shared);
+            return None;
+        }
+    }
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let verdict = policy.identify(
+        rq.header("Authorization"),
+        token.as_deref(),
+        path,
+        query,
+        now_unix,
+    );
+    let id = match verdict {
+        Ok(id) => id,
+        Err(Refused::Busy) => {
+            let resp = text(
+                503,
+                "Too many logins are being checked; try again in a second.\n",
+            )
+            .with_header("Retry-After", "1");
+            send(rq, resp, shared);
+            return None;
+        }
+        Err(refused) => {
+            if refused != Refused::Missing {
+                if let Some(ip) = ip {
+                    shared.logins.lock().failed(ip, Instant::now());
+                }
+            }
+            if let Refused::BadLink(why) = refused {
+                LINK_LOG.note(|more| {
+                    log::warn!(
+                        "{}: refused a signed link for {path}: {}{}",
+                        rq.peer,
+                        why.as_str(),
+                        crate::logger::more(more)
+                    )
+                });
+                let msg = format!("This link is not valid: {}.\n", why.as_str());
+                send(rq, text(403, &msg), shared);
+                return None;
+            }
+            if refused == Refused::Wrong {
                 LOGIN_LOG.note(|more| {
                     log::warn!(
                         "{}: wrong credentials for {path}{}",
@@ -88,7 +147,7 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
                     )
                 });
             }
-            let challenge = if shared.cfg.auth.has_basic() {
+            let challenge = if policy.offers_basic() {
                 r#"Basic realm="mjpeg-relay", charset="UTF-8""#
             } else {
                 r#"Bearer realm="mjpeg-relay""#
@@ -98,14 +157,28 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<Request> {
             send(rq, resp, shared);
             return None;
         }
-    }
+    };
     if !matches!(rq.method, Method::Get | Method::Head) {
         let resp =
             text(405, "Only GET and HEAD are supported.\n").with_header("Allow", "GET, HEAD");
         send(rq, resp, shared);
         return None;
     }
-    Some(rq)
+    Some((rq, id))
+}
+
+/// One line a minute at most for the logins refused with 429, with their count.
+fn note_slowed(shared: &Shared) {
+    let mut last = SLOWED_LOG.lock();
+    if last.is_none_or(|t| t.elapsed() >= crate::login_limit::WINDOW) {
+        let n = shared.logins.lock().take_refused();
+        *last = Some(Instant::now());
+        log::warn!(
+            "{n} login attempt(s) refused with 429 in the last minute (addresses with {} failed \
+             logins in a minute wait)",
+            crate::login_limit::MAX_FAILURES
+        );
+    }
 }
 
 #[cfg(test)]

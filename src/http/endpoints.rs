@@ -144,7 +144,12 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
             let why = info
                 .last_error
                 .as_ref()
-                .map(|(e, _)| format!(": {}", e.shown(super::pages::details(shared))))
+                .map(|(e, _)| {
+                    format!(
+                        ": {}",
+                        e.shown(shared.cfg.status_details || !shared.cfg.policy.get().is_open(),)
+                    )
+                })
                 .unwrap_or_default();
             let since = info.since.elapsed().as_secs();
             let resp = match info.state {

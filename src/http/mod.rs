@@ -62,8 +62,8 @@ use respond::send;
 pub(crate) use respond::{html, text, NoCache};
 pub use wire::{write_all_by, Layout, REPEAT_AFTER};
 
-use crate::auth::Auth;
-use crate::hub::Stream;
+use crate::hub::{Stream, Streams};
+use crate::policy::{Current, Identity};
 use crate::shutdown::Shutdown;
 use conn::Request;
 use std::path::PathBuf;
@@ -82,8 +82,9 @@ pub struct HttpConfig {
     pub max_clients: usize,
     /// `--max-clients-per-ip`: connections from one address at once.
     pub max_clients_per_ip: usize,
-    /// Basic and/or token; open when empty.
-    pub auth: Auth,
+    /// Who may see what (`--auth`, `--token`, `--config`'s users and signing keys); swapped
+    /// whole on SIGHUP.
+    pub policy: Arc<Current>,
     /// `--allow-origin`: sent as `Access-Control-Allow-Origin` on every response.
     pub allow_origin: Option<String>,
     /// `--static DIR`, canonical: served at `/`, the viewer moves to `/viewer`.
@@ -108,7 +109,8 @@ pub struct HttpConfig {
 struct Shared {
     /// Served on a Unix socket (behind a proxy, which routes by its own server names).
     unix: bool,
-    streams: Vec<Arc<Stream>>,
+    /// The streams now (SIGHUP may change the list).
+    streams: Arc<Streams>,
     /// Streams are served under `/NAME/` (from `--stream`), not at the plain paths.
     named: bool,
     cfg: HttpConfig,
@@ -119,15 +121,80 @@ struct Shared {
     clips: AtomicUsize,
     /// Places for one-off smaller pictures (sized snapshots and clips), [`shrink::AT_ONCE`].
     one_offs: shrink::OneOffs,
+    /// Failed logins per address ([`crate::login_limit`]): bounded to its own
+    /// `MAX_ADDRESSES`.
+    logins: parking_lot::Mutex<crate::login_limit::Limiter>,
+    /// Stream connections open per user or signed link that has `max_viewers`; an entry lives
+    /// while its count is above zero, so at most one per open connection.
+    seats: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One of the viewers a user or link may have at once; given back when dropped.
+pub(super) struct Seat<'a> {
+    shared: &'a Shared,
+    key: Option<String>,
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            let mut seats = self.shared.seats.lock();
+            if let Some(n) = seats.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    seats.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 impl Shared {
     /// The stream named `name`, or the 404 that says so (`?src=`, `?streams=`).
-    fn stream(&self, name: &str) -> Result<&Arc<Stream>, conn::Response> {
+    fn stream(&self, name: &str) -> Result<Arc<Stream>, conn::Response> {
         self.streams
+            .get()
             .iter()
             .find(|s| s.name == name)
+            .cloned()
             .ok_or_else(|| text(404, &format!("No stream named '{name}'.\n")))
+    }
+
+    /// The streams now.
+    fn streams(&self) -> Arc<Vec<Arc<Stream>>> {
+        self.streams.get()
+    }
+
+    /// The streams `id` may see in a list (`/`, `/status`, `/metrics`, `/mux?streams=*`).
+    fn visible(&self, id: &Identity) -> Vec<Arc<Stream>> {
+        self.streams()
+            .iter()
+            .filter(|s| id.may_list(&s.name))
+            .cloned()
+            .collect()
+    }
+
+    /// A viewer's seat for `id`: `None` when it has all the viewers it may have.
+    fn seat(&self, id: &Identity) -> Option<Seat<'_>> {
+        let Some((key, max)) = id.viewer_bound() else {
+            return Some(Seat {
+                shared: self,
+                key: None,
+            });
+        };
+        let mut seats = self.seats.lock();
+        let n = seats.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                seats.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Seat {
+            shared: self,
+            key: Some(key),
+        })
     }
 }
 
@@ -136,7 +203,7 @@ impl Shared {
 /// (the caller exits the process either way).
 pub fn serve(
     listener: HttpListener,
-    streams: Vec<Arc<Stream>>,
+    streams: Arc<Streams>,
     named: bool,
     cfg: HttpConfig,
     shutdown: &Shutdown,
@@ -156,6 +223,8 @@ pub fn serve(
         refusals: limits.refusals.clone(),
         clips: AtomicUsize::new(0),
         one_offs: shrink::OneOffs::default(),
+        logins: Default::default(),
+        seats: Default::default(),
         unix: matches!(listener, HttpListener::Unix(..)),
         streams,
         named,
@@ -172,7 +241,7 @@ pub fn serve(
         HttpListener::Unix(l, _, _) => server::Listener::Unix(l),
     };
     server::run(l, limits, shutdown, active.clone(), handler);
-    for s in &shared.streams {
+    for s in shared.streams().iter() {
         s.feed.close();
     }
     let deadline = Instant::now() + Duration::from_millis(500);
@@ -188,9 +257,9 @@ pub fn serve(
 
 /// Every request: admitted ([`access`]), then routed ([`routes`]).
 fn handle(rq: Request, shared: &Shared) {
-    if let Some(rq) = access::admit(rq, shared) {
+    if let Some((rq, id)) = access::admit(rq, shared) {
         let url = rq.target.clone();
         let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-        routes::route(rq, path, query, shared);
+        routes::route(rq, path, query, shared, &id);
     }
 }

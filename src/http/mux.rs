@@ -29,17 +29,22 @@ use crate::hub::{ClientKind, Stream};
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
 use std::sync::Arc;
 
-pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
+pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared, id: &crate::policy::Identity) {
     let fps_cap = match fps_cap(query) {
         Ok(f) => f,
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
     let wanted = query_param(query, "streams").unwrap_or_else(|| "*".into());
-    let mut streams: Vec<&Arc<Stream>> = Vec::new();
+    let mut streams: Vec<Arc<Stream>> = Vec::new();
     for name in wanted.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         if name == "*" {
-            streams.extend(shared.streams.iter());
+            // Every stream this viewer may see.
+            streams.extend(shared.visible(id));
             continue;
+        }
+        // A camera not allowed is refused, not silently dropped: the page asked for it.
+        if !id.may_list(name) {
+            return super::routes::refuse(rq, name, shared, id);
         }
         match shared.stream(name) {
             Ok(s) => streams.push(s),
@@ -52,6 +57,9 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared) {
     if streams.is_empty() {
         return send(rq, text(400, "?streams= names no stream.\n"), shared);
     }
+    let Some(_seat) = shared.seat(id) else {
+        return super::routes::too_many(rq, shared, id);
+    };
     // A dashboard's tiles: ?width=/?height= size every camera for a tile (each from its own
     // picture size); ?size=auto is for one picture on one link, not a wall of them.
     let size = match size_ask(query) {

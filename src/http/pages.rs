@@ -15,7 +15,12 @@ pub(super) const STATUS_HTML: &str = include_str!("status.html");
 /// `/status`: JSON for programs, as always; a page for a person whose browser opens it
 /// (`Accept` asks for HTML, as a navigation's does and `fetch()`'s does not).
 /// `?format=json` or `?format=html` chooses outright.
-pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Stream>>) {
+pub(super) fn serve_status(
+    rq: Request,
+    shared: &Shared,
+    only: Option<&Arc<Stream>>,
+    id: &crate::policy::Identity,
+) {
     let query = rq.target.split_once('?').map_or("", |(_, q)| q);
     let page = match super::query_param(query, "format").as_deref() {
         Some("json") => false,
@@ -26,16 +31,16 @@ pub(super) fn serve_status(rq: Request, shared: &Shared, only: Option<&Arc<Strea
         return send(rq, super::html(STATUS_HTML), shared);
     }
     let with_clients = super::query_param(query, "clients").as_deref() != Some("0");
-    let body = status_json(shared, only, with_clients).to_string();
+    let body = status_json(shared, only, with_clients, id).to_string();
     let resp = Response::bytes(200, body)
         .with_header("Content-Type", "application/json")
         .no_cache();
     send(rq, resp, shared);
 }
 
-pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
+pub(super) fn serve_metrics(rq: Request, shared: &Shared, id: &crate::policy::Identity) {
     let body = crate::metrics::render(
-        &shared.streams,
+        &shared.visible(id),
         shared.started.elapsed(),
         &shared.refusals.counts(),
     );
@@ -46,8 +51,7 @@ pub(super) fn serve_metrics(rq: Request, shared: &Shared) {
 }
 
 /// ustreamer's `/state`, for tools that poll it (the first stream).
-pub(super) fn serve_state(rq: Request, shared: &Shared) {
-    let s = &shared.streams[0];
+pub(super) fn serve_state(rq: Request, shared: &Shared, s: &Stream) {
     let (fps, _) = s.feed.input_rate();
     let (w, h) = s.feed.last_dimensions().unwrap_or((0, 0));
     let clients: serde_json::Map<String, serde_json::Value> = s
@@ -91,10 +95,11 @@ pub(super) fn serve_state(rq: Request, shared: &Shared) {
 }
 
 /// Whether `/status` may show what only the operator should see: each source's spec and each
-/// viewer's address and User-Agent. With a login every caller has passed it; without one,
-/// anyone who can open the stream can read `/status`, so only `--status-details` shows them.
-pub(super) fn details(shared: &Shared) -> bool {
-    shared.cfg.status_details || !shared.cfg.auth.is_open()
+/// viewer's address and User-Agent. A logged-in caller sees them (of the streams they may
+/// see); without a login anyone who can open the stream can read `/status`, so only
+/// `--status-details` shows them.
+pub(super) fn details(shared: &Shared, id: &crate::policy::Identity) -> bool {
+    shared.cfg.status_details || id.logged_in()
 }
 
 /// A source spec as `/status` shows it without [`details`]: the kind, and for a URL its host,
@@ -118,8 +123,9 @@ pub(super) fn status_json(
     shared: &Shared,
     only: Option<&Arc<Stream>>,
     with_clients: bool,
+    id: &crate::policy::Identity,
 ) -> serde_json::Value {
-    let details = details(shared);
+    let details = details(shared, id);
     let shown = |spec: &str| {
         if details {
             spec.to_string()
@@ -128,7 +134,7 @@ pub(super) fn status_json(
         }
     };
     let streams: Vec<_> = shared
-        .streams
+        .visible(id)
         .iter()
         .filter(|s| only.is_none_or(|o| Arc::ptr_eq(o, s)))
         .map(|s| {

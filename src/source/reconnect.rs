@@ -143,7 +143,13 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                 };
                 let mut pump = Pump::with_parser(feed.clone(), parser, what.to_string());
                 pump.first_frame_note = outage.back_note();
-                pump.stop_when = ctx.pauses.hang_up_rule();
+                // Hang up when a pause says so, or when this stream is ended (SIGHUP took it
+                // out of the configuration) while its upstream still sends.
+                let ending = shutdown.clone();
+                pump.stop_when = Some(match ctx.pauses.hang_up_rule() {
+                    Some(mut rule) => Box::new(move || ending.is_stopping() || rule()),
+                    None => Box::new(move || ending.is_stopping()),
+                });
                 let mut reader = up.reader;
                 let result = pump.run_until_silent(&mut reader, Some(timeout));
                 drop(reader); // closes the socket, or stops the command's process group
