@@ -131,6 +131,8 @@ pub enum Command {
     Run(Box<Config>),
     /// `mjpeg-relay sign …`: print a signed link.
     Sign(SignRequest),
+    /// `mjpeg-relay sign --help`.
+    SignHelp,
     Help,
     Version,
 }
@@ -294,6 +296,9 @@ EXIT CODES:
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let args: Vec<OsString> = args.into_iter().collect();
     if args.first().is_some_and(|a| a == "sign") {
+        if args[1..].iter().any(|a| a == "-h" || a == "--help") {
+            return Ok(Command::SignHelp);
+        }
         return parse_sign(&args[1..]).map(Command::Sign);
     }
     let (config_file, given) = take_config_flag(&args)?;
@@ -389,20 +394,23 @@ fn without_overridden(file: &[(String, OsString)], given: &[OsString]) -> Vec<Os
             }
         })
         .collect();
-    for group in FLAG_GROUPS {
-        // The stream flags are one group only when the command line names the streams: a
-        // lone `--on-demand` on the command line adds to the file's streams' settings.
-        let names_streams =
-            |n: &String| !group.contains(&"source") || n == "source" || n == "stream";
-        if named
-            .iter()
-            .any(|n| group.contains(&n.as_str()) && names_streams(n))
-        {
+    // The stream flags are replaced only when the command line names the streams: a lone
+    // `--on-demand` or `--fallback` there adds to the file's streams' settings.
+    const STREAM_FLAGS: &[&str] = FLAG_GROUPS[0];
+    let replaces_streams = named.iter().any(|n| n == "source" || n == "stream");
+    for group in &FLAG_GROUPS[1..] {
+        if named.iter().any(|n| group.contains(&n.as_str())) {
             named.extend(group.iter().map(|g| g.to_string()));
         }
     }
     file.iter()
-        .filter(|(flag, _)| !named.contains(flag))
+        .filter(|(flag, _)| {
+            if STREAM_FLAGS.contains(&flag.as_str()) {
+                !replaces_streams
+            } else {
+                !named.contains(flag)
+            }
+        })
         .map(|(_, arg)| arg.clone())
         .collect()
 }
@@ -467,7 +475,6 @@ fn parse_sign(args: &[OsString]) -> Result<SignRequest, String> {
                 }
                 params.push((key, v));
             }
-            Short('h') | Long("help") => return Err(SIGN_USAGE.into()),
             _ => return Err(format!("sign: {}\n{SIGN_USAGE}", arg.unexpected())),
         }
     }
@@ -1230,6 +1237,54 @@ mod tests {
         assert_eq!(names, ["door", "yard_2"]);
         assert_eq!(c.streams[1].source_text, "http://u:***@cam/v");
         assert_eq!(c.no_signal_after, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn flags_given_win_over_the_config_files_keys() {
+        let dir = std::env::temp_dir().join(format!("mjpeg-cli-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        std::fs::write(
+            &file,
+            "http = \"0.0.0.0:9000\"\nmax_clients = 50\nauth = \"op:pw\"\n\
+             [[stream]]\nname = \"door\"\nsource = \"testsrc\"\non_demand = 5\n\
+             [[stream]]\nname = \"yard\"\nsource = \"testsrc\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        // The file alone.
+        let c = run(&["--config", f]).unwrap();
+        assert_eq!((c.http.as_str(), c.max_clients), ("0.0.0.0:9000", 50));
+        assert_eq!(c.streams.len(), 2);
+        assert_eq!(c.streams[0].on_demand, Some(Duration::from_secs(5)));
+        assert_eq!(c.auth.as_deref(), Some("op:pw"));
+        assert_eq!(c.config_file.as_deref(), Some(file.as_path()));
+        // A flag replaces its key; --source replaces every stream of the file; --auth-file
+        // stands for --auth.
+        let auth = dir.join("auth");
+        std::fs::write(&auth, "viewer:other\n").unwrap();
+        let c = run(&[
+            "--http",
+            "127.0.0.1:7000",
+            "--config",
+            f,
+            "--source",
+            "testsrc",
+            "--auth-file",
+            auth.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!((c.http.as_str(), c.max_clients), ("127.0.0.1:7000", 50));
+        assert!(!c.named && c.streams.len() == 1);
+        assert_eq!(c.auth.as_deref(), Some("viewer:other"));
+        // A lone --on-demand adds to the file's streams.
+        let c = run(&["--config", f, "--on-demand=yard=3"]).unwrap();
+        assert_eq!(c.streams[1].on_demand, Some(Duration::from_secs(3)));
+        assert_eq!(c.streams[0].on_demand, Some(Duration::from_secs(5)));
+        // Errors name the file.
+        let e = run(&["--config", "/nonexistent/relay.toml"]).unwrap_err();
+        assert!(e.contains("/nonexistent/relay.toml"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

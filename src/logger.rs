@@ -127,6 +127,31 @@ pub fn more(s: Suppressed) -> String {
     }
 }
 
+/// An I/O error as a person reads it: `connection refused (nothing listens there)` rather
+/// than `Connection refused (os error 111)`.
+pub fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    if e.get_ref().is_some() {
+        return e.to_string(); // ours, already worded for a person
+    }
+    match e.kind() {
+        ConnectionRefused => "connection refused (nothing listens there)".into(),
+        TimedOut | WouldBlock => "timed out".into(),
+        ConnectionReset => "connection reset by the peer".into(),
+        NotFound => "no such file or socket".into(),
+        PermissionDenied => "permission denied".into(),
+        HostUnreachable | NetworkUnreachable => "unreachable".into(),
+        _ => {
+            // std's text without its "(os error N)" tail.
+            let text = e.to_string();
+            match text.rfind(" (os error ") {
+                Some(i) => text.get(..i).unwrap_or(&text).to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -22,6 +22,10 @@ fn main() {
             println!("mjpeg-relay {}", env!("CARGO_PKG_VERSION"));
             return;
         }
+        Ok(cli::Command::SignHelp) => {
+            print!("{}", cli::SIGN_USAGE);
+            return;
+        }
         Ok(cli::Command::Sign(req)) => match cli::sign_link(&req) {
             Ok(url) => {
                 println!("{url}");
@@ -88,23 +92,11 @@ fn main() {
             exit(1);
         }
     };
-    let source_cfg = source_config(&cfg);
-    let mut running = Vec::new();
-    for sc in &cfg.streams {
-        match start_stream(sc, &cfg, &source_cfg, &stop) {
-            Ok(r) => running.push(r),
-            Err(e) => {
-                log::error!(
-                    "cannot start the source of stream '{}' ({}): {e}",
-                    sc.name,
-                    sc.source_text
-                );
-                trigger.pull();
-                source::exec::kill_all();
-                exit(1);
-            }
-        }
-    }
+    let running = start_streams(&cfg, &stop).unwrap_or_else(|()| {
+        trigger.pull();
+        source::exec::kill_all();
+        exit(1);
+    });
     let streams =
         mjpeg_relay::hub::Streams::new(running.iter().map(|r| r.stream.clone()).collect());
     if !cfg.no_signal_after.is_zero() {
@@ -115,31 +107,7 @@ fn main() {
             exit(1);
         }
     }
-    let local = listener.describe();
-    // "http://127.0.0.1:8080/", or for a Unix socket "unix:/run/x.sock" (no URL to open).
-    let url = match &listener {
-        http::HttpListener::Tcp(_) => format!("{scheme}://{local}/"),
-        http::HttpListener::Unix(..) => local.clone(),
-    };
-    if cfg.named {
-        let names: Vec<_> = cfg
-            .streams
-            .iter()
-            .map(|s| format!("/{}/stream", s.name))
-            .collect();
-        log::info!("serving {url} (streams at {})", names.join(", "));
-    } else {
-        log::info!(
-            "serving {url} (stream at /stream, source {})",
-            cfg.streams[0].source_text
-        );
-    }
-    if listener.is_public() && !protected {
-        log::warn!(
-            "listening on {local}, reachable from other hosts, with no authentication \
-             (see --auth and --token)"
-        );
-    }
+    announce(&listener, &cfg, scheme, protected);
     let reloader = Reloader {
         cfg: Mutex::new((*cfg).clone()),
         running: Mutex::new(running),
@@ -162,6 +130,55 @@ fn main() {
     log::info!("stopped");
     // Client threads still blocked in a write to a stalled socket end with the process.
     exit(0);
+}
+
+/// The log's "serving …" line, and a warning for an open relay on a public address.
+fn announce(listener: &http::HttpListener, cfg: &cli::Config, scheme: &str, protected: bool) {
+    let local = listener.describe();
+    // "http://127.0.0.1:8080/", or for a Unix socket "unix:/run/x.sock" (no URL to open).
+    let url = match listener {
+        http::HttpListener::Tcp(_) => format!("{scheme}://{local}/"),
+        http::HttpListener::Unix(..) => local.clone(),
+    };
+    if cfg.named {
+        let names: Vec<_> = cfg
+            .streams
+            .iter()
+            .map(|s| format!("/{}/stream", s.name))
+            .collect();
+        log::info!("serving {url} (streams at {})", names.join(", "));
+    } else {
+        log::info!(
+            "serving {url} (stream at /stream, source {})",
+            cfg.streams[0].source_text
+        );
+    }
+    if listener.is_public() && !protected {
+        log::warn!(
+            "listening on {local}, reachable from other hosts, with no authentication \
+             (see --auth, --token, or users in --config: docs/access.md)"
+        );
+    }
+}
+
+/// Every configured stream, started; `Err` once one could not be (logged).
+fn start_streams(cfg: &cli::Config, stop: &Shutdown) -> Result<Vec<Running>, ()> {
+    let source_cfg = source_config(cfg);
+    let mut running = Vec::new();
+    for sc in &cfg.streams {
+        match start_stream(sc, cfg, &source_cfg, stop) {
+            Ok(r) => running.push(r),
+            Err(e) => {
+                log::error!(
+                    "cannot start the source of stream '{}' ({}): {e}",
+                    sc.name,
+                    sc.source_text
+                );
+                return Err(());
+            }
+        }
+    }
+    Ok(running)
 }
 
 /// Starts the source of a stream, or with `--fallback` the whole chain: each source fills a

@@ -481,6 +481,9 @@ fn sighup_reloads_streams_and_users_and_keeps_every_viewer_of_an_unchanged_strea
             })
         })
         .collect();
+    // A viewer of the stream that will change: its response ends with the old stream.
+    let mut other_viewer = StreamClient::open(&relay.http, "/other/stream", "o", None);
+    assert!(other_viewer.next_frame(Duration::from_secs(5)).is_some());
     std::thread::sleep(Duration::from_secs(2));
     // Reload: `other` changes its source, `new` appears, a user arrives.
     write(
@@ -503,6 +506,8 @@ fn sighup_reloads_streams_and_users_and_keeps_every_viewer_of_an_unchanged_strea
     let log = relay.log_text();
     assert!(log.contains("1 stream(s) unchanged"), "{log}");
     assert!(log.contains(r#"started ["other", "new"]"#), "{log}");
+    let ended = (0..100).any(|_| other_viewer.next_frame(Duration::from_secs(5)).is_none());
+    assert!(ended, "the changed stream's viewer goes on");
     // Users take effect for new requests.
     let new_snapshot = |headers: &str| ask(&relay.http, "GET", "/new/snapshot", headers).0;
     let root = basic("root", "rootpw");
@@ -529,7 +534,20 @@ fn sighup_reloads_streams_and_users_and_keeps_every_viewer_of_an_unchanged_strea
         relay.log_text()
     );
     assert_eq!(new_snapshot(&root), 200);
-    std::thread::sleep(Duration::from_secs(2));
+    // A stream removed from the file ends.
+    let without_new = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\nmax_clients = = 3\n", "")
+        .replace("[[stream]]\nname = \"new\"\nsource = \"testsrc\"\n", "");
+    write(&cfg, &without_new);
+    relay.signal(libc::SIGHUP);
+    assert!(
+        relay.wait_log(r#"ended ["new"]"#, Duration::from_secs(10)),
+        "{}",
+        relay.log_text()
+    );
+    assert_eq!(new_snapshot(&root), 404);
+    std::thread::sleep(Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut shown = 0;
     for (i, v) in viewers.into_iter().enumerate() {
@@ -542,7 +560,7 @@ fn sighup_reloads_streams_and_users_and_keeps_every_viewer_of_an_unchanged_strea
         }
         shown += seqs.len();
     }
-    eprintln!("{VIEWERS} viewers of the unchanged stream: {shown} frames across two reloads, none skipped");
+    eprintln!("{VIEWERS} viewers of the unchanged stream: {shown} frames across three reloads, none skipped");
     relay.assert_alive();
 }
 

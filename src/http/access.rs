@@ -54,30 +54,11 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<(Request, Identity)>
         return None;
     }
     let policy = shared.cfg.policy.get();
-    if policy.is_open() && !shared.unix {
-        if let Some(host) = rq
-            .header("Host")
-            .filter(|h| !host_allowed(h, &shared.cfg.allow_hosts))
-        {
-            let host = host.to_string();
-            REBIND_LOG.note(|more| {
-                log::warn!(
-                    "{}: refused Host '{host}' (not an IP address, localhost or an --allow-host \
-                     name){}",
-                    rq.peer,
-                    crate::logger::more(more)
-                )
-            });
-            let msg = format!(
-                "This relay has no authentication, so it answers only requests addressed to an \
-                 IP address or localhost (a defence against DNS rebinding). To use the name \
-                 '{host}', start it with --allow-host {}, or set --auth or --token.\n",
-                host_name(&host)
-            );
-            send(rq, text(403, &msg), shared);
-            return None;
-        }
-    }
+    let rq = if policy.is_open() && !shared.unix {
+        host_guard(rq, shared)?
+    } else {
+        rq
+    };
     let token = query_param(query, "token");
     let presented = rq.header("Authorization").is_some()
         || token.is_some()
@@ -110,51 +91,8 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<(Request, Identity)>
     );
     let id = match verdict {
         Ok(id) => id,
-        Err(Refused::Busy) => {
-            let resp = text(
-                503,
-                "Too many logins are being checked; try again in a second.\n",
-            )
-            .with_header("Retry-After", "1");
-            send(rq, resp, shared);
-            return None;
-        }
         Err(refused) => {
-            if refused != Refused::Missing {
-                if let Some(ip) = ip {
-                    shared.logins.lock().failed(ip, Instant::now());
-                }
-            }
-            if let Refused::BadLink(why) = refused {
-                LINK_LOG.note(|more| {
-                    log::warn!(
-                        "{}: refused a signed link for {path}: {}{}",
-                        rq.peer,
-                        why.as_str(),
-                        crate::logger::more(more)
-                    )
-                });
-                let msg = format!("This link is not valid: {}.\n", why.as_str());
-                send(rq, text(403, &msg), shared);
-                return None;
-            }
-            if refused == Refused::Wrong {
-                LOGIN_LOG.note(|more| {
-                    log::warn!(
-                        "{}: wrong credentials for {path}{}",
-                        rq.peer,
-                        crate::logger::more(more)
-                    )
-                });
-            }
-            let challenge = if policy.offers_basic() {
-                r#"Basic realm="mjpeg-relay", charset="UTF-8""#
-            } else {
-                r#"Bearer realm="mjpeg-relay""#
-            };
-            let resp =
-                text(401, "Authentication required.\n").with_header("WWW-Authenticate", challenge);
-            send(rq, resp, shared);
+            refuse(rq, refused, &policy, (ip, path), shared);
             return None;
         }
     };
@@ -165,6 +103,81 @@ pub(super) fn admit(rq: Request, shared: &Shared) -> Option<(Request, Identity)>
         return None;
     }
     Some((rq, id))
+}
+
+/// Without a login, only names that cannot be a rebinding attack: the request back if its
+/// `Host` is one, `None` once it has been refused.
+fn host_guard(rq: Request, shared: &Shared) -> Option<Request> {
+    let Some(host) = rq
+        .header("Host")
+        .filter(|h| !host_allowed(h, &shared.cfg.allow_hosts))
+        .map(str::to_string)
+    else {
+        return Some(rq);
+    };
+    REBIND_LOG.note(|more| {
+        log::warn!(
+            "{}: refused Host '{host}' (not an IP address, localhost or an --allow-host \
+             name){}",
+            rq.peer,
+            crate::logger::more(more)
+        )
+    });
+    let msg = format!(
+        "This relay has no authentication, so it answers only requests addressed to an \
+         IP address or localhost (a defence against DNS rebinding). To use the name \
+         '{host}', start it with --allow-host {}, or set --auth or --token.\n",
+        host_name(&host)
+    );
+    send(rq, text(403, &msg), shared);
+    None
+}
+
+/// Answers a request the policy did not admit, and counts a failed login against `ip`.
+fn refuse(
+    rq: Request,
+    refused: Refused,
+    policy: &crate::policy::Policy,
+    (ip, path): (Option<std::net::IpAddr>, &str),
+    shared: &Shared,
+) {
+    if refused == Refused::Busy {
+        let msg = "Too many logins are being checked; try again in a second.\n";
+        return send(rq, text(503, msg).with_header("Retry-After", "1"), shared);
+    }
+    if refused != Refused::Missing {
+        if let Some(ip) = ip {
+            shared.logins.lock().failed(ip, Instant::now());
+        }
+    }
+    if let Refused::BadLink(why) = refused {
+        LINK_LOG.note(|more| {
+            log::warn!(
+                "{}: refused a signed link for {path}: {}{}",
+                rq.peer,
+                why.as_str(),
+                crate::logger::more(more)
+            )
+        });
+        let msg = format!("This link is not valid: {}.\n", why.as_str());
+        return send(rq, text(403, &msg), shared);
+    }
+    if refused == Refused::Wrong {
+        LOGIN_LOG.note(|more| {
+            log::warn!(
+                "{}: wrong credentials for {path}{}",
+                rq.peer,
+                crate::logger::more(more)
+            )
+        });
+    }
+    let challenge = if policy.offers_basic() {
+        r#"Basic realm="mjpeg-relay", charset="UTF-8""#
+    } else {
+        r#"Bearer realm="mjpeg-relay""#
+    };
+    let resp = text(401, "Authentication required.\n").with_header("WWW-Authenticate", challenge);
+    send(rq, resp, shared)
 }
 
 /// One line a minute at most for the logins refused with 429, with their count.

@@ -61,7 +61,7 @@ pub fn bind(addr: &str, cfg: &HttpConfig) -> io::Result<HttpListener> {
             }
             _ => "",
         };
-        let e = crate::source::reconnect::describe_io(&e);
+        let e = crate::logger::describe_io(&e);
         io::Error::other(format!(
             "cannot listen for HTTP on {addr} (--http): {e}{hint}"
         ))

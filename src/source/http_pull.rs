@@ -126,7 +126,7 @@ type Body = ureq::BodyReader<'static>;
 /// error 111)`).
 fn describe(e: ureq::Error) -> String {
     match e {
-        ureq::Error::Io(io) => super::reconnect::describe_io(&io),
+        ureq::Error::Io(io) => crate::logger::describe_io(&io),
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::HostNotFound => "host not found (check the name)".into(),
         other => other.to_string(),

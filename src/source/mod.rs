@@ -80,26 +80,36 @@ pub fn start(
         SourceSpec::Tcp(addr) => {
             let (addr, timeout) = (addr.clone(), cfg.source_timeout);
             let what = format!("tcp {addr}");
-            reconnect::start(feed, cfg, shutdown, what, move || {
-                reconnect::connect_tcp(&addr, timeout)
-            })
+            reconnect::start(
+                feed,
+                cfg,
+                shutdown,
+                (what, reconnect::Attempt::Connect),
+                move || reconnect::connect_tcp(&addr, timeout),
+            )
         }
         SourceSpec::Unix(path) => {
             let (path, timeout) = (path.clone(), cfg.source_timeout);
             let what = format!("unix {}", path.display());
-            reconnect::start(feed, cfg, shutdown, what, move || {
-                reconnect::connect_unix(&path, timeout)
-            })
+            reconnect::start(
+                feed,
+                cfg,
+                shutdown,
+                (what, reconnect::Attempt::Connect),
+                move || reconnect::connect_unix(&path, timeout),
+            )
         }
         SourceSpec::Http(url) => {
             let mut client = http_pull::Client::new(&feed.name, url, cfg.source_timeout, cfg.fps);
             let what = redact(url);
-            reconnect::start(feed, cfg, shutdown, what, move || client.connect())
+            let how = (what, reconnect::Attempt::Connect);
+            reconnect::start(feed, cfg, shutdown, how, move || client.connect())
         }
         SourceSpec::Exec(cmd) => {
             let runner = exec::Runner::new(&feed.name, cmd, cfg.source_timeout, shutdown.clone());
             let what = format!("command '{}'", redact(cmd));
-            reconnect::start(feed, cfg, shutdown, what, move || runner.spawn())
+            let how = (what, reconnect::Attempt::Command);
+            reconnect::start(feed, cfg, shutdown, how, move || runner.spawn())
         }
     }
 }

@@ -62,13 +62,21 @@ impl Backoff {
     }
 }
 
+/// What each attempt does, for the words of the log: connect to an upstream (and reconnect),
+/// or start a command (and restart it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Connect,
+    Command,
+}
+
 /// Starts the source thread: `connect` is called for every attempt, on that thread.
 /// `what` names the upstream in log lines (passwords already redacted).
 pub fn start(
     feed: Arc<SourceFeed>,
     cfg: &SourceConfig,
     shutdown: Shutdown,
-    what: String,
+    (what, attempt): (String, Attempt),
     connect: impl FnMut() -> Result<Upstream, String> + Send + 'static,
 ) -> io::Result<()> {
     let (max_frame, timeout) = (cfg.max_frame_bytes, cfg.source_timeout);
@@ -81,6 +89,7 @@ pub fn start(
             timeout,
             shutdown: &shutdown,
             what: &what,
+            attempt,
             pauses,
         };
         run(&ctx, connect)
@@ -95,6 +104,7 @@ struct Loop<'a> {
     timeout: Duration,
     shutdown: &'a Shutdown,
     what: &'a str,
+    attempt: Attempt,
     /// When not to be connected: a fallback not needed now, nobody watching (`--on-demand`).
     pauses: Pauses,
 }
@@ -111,7 +121,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
     // loss (`lost`), before it a source that is `failing` (it never came this time).
     let mut delivered = false;
     // A command is started and restarted; everything else is connected to and reconnected.
-    let command = what.starts_with("command ");
+    let command = ctx.attempt == Attempt::Command;
     let (first, again) = if command {
         ("starting", "restarting")
     } else {
@@ -307,42 +317,18 @@ pub fn connect_tcp(addr: &str, silence: Duration) -> Result<Upstream, String> {
             }
             // The log line names the address already; repeat it only when the name
             // resolved to another (or to several).
-            Err(e) if a.to_string() == addr => last = describe_io(&e),
-            Err(e) => last = format!("{a}: {}", describe_io(&e)),
+            Err(e) if a.to_string() == addr => last = crate::logger::describe_io(&e),
+            Err(e) => last = format!("{a}: {}", crate::logger::describe_io(&e)),
         }
     }
     Err(last)
 }
 
-/// An I/O error as a person reads it: `connection refused (nothing listens there)` rather
-/// than `Connection refused (os error 111)`.
-pub fn describe_io(e: &io::Error) -> String {
-    use io::ErrorKind::*;
-    if e.get_ref().is_some() {
-        return e.to_string(); // ours, already worded for a person
-    }
-    match e.kind() {
-        ConnectionRefused => "connection refused (nothing listens there)".into(),
-        TimedOut | WouldBlock => "timed out".into(),
-        ConnectionReset => "connection reset by the peer".into(),
-        NotFound => "no such file or socket".into(),
-        PermissionDenied => "permission denied".into(),
-        HostUnreachable | NetworkUnreachable => "unreachable".into(),
-        _ => {
-            // std's text without its "(os error N)" tail.
-            let text = e.to_string();
-            match text.rfind(" (os error ") {
-                Some(i) => text.get(..i).unwrap_or(&text).to_string(),
-                None => text,
-            }
-        }
-    }
-}
-
 /// `unix:PATH`, within [`CONNECT_TIMEOUT`]: a listener whose backlog is full (a wedged camera
 /// daemon) makes a blocking `connect` wait forever, and with it the source thread.
 pub fn connect_unix(path: &Path, silence: Duration) -> Result<Upstream, String> {
-    let s = connect_unix_by(path, Instant::now() + CONNECT_TIMEOUT).map_err(|e| describe_io(&e))?;
+    let s = connect_unix_by(path, Instant::now() + CONNECT_TIMEOUT)
+        .map_err(|e| crate::logger::describe_io(&e))?;
     s.set_read_timeout(Some(silence))
         .map_err(|e| e.to_string())?;
     Ok(Upstream {
