@@ -11,6 +11,7 @@
 //! Sans-IO: the time is an argument. At most [`MAX_ADDRESSES`] addresses are remembered (the
 //! one that failed least recently is forgotten first), so a flood of addresses costs bounded
 //! memory.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -55,7 +56,7 @@ impl Limiter {
         times.retain(|t| now.saturating_duration_since(*t) < WINDOW);
         if times.len() >= MAX_FAILURES {
             self.refused += 1;
-            let oldest = times[0];
+            let oldest = times.first().copied().unwrap_or(now);
             return Err(WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
         }
         Ok(())

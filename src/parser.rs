@@ -55,7 +55,8 @@
 //! (`jpeg.rs`), the HTTP request head, connection and server (`http/head.rs`, `http/conn.rs`,
 //! `http/server.rs`), query decoding (`http/query.rs`), the frame endpoints and their writes
 //! (`http/endpoints.rs`, `http/wire.rs`), the smaller sizes (`scale.rs`), `--static` path
-//! decoding (`static_files.rs`) and the NO SIGNAL detector (`nosignal.rs`).
+//! decoding (`static_files.rs`), the NO SIGNAL detector (`nosignal.rs`), and the logins and
+//! signed links (`policy.rs`, `users.rs`, `signing.rs`, `login_limit.rs`).
 
 use crate::jpeg::{Walk, Walker};
 use memchr::memchr;

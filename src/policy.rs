@@ -13,6 +13,7 @@
 //! remembered ([`LoginCache`]) because a bcrypt check costs tens of milliseconds and a browser
 //! sends its login with every request; a new policy starts with an empty cache, so a changed
 //! password or a removed user takes effect at once.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::auth::{Auth, Verdict};
 use crate::signing::{Grant, Keys};
@@ -247,7 +248,9 @@ impl Policy {
         let found = self.users.iter().position(|u| u.name == name);
         // An unknown name costs a check too (against the first user's hash), so the time
         // taken does not tell which names exist.
-        let against = &self.users[found.unwrap_or(0)];
+        let Some(against) = self.users.get(found.unwrap_or(0)) else {
+            return Ok(None);
+        };
         let ok = {
             let _turn = self
                 .checking
@@ -259,7 +262,7 @@ impl Policy {
             return Ok(None);
         };
         self.cache.put(digest, i);
-        Ok(Some(self.users[i].clone()))
+        Ok(self.users.get(i).cloned())
     }
 }
 

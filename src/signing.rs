@@ -11,6 +11,7 @@
 //! are signed with the first and checked against each.
 //!
 //! Sans-IO and clock-free: the time is an argument, so the expiry boundary is unit-tested.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine as _;
 use ring::hmac;

@@ -9,6 +9,7 @@
 //! Checking a bcrypt hash takes tens of milliseconds by design (a second on a slow ARM core at
 //! cost 12), and a browser sends its login with every request: the [`crate::access`] module
 //! remembers logins it has checked, so each is paid for once.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 /// One `[[user]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,11 +109,12 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && p[pi] == b'*' {
+    while let Some(&c) = n.get(ni) {
+        let at = p.get(pi).copied();
+        if at == Some(b'*') {
             star = Some((pi, ni));
             pi += 1;
-        } else if pi < p.len() && p[pi] == n[ni] {
+        } else if at == Some(c) {
             pi += 1;
             ni += 1;
         } else if let Some((sp, sn)) = star {
@@ -123,7 +125,7 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&b| b == b'*')
+    p.iter().skip(pi).all(|&b| b == b'*')
 }
 
 /// Whether a pattern is well-formed: the characters of a stream name, and `*`.
