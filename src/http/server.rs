@@ -131,17 +131,24 @@ impl Limits {
     }
 }
 
-/// The pending connections, oldest first: an id, the source address (`None` for a Unix
-/// socket: every peer of a proxy's socket looks the same), when it came, and a second handle
-/// to close it by. At most `max_pending` entries; owned by [`run`], entries removed by their thread's
-/// [`PendingGuard`] once the head is read (or the connection ends).
+/// The pending connections, oldest first. At most `max_pending` entries; owned by [`run`],
+/// entries removed by their thread's [`PendingGuard`] once the head is read (or the
+/// connection ends).
 #[derive(Default)]
 struct Pending {
     next_id: std::sync::atomic::AtomicU64,
-    #[allow(clippy::type_complexity)]
-    list: parking_lot::Mutex<
-        std::collections::VecDeque<(u64, Option<std::net::IpAddr>, Instant, Conn)>,
-    >,
+    list: parking_lot::Mutex<std::collections::VecDeque<Waiting>>,
+}
+
+/// One connection whose request head is not complete yet.
+struct Waiting {
+    id: u64,
+    /// The source address; `None` for a Unix socket (every peer of a proxy's socket looks
+    /// the same).
+    addr: Option<std::net::IpAddr>,
+    since: Instant,
+    /// A second handle to close it by.
+    conn: Conn,
 }
 
 impl Pending {
@@ -164,18 +171,18 @@ impl Pending {
         let now = Instant::now();
         let same = |a: &Option<std::net::IpAddr>| addr.is_some() && *a == addr;
         let idle =
-            |t: &Instant, c: &Conn| now.duration_since(*t) >= IDLE_AFTER && nothing_to_read(c);
-        let mine = list.iter().filter(|(_, a, _, _)| same(a)).count();
+            |w: &Waiting| now.duration_since(w.since) >= IDLE_AFTER && nothing_to_read(&w.conn);
+        let mine = list.iter().filter(|w| same(&w.addr)).count();
         let mut victim = None;
         if mine >= PENDING_PER_ADDR || full {
-            victim = list.iter().position(|(_, a, t, c)| same(a) && idle(t, c));
+            victim = list.iter().position(|w| same(&w.addr) && idle(w));
         }
         if victim.is_none() && (list.len() >= max || full) {
-            victim = list.iter().position(|(_, _, t, c)| idle(t, c));
+            victim = list.iter().position(idle);
         }
         let evicted = match victim.and_then(|i| list.remove(i)) {
-            Some((_, _, _, old)) => {
-                old.shutdown();
+            Some(old) => {
+                old.conn.shutdown();
                 true
             }
             // The pending list's bound holds: with nothing idle to close, the new one is
@@ -183,12 +190,17 @@ impl Pending {
             None if full || list.len() >= max => return None,
             None => false,
         };
-        list.push_back((id, addr, now, handle));
+        list.push_back(Waiting {
+            id,
+            addr,
+            since: now,
+            conn: handle,
+        });
         Some((id, evicted))
     }
 
     fn remove(&self, id: u64) {
-        self.list.lock().retain(|(i, _, _, _)| *i != id);
+        self.list.lock().retain(|w| w.id != id);
     }
 }
 
