@@ -390,7 +390,8 @@ impl Reloader {
         }
         if new.named != old.named {
             log::warn!(
-                "SIGHUP: {}: a single --source and named streams cannot replace each other                  while running; restart the relay for that. Users and keys are reloaded.",
+                "SIGHUP: {}: a single --source and named streams cannot replace each other \
+                 while running; restart the relay for that. Users and keys are reloaded.",
                 file.display()
             );
             self.policy.set(policy_of(&new));
@@ -420,7 +421,8 @@ impl Reloader {
                 }
                 if Running::is_push(&r.config) || Running::is_push(sc) {
                     log::warn!(
-                        "SIGHUP: stream '{}' reads tcp-listen: or stdin, which cannot be                          started again while running: kept as it was (restart to change it)",
+                        "SIGHUP: stream '{}' reads tcp-listen: or stdin, which cannot be \
+                         started again while running: kept as it was (restart to change it)",
                         sc.name
                     );
                     kept.push(r);
@@ -444,7 +446,8 @@ impl Reloader {
         for r in previous {
             if Running::is_push(&r.config) {
                 log::warn!(
-                    "SIGHUP: stream '{}' is gone from the configuration; its tcp-listen: or                      stdin source goes on until a restart",
+                    "SIGHUP: stream '{}' is gone from the configuration; its tcp-listen: or \
+                     stdin source goes on until a restart",
                     r.config.name
                 );
             }
@@ -462,7 +465,8 @@ impl Reloader {
         *running = kept;
         self.policy.set(policy_of(&new));
         log::info!(
-            "SIGHUP: {} reloaded: {same} stream(s) unchanged, started {:?}, ended {:?};              {} user(s), {} signing key(s)",
+            "SIGHUP: {} reloaded: {same} stream(s) unchanged, started {:?}, ended {:?}; \
+             {} user(s), {} signing key(s)",
             file.display(),
             started,
             ended,
