@@ -10,6 +10,32 @@ use mjpeg_testkit::Relay;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+/// A link carries a size when the viewer gets at least this share of the frames the camera
+/// made over the same seconds. Measured against the camera, not its nominal rate: on a busy
+/// machine (the suite runs these tests side by side) an encoder asked for 10 frames/s may
+/// make 8, and a viewer that gets all 8 is carried.
+const CARRIED: f64 = 0.8;
+/// ... and does not carry it below this share (the controls).
+const NOT_CARRIED: f64 = 0.67;
+
+/// The share of the camera's frames the viewer got over the tail. A camera that made
+/// almost nothing leaves nothing to judge, so the test stops there instead.
+fn share(seen: &mjpeg_testkit::watch::Seen) -> f64 {
+    assert!(
+        seen.source_fps >= 3.0,
+        "the camera made {:.1} frames/s: too few to judge a link by",
+        seen.source_fps
+    );
+    seen.fps / seen.source_fps
+}
+
+fn rates(seen: &mjpeg_testkit::watch::Seen) -> String {
+    format!(
+        "{:.1} of the camera's {:.1} frames/s",
+        seen.fps, seen.source_fps
+    )
+}
+
 #[test]
 fn a_receiver_that_delays_its_acks_on_a_fast_link_keeps_the_cameras_size() {
     let relay = Relay::start(&["--size", "640x480", "--fps", "30", "--log-level", "trace"]);
@@ -25,7 +51,7 @@ fn a_receiver_that_delays_its_acks_on_a_fast_link_keeps_the_cameras_size() {
     );
     // The relay before this went to 1/8 within seconds and stayed there.
     assert_eq!(seen.sizes, ["full"], "sizes: {:?}", seen.sizes);
-    assert!(seen.fps >= 24.0, "{:.1} frames/s", seen.fps);
+    assert!(share(&seen) >= CARRIED, "{}", rates(&seen));
 }
 
 #[test]
@@ -47,12 +73,12 @@ fn a_slow_reader_of_a_large_camera_at_a_low_rate_steps_down_to_a_size_that_carri
         ..FAST
     };
     let (run, tail) = (Duration::from_secs(12), Duration::from_secs(5));
-    // The control: the camera's own size on this link does not carry 10 frames/s.
+    // The control: the camera's own size on this link does not carry its rate.
     let full = watch(&relay, "/stream?size=full", link, run, tail);
     assert!(
-        full.fps < 8.0,
-        "the control: {:.1} frames/s at full size",
-        full.fps
+        share(&full) < NOT_CARRIED,
+        "the control, full size: {}",
+        rates(&full)
     );
     let auto = watch(&relay, "/stream?size=auto", link, run, tail);
     // The relay before this kept the full size (1.8 frames/s) for good.
@@ -62,11 +88,12 @@ fn a_slow_reader_of_a_large_camera_at_a_low_rate_steps_down_to_a_size_that_carri
         auto.sizes
     );
     assert!(
-        auto.fps >= 8.0,
-        "{:.1} frames/s at {:?}",
-        auto.fps,
+        share(&auto) >= CARRIED,
+        "{} at {:?}",
+        rates(&auto),
         auto.sizes
     );
+    eprintln!("auto: {} at {:?}", rates(&auto), auto.sizes);
     // Settled: at most one change after the first step down.
     assert!(auto.sizes.len() <= 3, "sizes: {:?}", auto.sizes);
 }
@@ -96,8 +123,10 @@ fn rtt_ms(sock: &std::net::TcpStream) -> f64 {
 /// A 150 ms round trip (4G, a satellite hop), as wide as the camera needs: the relay keeps
 /// the camera's size. Before, every frame was still in flight when the next was ready, every
 /// interval looked busy at the rate the relay sent, and `auto` walked down to 1/8. The
-/// controls: the line's round trip is measured at 150 ms, and the same line at 2 Mbit/s does
-/// not carry the full size, where `auto` steps down and carries the rate.
+/// controls: the line's round trip is measured at 150 ms, and the same line at 1.6 Mbit/s does
+/// not carry the full size, where `auto` steps down and carries the rate. (The camera's
+/// frames are 16 KB at full size, 8 KB at 1/2, 4 KB at 1/4: at 30 frames/s the shaped line's
+/// 200 KB/s carries 1/4 with room and 1/2 not at all, so the right answer is not a coin toss.)
 #[test]
 fn a_long_round_trip_keeps_the_size_its_link_carries() {
     let name = "a_long_round_trip_keeps_the_size_its_link_carries";
@@ -105,7 +134,7 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
         return;
     }
     let (run, tail) = (Duration::from_secs(12), Duration::from_secs(4));
-    for (rate, what) in [(None, "unshaped"), (Some(250_000.0), "2 Mbit/s")] {
+    for (rate, what) in [(None, "unshaped"), (Some(200_000.0), "1.6 Mbit/s")] {
         let line = DelayLine::start(Shape {
             one_way: Duration::from_millis(75),
             rate,
@@ -133,9 +162,9 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
         match rate {
             None => {
                 assert!(
-                    full.fps >= 24.0,
-                    "{what}: the link carries full size: {:.1}",
-                    full.fps
+                    share(&full) >= CARRIED,
+                    "{what}: the link carries full size: {}",
+                    rates(&full)
                 );
                 // Ends, and stays, at the camera's size (a connection opening its window
                 // on a long round trip can look like a slow link for a moment; then a try
@@ -146,13 +175,13 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
                     "{what}"
                 );
                 assert!(auto.sizes.len() <= 3, "{what}: {:?}", auto.sizes);
-                assert!(auto.fps >= 24.0, "{what}: {:.1} frames/s", auto.fps);
+                assert!(share(&auto) >= CARRIED, "{what}: {}", rates(&auto));
             }
             Some(_) => {
                 assert!(
-                    full.fps < 20.0,
-                    "{what}: the control: {:.1} frames/s",
-                    full.fps
+                    share(&full) < NOT_CARRIED,
+                    "{what}: the control: {}",
+                    rates(&full)
                 );
                 assert_ne!(
                     auto.sizes.last().map(String::as_str),
@@ -160,9 +189,9 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
                     "{what}"
                 );
                 assert!(
-                    auto.fps >= 24.0,
-                    "{what}: {:.1} frames/s at {:?}",
-                    auto.fps,
+                    share(&auto) >= CARRIED,
+                    "{what}: {} at {:?}",
+                    rates(&auto),
                     auto.sizes
                 );
             }

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 /// What a viewer saw: frames received per second over the last `tail`, the sizes `/status`
 /// gave it (each change once, in order) and the one it had at the end.
 pub struct Seen {
+    /// Frames the viewer read a second over the tail.
     pub fps: f64,
+    /// Frames the camera gave the relay a second over the same tail (`frames_in`): what
+    /// the viewer could have had, on a machine that may be too busy for the camera's rate.
+    pub source_fps: f64,
     pub sizes: Vec<String>,
     /// When each size in `sizes` began, from the start.
     pub changed_at: Vec<Duration>,
@@ -58,10 +62,19 @@ pub fn watch(relay: &Relay, path: &str, reader: Reader, run: Duration, tail: Dur
     let start = Instant::now();
     let (mut read, mut buf, mut frames) = (0f64, vec![0u8; 16 * 1024], Vec::new());
     let mut tail_frames = 0usize;
+    let frames_in = || {
+        relay.status()["streams"][0]["source"]["frames_in"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut tail_start_in = None;
     let mut sizes: Vec<String> = Vec::new();
     let mut changed_at = Vec::new();
     let mut next_look = start;
     while start.elapsed() < run {
+        if tail_start_in.is_none() && start.elapsed() >= run - tail {
+            tail_start_in = Some(frames_in());
+        }
         if Instant::now() >= next_look {
             next_look += Duration::from_millis(250);
             let st = relay.status();
@@ -118,8 +131,10 @@ pub fn watch(relay: &Relay, path: &str, reader: Reader, run: Duration, tail: Dur
             Err(e) => panic!("{path}: {e}"),
         }
     }
+    let made = frames_in().saturating_sub(tail_start_in.unwrap_or(0));
     Seen {
         fps: tail_frames as f64 / tail.as_secs_f64(),
+        source_fps: made as f64 / tail.as_secs_f64(),
         sizes,
         changed_at,
     }
