@@ -97,25 +97,6 @@ pub fn base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// `--auth-file`: the first non-empty, non-comment line, `USER:PASS`.
-/// The `USER:PASS` line of an `--auth-file`: the first line that is neither empty nor a
-/// `#` comment. A file with no such line means "no login" (`Ok(None)`): the Debian package
-/// ships `/etc/mjpeg-relay/auth` holding only comments, so that requiring a login is one line
-/// in that file and the service unit never changes. The caller logs that case.
-pub fn read_auth_file(path: &std::path::Path) -> Result<Option<String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let Some(line) = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-    else {
-        return Ok(None);
-    };
-    check_user_pass(line).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(line.to_string()))
-}
-
 pub fn check_user_pass(v: &str) -> Result<(), String> {
     match v.split_once(':') {
         Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok(()),

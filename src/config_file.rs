@@ -46,7 +46,7 @@ pub struct FileConfig {
     pub notes: Vec<String>,
 }
 
-/// How a flag takes its value.
+/// How a flag takes its value, as a file gives it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// `--flag VALUE`.
@@ -59,40 +59,18 @@ enum Kind {
     OptionalValue,
 }
 
-/// The flags a file may set at its top level: every flag but --config, --help and --version.
-const FLAGS: &[(&str, Kind)] = &[
-    ("source", Kind::Value),
-    ("stream", Kind::List),
-    ("fallback", Kind::List),
-    ("on-demand", Kind::OptionalValue),
-    ("no-signal-after", Kind::Value),
-    ("source-timeout", Kind::Value),
-    ("http", Kind::Value),
-    ("auth", Kind::Value),
-    ("auth-file", Kind::Value),
-    ("token", Kind::Value),
-    ("token-file", Kind::Value),
-    ("status-details", Kind::Switch),
-    ("tls-cert", Kind::Value),
-    ("tls-key", Kind::Value),
-    ("allow-origin", Kind::Value),
-    ("allow-host", Kind::List),
-    ("static", Kind::Value),
-    ("fps", Kind::Value),
-    ("size", Kind::Value),
-    ("max-frame-bytes", Kind::Value),
-    ("max-pixels", Kind::Value),
-    ("warmup", Kind::Value),
-    ("history", Kind::Value),
-    ("history-bytes", Kind::Value),
-    ("send-timeout", Kind::Value),
-    ("max-clients", Kind::Value),
-    ("max-clients-per-ip", Kind::Value),
-    ("header-timeout", Kind::Value),
-    ("log-level", Kind::Value),
-    ("verbose", Kind::Switch),
-    ("quiet", Kind::Switch),
-];
+/// The flag a top-level key names and how it takes its value: every flag of
+/// [`crate::cli::defs`] but `--config`, `--help` and `--version`.
+fn kind_of(flag: &str) -> Option<Kind> {
+    use crate::cli::defs::{find, Does};
+    let f = find(Some(flag), None).filter(|f| f.in_config_file())?;
+    Some(match f.does {
+        Does::Switch(_) => Kind::Switch,
+        Does::Optional(_) => Kind::OptionalValue,
+        _ if f.repeats => Kind::List,
+        _ => Kind::Value,
+    })
+}
 
 /// Reads and checks `path`.
 pub fn read(path: &Path) -> Result<FileConfig, String> {
@@ -154,7 +132,7 @@ fn flag(
     out: &mut FileConfig,
 ) -> Result<(), String> {
     let flag = key.get_ref().replace('_', "-");
-    let Some((_, kind)) = FLAGS.iter().find(|(f, _)| *f == flag) else {
+    let Some(kind) = kind_of(&flag) else {
         return Err(place.err(
             key.span(),
             format!(

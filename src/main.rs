@@ -15,7 +15,7 @@ fn main() {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Command::Run(cfg)) => cfg,
         Ok(cli::Command::Help) => {
-            print!("{}", cli::HELP);
+            print!("{}", cli::help());
             return;
         }
         Ok(cli::Command::Version) => {
@@ -309,14 +309,7 @@ impl Running {
     /// A push source (`tcp-listen:`, `stdin`) cannot be ended and started again: its port or
     /// pipe is held by a thread that waits for the sender.
     fn is_push(sc: &cli::StreamConfig) -> bool {
-        std::iter::once(&sc.source)
-            .chain(sc.fallbacks.iter().map(|(f, _)| f))
-            .any(|s| {
-                matches!(
-                    s,
-                    source::SourceSpec::TcpListen(_) | source::SourceSpec::Stdin
-                )
-            })
+        sc.sources().any(source::SourceSpec::is_push)
     }
 }
 

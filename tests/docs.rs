@@ -1,6 +1,7 @@
-//! The module maps new contributors read first stay complete (issue 33): every file of
-//! `src/http/` is named in `http/mod.rs`'s module docs, and every module of the crate in
-//! `lib.rs`'s table, each in backticks. A module added without a line there fails here.
+//! The module maps new contributors read first stay complete (issue 33): every file of a
+//! module directory (`src/http/`, `src/source/`, `src/cli/`) is named in its `mod.rs`'s
+//! module docs, and every module of the crate in `lib.rs`'s table, each in backticks. A
+//! module added without a line there fails here.
 
 use std::path::Path;
 
@@ -38,18 +39,37 @@ fn modules_in(dir: &str) -> Vec<String> {
     names
 }
 
-#[test]
-fn the_http_module_map_names_every_file() {
-    let docs = module_docs(&src("http/mod.rs"));
-    let missing: Vec<String> = modules_in("http")
+/// The directories of `src/` that are modules (`http/`, `source/`, `cli/`, ...).
+fn module_dirs() -> Vec<String> {
+    modules_in("")
         .into_iter()
-        .filter(|m| !docs.contains(&format!("`{m}`")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "http/mod.rs's docs do not name {missing:?}"
-    );
-    // The control: the reader finds the files it should.
+        .filter(|m| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src")
+                .join(m)
+                .is_dir()
+        })
+        .collect()
+}
+
+#[test]
+fn every_module_directory_names_its_files_in_its_map() {
+    let dirs = module_dirs();
+    for dir in &dirs {
+        let docs = module_docs(&src(&format!("{dir}/mod.rs")));
+        let missing: Vec<String> = modules_in(dir)
+            .into_iter()
+            .filter(|m| !docs.contains(&format!("`{m}`")) && !docs.contains(&format!("[`{m}`]")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{dir}/mod.rs's docs do not name {missing:?}"
+        );
+    }
+    // The control: the reader finds the directories and files it should.
+    for dir in ["http", "source", "cli"] {
+        assert!(dirs.iter().any(|d| d == dir), "{dirs:?}");
+    }
     assert!(modules_in("http").len() >= 15);
 }
 

@@ -25,6 +25,13 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// The sender decides when frames come (`tcp-listen:`, `stdin`): the relay cannot start
+    /// or stop it, so it cannot run on demand, and a reload cannot end it and start it again
+    /// (its port or pipe is held by a thread that waits for the sender).
+    pub fn is_push(&self) -> bool {
+        matches!(self, SourceSpec::TcpListen(_) | SourceSpec::Stdin)
+    }
+
     pub fn parse(spec: &str) -> Result<SourceSpec, String> {
         match spec {
             "testsrc" => return Ok(SourceSpec::TestSrc),
