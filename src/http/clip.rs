@@ -16,7 +16,7 @@ use super::date::{epoch_seconds, file_stamp};
 use super::endpoints::FrameBody;
 use super::query::{clip_ask, level_for, size_ask, Fit, Span};
 use super::shrink::Refused;
-use super::{send, text, NoCache, Shared};
+use super::{send, text, Shared};
 use crate::frame::Frame;
 use crate::hub::Stream;
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};

@@ -194,9 +194,13 @@ pub enum Body {
     /// Several byte sequences one after another (a `/clip`: our headers and the frames'
     /// JPEGs, shared), each written as it is, never gathered into one copy.
     Pieces(Vec<Arc<dyn AsRef<[u8]> + Send + Sync>>),
+    /// A never-ending frame stream (`/stream`, `/mux`): only the head is this response's
+    /// (no `Content-Length`); the viewer writes the parts after it.
+    Endless,
 }
 
-/// A status, headers and a body; always sent with `Content-Length` and `Connection: close`.
+/// A status, headers and a body; always sent with `Content-Length` (but an endless one) and
+/// `Connection: close`. [`Response::head`] is the one writer of response heads.
 pub struct Response {
     status: u16,
     headers: Vec<(String, String)>,
@@ -229,9 +233,22 @@ impl Response {
         self.status
     }
 
-    pub(super) fn write_to(self, w: &mut dyn Write, minor: u8, head_only: bool) -> io::Result<()> {
+    /// For a picture or a state that must never be stale: no cache may keep it.
+    pub fn no_cache(self) -> Response {
+        self.with_header(
+            "Cache-Control",
+            "no-cache, no-store, must-revalidate, max-age=0",
+        )
+        .with_header("Pragma", "no-cache")
+        .with_header("Expires", "0")
+    }
+
+    /// The head: status line, headers, `X-Content-Type-Options: nosniff`, `Content-Length`
+    /// (none for 204, 304 or an endless body), `Connection: close`. HTTP/1.0 is answered in
+    /// kind (`minor`).
+    pub fn head(&self, minor: u8) -> String {
         let len = match &self.body {
-            Body::Empty => 0,
+            Body::Empty | Body::Endless => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::Shared(b) => b.as_ref().as_ref().len() as u64,
             Body::File(_, n) => *n,
@@ -249,15 +266,24 @@ impl Response {
             head.push_str(v);
             head.push_str("\r\n");
         }
-        if self.status != 204 && self.status != 304 {
+        // Every response, from the connection layer's refusals to a stream: no browser may
+        // take a text or a picture for something else (an upload served back as HTML).
+        head.push_str("X-Content-Type-Options: nosniff\r\n");
+        let endless = matches!(self.body, Body::Endless);
+        if self.status != 204 && self.status != 304 && !endless {
             head.push_str(&format!("Content-Length: {len}\r\n"));
         }
         head.push_str("Connection: close\r\n\r\n");
+        head
+    }
+
+    pub(super) fn write_to(self, w: &mut dyn Write, minor: u8, head_only: bool) -> io::Result<()> {
+        let head = self.head(minor);
         if head_only {
             return w.write_all(head.as_bytes());
         }
         match self.body {
-            Body::Empty => w.write_all(head.as_bytes()),
+            Body::Empty | Body::Endless => w.write_all(head.as_bytes()),
             Body::Bytes(mut b) => {
                 // One write for small responses: head and body together.
                 let mut all = head.into_bytes();

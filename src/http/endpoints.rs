@@ -10,7 +10,7 @@ use super::query::{
 use super::shrink::Refused;
 use super::viewer::{Track, Viewer, Who};
 use super::wire::{head_only, multipart_head, Layout};
-use super::{send, text, NoCache, Shared};
+use super::{send, text, Shared};
 use crate::feed::SourceState;
 use crate::frame::Frame;
 use crate::hub::{ClientKind, Stream};

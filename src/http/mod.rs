@@ -59,7 +59,7 @@ pub use endpoints::SNAPSHOT_WAIT;
 pub use listener::{bind, HttpListener, NOTSENT_LOWAT, UNIX_SNDBUF};
 pub use query::query_param;
 use respond::send;
-pub(crate) use respond::{html, text, NoCache};
+pub(crate) use respond::{html, text};
 pub use wire::{write_all_by, Layout, REPEAT_AFTER};
 
 use crate::hub::{Stream, Streams};

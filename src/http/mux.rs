@@ -22,8 +22,9 @@
 use super::conn::{Method, Request};
 use super::endpoints::size_track;
 use super::query::{fps_cap, query_param, size_ask, Fit};
+use super::respond::stream_head;
 use super::viewer::{Track, Viewer, Who};
-use super::wire::{head_only, multipart_head, stream_head, Layout};
+use super::wire::{head_only, multipart_head, Layout};
 use super::{send, text, Shared};
 use crate::hub::{ClientKind, Stream};
 use crate::multipart::{BOUNDARY, FRAMED_OPENING};
@@ -79,7 +80,8 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared, id: &crate::p
     let head = match query_param(query, "framing").as_deref() {
         Some("octet") => stream_head(
             http10,
-            &format!("application/octet-stream\r\nX-Mux-Boundary: {BOUNDARY}"),
+            "application/octet-stream",
+            &[("X-Mux-Boundary", BOUNDARY)],
             shared,
         ),
         _ => multipart_head(http10, shared),

@@ -2,7 +2,7 @@
 //! (Prometheus), and the HTML pages.
 
 use super::conn::{Request, Response};
-use super::{send, NoCache, Shared};
+use super::{send, Shared};
 use crate::hub::{ClientKind, Stream};
 use serde_json::json;
 use std::sync::atomic::Ordering::SeqCst;

@@ -51,29 +51,7 @@ impl Layout {
 /// The head of a never-ending `multipart/x-mixed-replace` response.
 pub(super) fn multipart_head(http10: bool, shared: &Shared) -> String {
     let content_type = format!("multipart/x-mixed-replace;boundary={BOUNDARY}");
-    stream_head(http10, &content_type, shared)
-}
-
-/// The head of a never-ending response of `content_type`.
-pub(super) fn stream_head(http10: bool, content_type: &str, shared: &Shared) -> String {
-    format!(
-        "HTTP/1.{} 200 OK\r\n\
-         Content-Type: {content_type}\r\n\
-         Cache-Control: no-cache, no-store, must-revalidate, max-age=0\r\n\
-         Pragma: no-cache\r\n\
-         Expires: 0\r\n\
-         X-Accel-Buffering: no\r\n\
-         X-Content-Type-Options: nosniff\r\n\
-         {cors}\
-         Connection: close\r\n\r\n",
-        if http10 { 0 } else { 1 },
-        cors = shared
-            .cfg
-            .allow_origin
-            .as_ref()
-            .map(|o| format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n"))
-            .unwrap_or_default(),
-    )
+    super::respond::stream_head(http10, &content_type, &[], shared)
 }
 
 pub(super) fn describe_write_error(e: &io::Error, timeout: Duration) -> String {
