@@ -1,5 +1,6 @@
-//! The `mjpeg-relay` binary: parse flags, start each stream's sources and the HTTP server, stop cleanly on
-//! SIGINT/SIGTERM. Everything else lives in the library so tests and the benchmark share it.
+//! The `mjpeg-relay` binary: parse flags, start every stream's sources and the HTTP server,
+//! reload on SIGHUP, stop cleanly on SIGINT/SIGTERM. Everything else lives in the library so
+//! tests and the benchmark share it.
 
 use mjpeg_relay::shutdown::{self, Shutdown, Trigger};
 use mjpeg_relay::{cli, feed::SourceFeed, http, hub::Stream, logger, nosignal, source};
@@ -12,35 +13,7 @@ fn main() {
     mjpeg_relay::scale::set_up_allocator();
     // Every thread is spawned with an explicit, small stack: see http::CLIENT_STACK and
     // source::SOURCE_STACK (and 64 KiB for the signal thread below).
-    let cfg = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(cli::Command::Run(cfg)) => cfg,
-        Ok(cli::Command::Help) => {
-            print!("{}", cli::help());
-            return;
-        }
-        Ok(cli::Command::Version) => {
-            println!("mjpeg-relay {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
-        Ok(cli::Command::SignHelp) => {
-            print!("{}", cli::SIGN_USAGE);
-            return;
-        }
-        Ok(cli::Command::Sign(req)) => match cli::sign_link(&req) {
-            Ok(url) => {
-                println!("{url}");
-                return;
-            }
-            Err(e) => {
-                eprintln!("mjpeg-relay sign: {e}");
-                exit(2);
-            }
-        },
-        Err(e) => {
-            eprintln!("mjpeg-relay: {e}\nRun 'mjpeg-relay --help' for usage.");
-            exit(2);
-        }
-    };
+    let cfg = command_line();
     logger::init(cfg.log_level);
     mjpeg_relay::tiers::contain_codec_panics();
     for note in &cfg.notes {
@@ -58,30 +31,11 @@ fn main() {
         log::error!("cannot install signal handlers: {e}");
         exit(1);
     }
-    let tls = match &cfg.tls {
-        Some((cert, key)) => match http::tls::Tls::load(cert, key) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => {
-                log::error!("{e}");
-                exit(1);
-            }
-        },
-        None => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let http_cfg = http::HttpConfig {
-        send_timeout: cfg.send_timeout,
-        max_clients: cfg.max_clients,
-        max_clients_per_ip: cfg.max_clients_per_ip(),
-        policy: mjpeg_relay::policy::Current::new(policy_of(&cfg)),
-        allow_origin: cfg.allow_origin.clone(),
-        allow_hosts: cfg.allow_hosts.clone(),
-        static_dir: cfg.static_dir.clone(),
-        header_timeout: cfg.header_timeout,
-        inflight_bound: http::inflight::enabled(),
-        status_details: cfg.status_details,
-        tls,
-        tier_max_pixels: cfg.max_pixels,
+    let http_cfg = http_config(&cfg);
+    let scheme = if http_cfg.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
     let protected = !http_cfg.policy.get().is_open();
     let policy = http_cfg.policy.clone();
@@ -130,6 +84,73 @@ fn main() {
     log::info!("stopped");
     // Client threads still blocked in a write to a stalled socket end with the process.
     exit(0);
+}
+
+/// The configuration to run with; `--help`, `--version` and `sign` are answered here, and a
+/// bad command line ends the process (exit 2).
+fn command_line() -> Box<cli::Config> {
+    // Answered on stdout: flushed, then exit 0.
+    let answered = || -> ! {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        exit(0)
+    };
+    match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Command::Run(cfg)) => cfg,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::help());
+            answered()
+        }
+        Ok(cli::Command::Version) => {
+            println!("mjpeg-relay {}", env!("CARGO_PKG_VERSION"));
+            answered()
+        }
+        Ok(cli::Command::SignHelp) => {
+            print!("{}", cli::SIGN_USAGE);
+            answered()
+        }
+        Ok(cli::Command::Sign(req)) => match cli::sign_link(&req) {
+            Ok(url) => {
+                println!("{url}");
+                answered()
+            }
+            Err(e) => {
+                eprintln!("mjpeg-relay sign: {e}");
+                exit(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("mjpeg-relay: {e}\nRun 'mjpeg-relay --help' for usage.");
+            exit(2);
+        }
+    }
+}
+
+/// The HTTP side's settings, the TLS certificate loaded (a bad one ends the process, exit 1).
+fn http_config(cfg: &cli::Config) -> http::HttpConfig {
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|(cert, key)| match http::tls::Tls::load(cert, key) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                log::error!("{e}");
+                exit(1);
+            }
+        });
+    http::HttpConfig {
+        send_timeout: cfg.send_timeout,
+        max_clients: cfg.max_clients,
+        max_clients_per_ip: cfg.max_clients_per_ip(),
+        policy: mjpeg_relay::policy::Current::new(policy_of(cfg)),
+        allow_origin: cfg.allow_origin.clone(),
+        allow_hosts: cfg.allow_hosts.clone(),
+        static_dir: cfg.static_dir.clone(),
+        header_timeout: cfg.header_timeout,
+        inflight_bound: http::inflight::enabled(),
+        status_details: cfg.status_details,
+        tls,
+        tier_max_pixels: cfg.max_pixels,
+    }
 }
 
 /// The log's "serving …" line, and a warning for an open relay on a public address.

@@ -11,145 +11,173 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The whole `/metrics` body.
+/// The whole `/metrics` body. `refused`: connections turned away since start, by reason
+/// ([`crate::http::server::Refusals::counts`]). One function per family or group of
+/// families, each writing its `# HELP`, `# TYPE` and samples.
+pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]) -> String {
+    let mut out = String::with_capacity(4096);
+    family(
+        &mut out,
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the relay started.",
+    );
+    sample(
+        &mut out,
+        "uptime_seconds",
+        &[],
+        format_args!("{:.3}", uptime.as_secs_f64()),
+    );
+    family(
+        &mut out,
+        "http_refused_total",
+        "counter",
+        "Connections turned away: 503 past --max-clients, --max-clients-per-ip or the pending \
+         budget; evicted: closed before their request to admit a newer one.",
+    );
+    for (reason, n) in refused {
+        sample(&mut out, "http_refused_total", &[("reason", reason)], n);
+    }
+    for (name, kind, help, value) in PER_STREAM {
+        family(&mut out, name, kind, help);
+        for s in streams {
+            sample(&mut out, name, &[("stream", &s.name)], value(s));
+        }
+    }
+    invalid_frames(&mut out, streams);
+    source_up(&mut out, streams);
+    failover(&mut out, streams);
+    source_state(&mut out, streams);
+    frame_delay(&mut out, streams);
+    sizes(&mut out, streams);
+    out
+}
+
+/// `# HELP` and `# TYPE` of the family `mjpeg_relay_{name}`.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP mjpeg_relay_{name} {help}");
+    let _ = writeln!(out, "# TYPE mjpeg_relay_{name} {kind}");
+}
+
+/// One sample: `mjpeg_relay_{name}{labels} value`. Label values are stream names (letters,
+/// digits, `-`, `_`) and our own words: nothing to escape.
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    let _ = write!(out, "mjpeg_relay_{name}");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        let _ = write!(out, "{}{k}=\"{v}\"", if i == 0 { '{' } else { ',' });
+    }
+    let _ = writeln!(out, "{} {value}", if labels.is_empty() { "" } else { "}" });
+}
+
 /// What a stream's history holds now (nothing without `--history`).
 fn held(s: &Stream) -> crate::history::Held {
     s.feed.history.get().map(|h| h.held()).unwrap_or_default()
 }
 
-/// `refused`: connections turned away since start, by reason
-/// ([`crate::http::server::Refusals::counts`]).
-pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]) -> String {
-    let mut out = String::with_capacity(4096);
-    let _ = writeln!(
+type PerStream = fn(&Stream) -> String;
+
+/// The families with one sample per stream: name, type, help, value.
+const PER_STREAM: [(&str, &str, &str, PerStream); 13] = [
+    (
+        "frames_in_total",
+        "counter",
+        "Whole frames received from the source.",
+        |s| s.feed.stats.frames_in.load(Relaxed).to_string(),
+    ),
+    (
+        "bytes_in_total",
+        "counter",
+        "Bytes received from the source.",
+        |s| s.feed.stats.bytes_in.load(Relaxed).to_string(),
+    ),
+    (
+        "frames_out_total",
+        "counter",
+        "Frames written to clients (repeats of a still frame excluded).",
+        |s| s.out.frames_out.load(Relaxed).to_string(),
+    ),
+    (
+        "bytes_out_total",
+        "counter",
+        "Bytes written to clients.",
+        |s| s.out.bytes_out.load(Relaxed).to_string(),
+    ),
+    (
+        "frames_skipped_total",
+        "counter",
+        "Frames a client skipped because a newer one was ready when it could take one.",
+        |s| s.out.frames_skipped.load(Relaxed).to_string(),
+    ),
+    (
+        "clients",
+        "gauge",
+        "Clients connected to the stream now.",
+        |s| s.clients.len().to_string(),
+    ),
+    (
+        "source_reconnects_total",
+        "counter",
+        "Upstream connections after the first.",
+        |s| {
+            s.feed
+                .stats
+                .connections
+                .load(Relaxed)
+                .saturating_sub(1)
+                .to_string()
+        },
+    ),
+    (
+        "source_switches_total",
+        "counter",
+        "Changes of the source feeding the stream (--fallback), 0 without fallbacks.",
+        |s| {
+            s.chain
+                .get()
+                .map_or(0, |f| f.switches.load(Relaxed))
+                .to_string()
+        },
+    ),
+    (
+        "source_starts_total",
+        "counter",
+        "Times an --on-demand source was started because someone came to watch.",
+        |s| s.feed.starts.load(Relaxed).to_string(),
+    ),
+    (
+        "source_fps",
+        "gauge",
+        "Input frames per second over the last second.",
+        |s| format!("{:.3}", s.feed.input_rate().0),
+    ),
+    (
+        "history_frames",
+        "gauge",
+        "Frames held in the stream's history (--history), for /snapshot?ago= and /clip.",
+        |s| held(s).frames.to_string(),
+    ),
+    (
+        "history_bytes",
+        "gauge",
+        "Bytes the history holds, frames and their bookkeeping (at most --history-bytes).",
+        |s| held(s).bytes.to_string(),
+    ),
+    (
+        "history_seconds",
+        "gauge",
+        "How far back the history reaches: the age of its oldest frame.",
+        |s| format!("{:.3}", held(s).seconds),
+    ),
+];
+
+fn invalid_frames(out: &mut String, streams: &[Arc<Stream>]) {
+    let name = "invalid_frames_total";
+    family(
         out,
-        "# HELP mjpeg_relay_uptime_seconds Seconds since the relay started."
+        name,
+        "counter",
+        "Parts dropped from the source, by reason.",
     );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_uptime_seconds gauge");
-    let _ = writeln!(
-        out,
-        "mjpeg_relay_uptime_seconds {:.3}",
-        uptime.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP mjpeg_relay_http_refused_total Connections turned away: 503 past --max-clients, \
-         --max-clients-per-ip or the pending budget; evicted: closed before their request to \
-         admit a newer one."
-    );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_http_refused_total counter");
-    for (reason, n) in refused {
-        let _ = writeln!(
-            out,
-            "mjpeg_relay_http_refused_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    // Families one after another, each with one sample per stream.
-    type Sample = fn(&Stream) -> String;
-    let counters: [(&str, &str, &str, Sample); 13] = [
-        (
-            "frames_in_total",
-            "counter",
-            "Whole frames received from the source.",
-            |s| s.feed.stats.frames_in.load(Relaxed).to_string(),
-        ),
-        (
-            "bytes_in_total",
-            "counter",
-            "Bytes received from the source.",
-            |s| s.feed.stats.bytes_in.load(Relaxed).to_string(),
-        ),
-        (
-            "frames_out_total",
-            "counter",
-            "Frames written to clients (repeats of a still frame excluded).",
-            |s| s.out.frames_out.load(Relaxed).to_string(),
-        ),
-        (
-            "bytes_out_total",
-            "counter",
-            "Bytes written to clients.",
-            |s| s.out.bytes_out.load(Relaxed).to_string(),
-        ),
-        (
-            "frames_skipped_total",
-            "counter",
-            "Frames a client skipped because a newer one was ready when it could take one.",
-            |s| s.out.frames_skipped.load(Relaxed).to_string(),
-        ),
-        (
-            "clients",
-            "gauge",
-            "Clients connected to the stream now.",
-            |s| s.clients.len().to_string(),
-        ),
-        (
-            "source_reconnects_total",
-            "counter",
-            "Upstream connections after the first.",
-            |s| {
-                s.feed
-                    .stats
-                    .connections
-                    .load(Relaxed)
-                    .saturating_sub(1)
-                    .to_string()
-            },
-        ),
-        (
-            "source_switches_total",
-            "counter",
-            "Changes of the source feeding the stream (--fallback), 0 without fallbacks.",
-            |s| {
-                s.chain
-                    .get()
-                    .map_or(0, |f| f.switches.load(Relaxed))
-                    .to_string()
-            },
-        ),
-        (
-            "source_starts_total",
-            "counter",
-            "Times an --on-demand source was started because someone came to watch.",
-            |s| s.feed.starts.load(Relaxed).to_string(),
-        ),
-        (
-            "source_fps",
-            "gauge",
-            "Input frames per second over the last second.",
-            |s| format!("{:.3}", s.feed.input_rate().0),
-        ),
-        (
-            "history_frames",
-            "gauge",
-            "Frames held in the stream's history (--history), for /snapshot?ago= and /clip.",
-            |s| held(s).frames.to_string(),
-        ),
-        (
-            "history_bytes",
-            "gauge",
-            "Bytes the history holds, frames and their bookkeeping (at most --history-bytes).",
-            |s| held(s).bytes.to_string(),
-        ),
-        (
-            "history_seconds",
-            "gauge",
-            "How far back the history reaches: the age of its oldest frame.",
-            |s| format!("{:.3}", held(s).seconds),
-        ),
-    ];
-    for (name, kind, help, f) in counters {
-        let _ = writeln!(out, "# HELP mjpeg_relay_{name} {help}");
-        let _ = writeln!(out, "# TYPE mjpeg_relay_{name} {kind}");
-        for s in streams {
-            let _ = writeln!(out, "mjpeg_relay_{name}{{stream=\"{}\"}} {}", s.name, f(s));
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mjpeg_relay_invalid_frames_total Parts dropped from the source, by reason."
-    );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_invalid_frames_total counter");
     for s in streams {
         for (reason, c) in [
             ("not_jpeg", &s.feed.stats.not_jpeg),
@@ -157,74 +185,33 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]
             ("header_too_long", &s.feed.stats.header_too_long),
             ("truncated", &s.feed.stats.truncated),
         ] {
-            let _ = writeln!(
-                out,
-                "mjpeg_relay_invalid_frames_total{{stream=\"{}\",reason=\"{reason}\"}} {}",
-                s.name,
-                c.load(Relaxed)
-            );
+            let labels = [("stream", s.name.as_str()), ("reason", reason)];
+            sample(out, name, &labels, c.load(Relaxed));
         }
     }
-    let _ = writeln!(
+}
+
+fn source_up(out: &mut String, streams: &[Arc<Stream>]) {
+    family(
         out,
-        "# HELP mjpeg_relay_source_up 1 while the source delivers frames (state live)."
+        "source_up",
+        "gauge",
+        "1 while the source delivers frames (state live).",
     );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_source_up gauge");
     for s in streams {
         let up = s.feed.source_info().state == SourceState::Live;
-        let _ = writeln!(
-            out,
-            "mjpeg_relay_source_up{{stream=\"{}\"}} {}",
-            s.name,
-            u8::from(up)
-        );
+        sample(out, "source_up", &[("stream", &s.name)], u8::from(up));
     }
-    // With --fallback, the stream above is up while any member feeds it: an alert on it
-    // would never see a dead camera. Each member's own up/down, and which one feeds.
-    let _ = writeln!(
+}
+
+/// One series per state, 1 for the current one.
+fn source_state(out: &mut String, streams: &[Arc<Stream>]) {
+    family(
         out,
-        "# HELP mjpeg_relay_failover_member_up 1 while a source of a --fallback chain delivers \
-         frames; member 0 is the primary."
+        "source_state",
+        "gauge",
+        "The source's state, one series per state, 1 for the current one.",
     );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_failover_member_up gauge");
-    for s in streams {
-        for (i, m) in s
-            .chain
-            .get()
-            .map_or(&[][..], |f| &f.members)
-            .iter()
-            .enumerate()
-        {
-            let up = m.source_info().state == SourceState::Live;
-            let _ = writeln!(
-                out,
-                "mjpeg_relay_failover_member_up{{stream=\"{}\",member=\"{i}\"}} {}",
-                s.name,
-                u8::from(up)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mjpeg_relay_on_fallback 1 while a --fallback source (not the primary) feeds the stream."
-    );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_on_fallback gauge");
-    for s in streams {
-        if let Some(f) = s.chain.get() {
-            let on = f.current.load().is_some_and(|i| i > 0);
-            let _ = writeln!(
-                out,
-                "mjpeg_relay_on_fallback{{stream=\"{}\"}} {}",
-                s.name,
-                u8::from(on)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP mjpeg_relay_source_state The source's state, one series per state, 1 for the current one."
-    );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_source_state gauge");
     for s in streams {
         let now = s.feed.source_info().state;
         for st in [
@@ -234,100 +221,123 @@ pub fn render(streams: &[Arc<Stream>], uptime: Duration, refused: &[(&str, u64)]
             SourceState::Failing,
             SourceState::Ended,
         ] {
-            let _ = writeln!(
-                out,
-                "mjpeg_relay_source_state{{stream=\"{}\",state=\"{}\"}} {}",
-                s.name,
-                st.as_str(),
-                u8::from(st == now)
-            );
+            let labels = [("stream", s.name.as_str()), ("state", st.as_str())];
+            sample(out, "source_state", &labels, u8::from(st == now));
         }
     }
-    let _ = writeln!(
+}
+
+/// With `--fallback`, `source_up` is 1 while any member feeds the stream: an alert on it
+/// would never see a dead camera. Each member's own up/down, and whether a fallback feeds.
+fn failover(out: &mut String, streams: &[Arc<Stream>]) {
+    family(
         out,
-        "# HELP mjpeg_relay_frame_delay_seconds Relay-internal delay per frame written: arrival from the source to write complete."
+        "failover_member_up",
+        "gauge",
+        "1 while a source of a --fallback chain delivers frames; member 0 is the primary.",
     );
-    let _ = writeln!(out, "# TYPE mjpeg_relay_frame_delay_seconds histogram");
     for s in streams {
+        let members = s.chain.get().map_or(&[][..], |f| &f.members);
+        for (i, m) in members.iter().enumerate() {
+            let up = m.source_info().state == SourceState::Live;
+            let member = i.to_string();
+            let labels = [("stream", s.name.as_str()), ("member", member.as_str())];
+            sample(out, "failover_member_up", &labels, u8::from(up));
+        }
+    }
+    family(
+        out,
+        "on_fallback",
+        "gauge",
+        "1 while a --fallback source (not the primary) feeds the stream.",
+    );
+    for s in streams {
+        if let Some(f) = s.chain.get() {
+            let on = f.current.load().is_some_and(|i| i > 0);
+            sample(out, "on_fallback", &[("stream", &s.name)], u8::from(on));
+        }
+    }
+}
+
+/// The histogram of the relay's own delay per frame written.
+fn frame_delay(out: &mut String, streams: &[Arc<Stream>]) {
+    family(
+        out,
+        "frame_delay_seconds",
+        "histogram",
+        "Relay-internal delay per frame written: arrival from the source to write complete.",
+    );
+    for s in streams {
+        let stream = ("stream", s.name.as_str());
         let mut cumulative = 0;
         for (i, bound) in DELAY_BUCKETS.iter().enumerate() {
             cumulative += s.out.delay_buckets[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "mjpeg_relay_frame_delay_seconds_bucket{{stream=\"{}\",le=\"{bound}\"}} {cumulative}",
-                s.name
-            );
+            let le = bound.to_string();
+            let labels = [stream, ("le", le.as_str())];
+            sample(out, "frame_delay_seconds_bucket", &labels, cumulative);
         }
         cumulative += s.out.delay_buckets[DELAY_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(
+        let labels = [stream, ("le", "+Inf")];
+        sample(out, "frame_delay_seconds_bucket", &labels, cumulative);
+        let sum = s.out.delay_sum_us.load(Relaxed) as f64 / 1e6;
+        sample(
             out,
-            "mjpeg_relay_frame_delay_seconds_bucket{{stream=\"{}\",le=\"+Inf\"}} {cumulative}",
-            s.name
+            "frame_delay_seconds_sum",
+            &[stream],
+            format_args!("{sum:.6}"),
         );
-        let _ = writeln!(
-            out,
-            "mjpeg_relay_frame_delay_seconds_sum{{stream=\"{}\"}} {:.6}",
-            s.name,
-            s.out.delay_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "mjpeg_relay_frame_delay_seconds_count{{stream=\"{}\"}} {cumulative}",
-            s.name
-        );
+        sample(out, "frame_delay_seconds_count", &[stream], cumulative);
     }
-    render_sizes(&mut out, streams);
-    out
 }
 
+type PerSize = fn(&crate::tiers::Tier) -> String;
+
 /// The smaller sizes running now (`?width=`, `?size=auto`): one sample per stream and size.
-fn render_sizes(out: &mut String, streams: &[Arc<Stream>]) {
-    type Sample = fn(&crate::tiers::Tier) -> String;
-    let families: [(&str, &str, &str, Sample); 5] = [
-        (
-            "size_viewers",
-            "gauge",
-            "Viewers of a smaller size now.",
-            |t| t.users().to_string(),
-        ),
-        (
-            "size_frames_total",
-            "counter",
-            "Frames made at a smaller size.",
-            |t| t.frames.load(Relaxed).to_string(),
-        ),
-        (
-            "size_failed_total",
-            "counter",
-            "Source frames that could not be made smaller (did not decode); skipped.",
-            |t| t.failed.load(Relaxed).to_string(),
-        ),
-        (
-            "size_skipped_total",
-            "counter",
-            "Source frames a size's transcoder passed over for a newer one.",
-            |t| t.skipped.load(Relaxed).to_string(),
-        ),
-        (
-            "size_cpu_seconds_total",
-            "counter",
-            "CPU time of a size's transcoder.",
-            |t| format!("{:.3}", t.cpu_ns.load(Relaxed) as f64 / 1e9),
-        ),
-    ];
-    for (name, kind, help, sample) in families {
-        let _ = writeln!(out, "# HELP mjpeg_relay_{name} {help}");
-        let _ = writeln!(out, "# TYPE mjpeg_relay_{name} {kind}");
+const PER_SIZE: [(&str, &str, &str, PerSize); 5] = [
+    (
+        "size_viewers",
+        "gauge",
+        "Viewers of a smaller size now.",
+        |t| t.users().to_string(),
+    ),
+    (
+        "size_frames_total",
+        "counter",
+        "Frames made at a smaller size.",
+        |t| t.frames.load(Relaxed).to_string(),
+    ),
+    (
+        "size_failed_total",
+        "counter",
+        "Source frames that could not be made smaller (did not decode); skipped.",
+        |t| t.failed.load(Relaxed).to_string(),
+    ),
+    (
+        "size_skipped_total",
+        "counter",
+        "Source frames a size's transcoder passed over for a newer one.",
+        |t| t.skipped.load(Relaxed).to_string(),
+    ),
+    (
+        "size_cpu_seconds_total",
+        "counter",
+        "CPU time of a size's transcoder.",
+        |t| format!("{:.3}", t.cpu_ns.load(Relaxed) as f64 / 1e9),
+    ),
+];
+
+fn sizes(out: &mut String, streams: &[Arc<Stream>]) {
+    for (name, kind, help, value) in PER_SIZE {
+        family(out, name, kind, help);
         for s in streams {
             for t in s.tiers.snapshot() {
-                let _ = writeln!(
-                    out,
-                    "mjpeg_relay_{name}{{stream=\"{}\",size=\"{}\",quality=\"{}\"}} {}",
-                    s.name,
-                    t.fraction(),
-                    t.quality,
-                    sample(&t)
-                );
+                let (size, quality) = (t.fraction(), t.quality.to_string());
+                let labels = [
+                    ("stream", s.name.as_str()),
+                    ("size", &size),
+                    ("quality", &quality),
+                ];
+                sample(out, name, &labels, value(&t));
             }
         }
     }

@@ -31,7 +31,8 @@ pub struct Flag {
 }
 
 /// What a flag does when the parser meets it. The error a function returns is the message
-/// after `--flag: `, which the parser adds.
+/// after `--flag: `, which the parser adds, unless it names the flag itself (`--stream
+/// door=...: ...`, to say which of several).
 pub enum Does {
     Switch(fn(&mut Building)),
     Value(fn(&mut Building, String) -> Result<(), String>),
@@ -259,11 +260,12 @@ NAME: letters, digits, - and _). Replaces --source.",
             let (name, spec) = v.split_once('=').ok_or_else(|| {
                 format!("'{shown}' is not NAME=SPEC, e.g. --stream door=tcp:10.0.0.5:5000")
             })?;
-            crate::hub::check_name(name).map_err(|e| format!("{shown}: {e}"))?;
+            crate::hub::check_name(name).map_err(|e| format!("--stream {shown}: {e}"))?;
             if b.named.iter().any(|s| s.name == name) {
                 return Err(format!("the name '{name}' is used twice"));
             }
-            let source = SourceSpec::parse(spec).map_err(|e| format!("{name}=...: {e}"))?;
+            let source =
+                SourceSpec::parse(spec).map_err(|e| format!("--stream {name}=...: {e}"))?;
             b.named.push(StreamConfig {
                 name: name.to_string(),
                 source,
@@ -409,7 +411,7 @@ first line that is not empty or a # comment",
         |b, v| {
             let token = first_line(std::path::Path::new(&v))?
                 .ok_or_else(|| format!("{v} holds no token line"))?;
-            check_token(&token).map_err(|e| format!("{v}: {e}"))?;
+            check_token(&token).map_err(|e| format!("--token-file {v}: {e}"))?;
             b.cfg.token = Some(token);
             Ok(())
         },

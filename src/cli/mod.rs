@@ -319,7 +319,13 @@ fn parse_flags(args: Vec<OsString>) -> Result<Command, String> {
                 set(&mut b, v)
             }
         };
-        done.map_err(|e| format!("{name}: {e}"))?;
+        done.map_err(|e| {
+            if e.starts_with("--") {
+                e
+            } else {
+                format!("{name}: {e}")
+            }
+        })?;
     }
     b.finish().map(|cfg| Command::Run(Box::new(cfg)))
 }
@@ -637,7 +643,7 @@ mod tests {
                 &["--stream", "a=testsrc", "--stream", "a=stdin"][..],
                 "twice",
             ),
-            (&["--stream", "a=nope"][..], "--stream: a="),
+            (&["--stream", "a=nope"][..], "--stream a="),
             (
                 &["--stream", "a=-", "--stream", "b=stdin"][..],
                 "one stream",

@@ -138,80 +138,16 @@ pub(super) fn status_json(
         .iter()
         .filter(|s| only.is_none_or(|o| Arc::ptr_eq(o, s)))
         .map(|s| {
-            let info = s.feed.source_info();
-            let (fps, bps) = s.feed.input_rate();
-            let src = &s.feed.stats;
-            let viewers = s.clients.len();
-            let clients: Vec<_> = (if with_clients {
-                s.clients.snapshot()
-            } else {
-                Vec::new()
-            })
-            .iter()
-            .map(|c| {
-                json!({
-                    "id": c.id,
-                    "address": details.then_some(&c.addr),
-                    "user_agent": details.then_some(&c.user_agent),
-                    "layout": c.kind.as_str(),
-                    "fps_cap": c.fps_cap,
-                    "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
-                    "frames_sent": c.frames_sent.load(SeqCst),
-                    "frames_skipped": c.frames_skipped.load(SeqCst),
-                    "repeats": c.repeats.load(SeqCst),
-                    "bytes_sent": c.bytes_sent.load(SeqCst),
-                    "size": crate::tiers::fraction(c.level.load(SeqCst)),
-                    "size_auto": c.auto.load(SeqCst),
-                })
-            })
-            .collect();
             let path = if shared.named {
                 format!("/{}/stream", s.name)
             } else {
                 "/stream".to_string()
             };
-            let connections = src.connections.load(SeqCst);
             let mut v = json!({
                 "name": s.name,
                 "path": path,
-                "source": {
-                    "spec": shown(&s.feed.spec),
-                    "state": info.state.as_str(),
-                    // Started on demand for a viewer, no frame yet: the STARTING picture.
-                    "starting": s.feed.starting.load(SeqCst),
-                    "address": info.peer,
-                    "format": info.format,
-                    "state_for_s": round3(info.since.elapsed().as_secs_f64()),
-                    "last_error": info.last_error.as_ref().map(|(e, _)| e.shown(details)),
-                    "last_error_age_s": info
-                        .last_error
-                        .as_ref()
-                        .map(|(_, t)| round3(t.elapsed().as_secs_f64())),
-                    "connections": connections,
-                    "reconnects": connections.saturating_sub(1),
-                    "frames_in": src.frames_in.load(SeqCst),
-                    "bytes_in": src.bytes_in.load(SeqCst),
-                    "fps": round3(fps),
-                    "bitrate_bps": bps.round(),
-                    "last_frame_age_s": s.feed.last_frame_age().map(|a| round3(a.as_secs_f64())),
-                    "dropped": {
-                        "not_jpeg": src.not_jpeg.load(SeqCst),
-                        "oversized": src.oversized.load(SeqCst),
-                        "header_too_long": src.header_too_long.load(SeqCst),
-                    },
-                    "garbage_bytes": src.garbage_bytes.load(SeqCst),
-                    "truncated": src.truncated.load(SeqCst),
-                    "boundary_changes": src.boundary_changes.load(SeqCst),
-                    "no_signal_parts": src.no_signal_parts.load(SeqCst),
-                    // --warmup: frames discarded at the starts of the source.
-                    "warmup_discarded": src.warmup_discarded.load(SeqCst),
-                    "failover": s.chain.get().map(|f| failover_json(f, &shown, details)),
-                    "on_demand": s.demand.linger.get().map(|l| json!({
-                        "linger_s": l.as_secs_f64(),
-                        "starts": s.feed.starts.load(SeqCst),
-                    })),
-                },
-                "clients_connected": viewers,
+                "source": source_json(s, &shown, details),
+                "clients_connected": s.clients.len(),
                 "out": {
                     "frames": s.out.frames_out.load(SeqCst),
                     "bytes": s.out.bytes_out.load(SeqCst),
@@ -234,7 +170,8 @@ pub(super) fn status_json(
                 "sizes": sizes_json(s),
             });
             if with_clients {
-                v["clients"] = clients.into();
+                let clients = s.clients.snapshot();
+                v["clients"] = clients.iter().map(|c| client_json(c, details)).collect();
             }
             v
         })
@@ -245,6 +182,70 @@ pub(super) fn status_json(
         // Connections turned away, by reason (the log says each once, then summarises).
         "refused": shared.refusals.counts().iter().map(|(r, n)| (r.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "streams": streams,
+    })
+}
+
+/// One viewer in `/status`: its address and User-Agent only with `details`.
+fn client_json(c: &crate::hub::ClientInfo, details: bool) -> serde_json::Value {
+    json!({
+        "id": c.id,
+        "address": details.then_some(&c.addr),
+        "user_agent": details.then_some(&c.user_agent),
+        "layout": c.kind.as_str(),
+        "fps_cap": c.fps_cap,
+        "connected_s": round3(c.connected_at.elapsed().as_secs_f64()),
+        "frames_sent": c.frames_sent.load(SeqCst),
+        "frames_skipped": c.frames_skipped.load(SeqCst),
+        "repeats": c.repeats.load(SeqCst),
+        "bytes_sent": c.bytes_sent.load(SeqCst),
+        "size": crate::tiers::fraction(c.level.load(SeqCst)),
+        "size_auto": c.auto.load(SeqCst),
+    })
+}
+
+/// A stream's source in `/status`: its state, counters, fallback chain and on-demand state;
+/// `shown` is how a spec appears to this caller.
+fn source_json(s: &Stream, shown: &dyn Fn(&str) -> String, details: bool) -> serde_json::Value {
+    let info = s.feed.source_info();
+    let (fps, bps) = s.feed.input_rate();
+    let src = &s.feed.stats;
+    let connections = src.connections.load(SeqCst);
+    json!({
+        "spec": shown(&s.feed.spec),
+        "state": info.state.as_str(),
+        // Started on demand for a viewer, no frame yet: the STARTING picture.
+        "starting": s.feed.starting.load(SeqCst),
+        "address": info.peer,
+        "format": info.format,
+        "state_for_s": round3(info.since.elapsed().as_secs_f64()),
+        "last_error": info.last_error.as_ref().map(|(e, _)| e.shown(details)),
+        "last_error_age_s": info
+            .last_error
+            .as_ref()
+            .map(|(_, t)| round3(t.elapsed().as_secs_f64())),
+        "connections": connections,
+        "reconnects": connections.saturating_sub(1),
+        "frames_in": src.frames_in.load(SeqCst),
+        "bytes_in": src.bytes_in.load(SeqCst),
+        "fps": round3(fps),
+        "bitrate_bps": bps.round(),
+        "last_frame_age_s": s.feed.last_frame_age().map(|a| round3(a.as_secs_f64())),
+        "dropped": {
+            "not_jpeg": src.not_jpeg.load(SeqCst),
+            "oversized": src.oversized.load(SeqCst),
+            "header_too_long": src.header_too_long.load(SeqCst),
+        },
+        "garbage_bytes": src.garbage_bytes.load(SeqCst),
+        "truncated": src.truncated.load(SeqCst),
+        "boundary_changes": src.boundary_changes.load(SeqCst),
+        "no_signal_parts": src.no_signal_parts.load(SeqCst),
+        // --warmup: frames discarded at the starts of the source.
+        "warmup_discarded": src.warmup_discarded.load(SeqCst),
+        "failover": s.chain.get().map(|f| failover_json(f, &shown, details)),
+        "on_demand": s.demand.linger.get().map(|l| json!({
+            "linger_s": l.as_secs_f64(),
+            "starts": s.feed.starts.load(SeqCst),
+        })),
     })
 }
 

@@ -36,7 +36,7 @@ use super::conn::{linger_close, Conn, Request, Response};
 use super::head::{read_head, HeadError};
 use crate::shutdown::Shutdown;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -420,7 +420,7 @@ fn serve_connection(
         let deadline = Instant::now() + limits.head_timeout;
         if let Some(tls) = &limits.tls {
             conn = match conn {
-                Conn::Tcp(tcp) => match accept_tls(tcp, tls, deadline, &peer) {
+                Conn::Tcp(tcp) => match super::tls::accept(tcp, tls, deadline, &peer) {
                     Some(c) => c,
                     None => return,
                 },
@@ -491,99 +491,6 @@ fn serve_connection(
             linger_close(conn);
         }
     }
-}
-
-/// Log lines of failed handshakes and plain HTTP on the TLS port: a scanner repeats them.
-static TLS_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
-
-/// The TLS handshake of a new connection, by `deadline`; the session, or `None` when it is
-/// over (logged, answered where a person may read it). Never inlined: its locals (a TLS
-/// session is kilobytes) would otherwise deepen every connection thread's stack frame, TLS or
-/// not, and with it the stack pages each streaming viewer touches (+4 KB RSS per viewer,
-/// measured at 500 viewers).
-#[inline(never)]
-fn accept_tls(
-    tcp: TcpStream,
-    tls: &super::tls::Tls,
-    deadline: Instant,
-    peer: &str,
-) -> Option<Conn> {
-    let left = || deadline.saturating_duration_since(Instant::now());
-    // A TLS client speaks first with a handshake record (0x16). Anything else is most likely
-    // plain HTTP, typed as http:// by a person: tell them, in HTTP.
-    let mut first = [0u8; 1];
-    let _ = tcp.set_read_timeout(Some(left().max(Duration::from_millis(1))));
-    match tcp.peek(&mut first) {
-        Ok(1) if first == [0x16] => {}
-        Ok(1) => {
-            let mut conn = Conn::Tcp(tcp);
-            let host = read_head(&mut conn, left())
-                .ok()
-                .and_then(|h| {
-                    h.headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
-                        .map(|(_, v)| (v.clone(), h.target))
-                })
-                .filter(|(host, _)| {
-                    host.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-                });
-            let url = match host {
-                Some((host, target))
-                    if target.starts_with('/') && !target.contains(['<', '>', '"', ' ']) =>
-                {
-                    format!("https://{host}{target}")
-                }
-                _ => "https://".to_string(),
-            };
-            TLS_LOG.note(|more| {
-                log::info!(
-                    "{peer}: plain HTTP on the TLS port, answered 400 (use https://){}",
-                    crate::logger::more(more)
-                )
-            });
-            let resp = Response::bytes(400, format!("This port serves HTTPS only. Use {url}\n"))
-                .with_header("Content-Type", "text/plain; charset=utf-8");
-            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = resp.write_to(&mut conn, 1, false);
-            linger_close(conn);
-            return None;
-        }
-        _ => {
-            log::debug!("{peer}: closed or silent before a TLS handshake");
-            return None;
-        }
-    }
-    let mut session = match rustls::ServerConnection::new(tls.config()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!("{peer}: cannot start a TLS session: {e}");
-            return None;
-        }
-    };
-    session.set_buffer_limit(Some(super::tls::TLS_BUFFER));
-    let mut tcp = tcp;
-    while session.is_handshaking() {
-        if left().is_zero() {
-            log::debug!("{peer}: TLS handshake not complete in time (--header-timeout)");
-            return None;
-        }
-        let _ = tcp.set_read_timeout(Some(left()));
-        if let Err(e) = session.complete_io(&mut tcp) {
-            TLS_LOG.note(|more| {
-                log::info!(
-                    "{peer}: TLS handshake failed: {e}{}",
-                    crate::logger::more(more)
-                )
-            });
-            return None;
-        }
-    }
-    Some(Conn::Tls(Box::new(super::tls::TlsConn {
-        conn: session,
-        sock: tcp,
-    })))
 }
 
 #[cfg(test)]

@@ -20,10 +20,13 @@
 //! C compiler (on a fresh Debian machine and on Raspberry Pi OS alike: no cmake, no Go, unlike
 //! aws-lc-rs, rustls's default).
 
+use super::conn::{linger_close, Conn, Response};
+use super::head::read_head;
 use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -284,4 +287,97 @@ impl std::io::Read for TlsConn {
             self.flush_records()?;
         }
     }
+}
+/// Log lines of failed handshakes and plain HTTP on the TLS port: a scanner repeats them.
+static TLS_LOG: crate::logger::Throttled = crate::logger::Throttled::new();
+
+/// The TLS handshake of a new connection, by `deadline`; the session, or `None` when it is
+/// over (logged, answered where a person may read it). Never inlined: its locals (a TLS
+/// session is kilobytes) would otherwise deepen every connection thread's stack frame, TLS or
+/// not, and with it the stack pages each streaming viewer touches (+4 KB RSS per viewer,
+/// measured at 500 viewers).
+#[inline(never)]
+pub(super) fn accept(tcp: TcpStream, tls: &Tls, deadline: Instant, peer: &str) -> Option<Conn> {
+    let left = || deadline.saturating_duration_since(Instant::now());
+    // A TLS client speaks first with a handshake record (0x16). Anything else is most likely
+    // plain HTTP, typed as http:// by a person: tell them, in HTTP.
+    let mut first = [0u8; 1];
+    let _ = tcp.set_read_timeout(Some(left().max(Duration::from_millis(1))));
+    match tcp.peek(&mut first) {
+        Ok(1) if first == [0x16] => {}
+        Ok(1) => {
+            answer_plain_http(tcp, left(), peer);
+            return None;
+        }
+        _ => {
+            log::debug!("{peer}: closed or silent before a TLS handshake");
+            return None;
+        }
+    }
+    let mut session = match rustls::ServerConnection::new(tls.config()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{peer}: cannot start a TLS session: {e}");
+            return None;
+        }
+    };
+    session.set_buffer_limit(Some(TLS_BUFFER));
+    let mut tcp = tcp;
+    while session.is_handshaking() {
+        if left().is_zero() {
+            log::debug!("{peer}: TLS handshake not complete in time (--header-timeout)");
+            return None;
+        }
+        let _ = tcp.set_read_timeout(Some(left()));
+        if let Err(e) = session.complete_io(&mut tcp) {
+            TLS_LOG.note(|more| {
+                log::info!(
+                    "{peer}: TLS handshake failed: {e}{}",
+                    crate::logger::more(more)
+                )
+            });
+            return None;
+        }
+    }
+    Some(Conn::Tls(Box::new(TlsConn {
+        conn: session,
+        sock: tcp,
+    })))
+}
+
+/// Plain HTTP on the TLS port, most likely `http://` typed by a person: a `400` that says
+/// to use `https://`, with the URL they asked for where it is safe to repeat.
+fn answer_plain_http(tcp: TcpStream, left: Duration, peer: &str) {
+    let mut conn = Conn::Tcp(tcp);
+    let host = read_head(&mut conn, left)
+        .ok()
+        .and_then(|h| {
+            h.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| (v.clone(), h.target))
+        })
+        .filter(|(host, _)| {
+            host.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    let url = match host {
+        Some((host, target))
+            if target.starts_with('/') && !target.contains(['<', '>', '"', ' ']) =>
+        {
+            format!("https://{host}{target}")
+        }
+        _ => "https://".to_string(),
+    };
+    TLS_LOG.note(|more| {
+        log::info!(
+            "{peer}: plain HTTP on the TLS port, answered 400 (use https://){}",
+            crate::logger::more(more)
+        )
+    });
+    let resp = Response::bytes(400, format!("This port serves HTTPS only. Use {url}\n"))
+        .with_header("Content-Type", "text/plain; charset=utf-8");
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = resp.write_to(&mut conn, 1, false);
+    linger_close(conn);
 }

@@ -110,8 +110,7 @@ struct Loop<'a> {
 }
 
 fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
-    let (feed, max_frame, timeout, shutdown, what) =
-        (ctx.feed, ctx.max_frame, ctx.timeout, ctx.shutdown, ctx.what);
+    let (feed, shutdown, what) = (ctx.feed, ctx.shutdown, ctx.what);
     let mut backoff = Backoff::default();
     // One WARN when the source goes down, one INFO when frames flow again, nothing in between
     // at info level: a camera that is off for an hour costs two lines, not 360. An attempt
@@ -142,31 +141,9 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
             return;
         }
         let failure = match connect() {
-            Ok(up) => {
-                feed.stats.connections.fetch_add(1, Relaxed);
-                feed.set_peer(up.peer.clone());
-                log::debug!("stream '{}': connected to {what} ({})", feed.name, up.peer);
-                let started = Instant::now();
-                let parser = match &up.boundary {
-                    Some(b) => Parser::with_boundary(max_frame, b),
-                    None => Parser::new(max_frame),
-                };
-                let mut pump = Pump::with_parser(feed.clone(), parser, what.to_string());
-                pump.first_frame_note = outage.back_note();
-                // Hang up when a pause says so, or when this stream is ended (SIGHUP took it
-                // out of the configuration) while its upstream still sends.
-                let ending = shutdown.clone();
-                pump.stop_when = Some(match ctx.pauses.hang_up_rule() {
-                    Some(mut rule) => Box::new(move || ending.is_stopping() || rule()),
-                    None => Box::new(move || ending.is_stopping()),
-                });
-                let mut reader = up.reader;
-                let result = pump.run_until_silent(&mut reader, Some(timeout));
-                drop(reader); // closes the socket, or stops the command's process group
-                if shutdown.is_stopping() {
-                    return; // we ended it: not a loss
-                }
-                if pump.stopped() {
+            Ok(up) => match pump_one(ctx, up, &outage) {
+                Ended::Stopping => return,
+                Ended::Paused => {
                     let why = match ctx.pauses.now() {
                         Some(Pause::Idle) => "nobody has watched for the --on-demand linger",
                         _ => "a preferred source is up",
@@ -178,12 +155,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     delivered = false;
                     continue;
                 }
-                let reason = match result {
-                    Ok(()) if command => SourceError::from("its output ended".to_string()),
-                    Ok(()) => "closed the connection".to_string().into(),
-                    Err(e) => SourceError::from_io(&e),
-                };
-                if pump.frames() > 0 {
+                Ended::Lost(reason, lasted) => {
                     delivered = true;
                     backoff.reset();
                     outage = Outage::default();
@@ -192,7 +164,7 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                         "stream '{}': lost {what} after {:.1} s: {reason}; {again} in {:.1} s \
                          (then every {} s at most, logged again when it is back)",
                         feed.name,
-                        started.elapsed().as_secs_f64(),
+                        lasted.as_secs_f64(),
                         delay.as_secs_f64(),
                         BACKOFF_CAP.as_secs()
                     );
@@ -204,20 +176,8 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
                     }
                     continue;
                 }
-                if pump.bytes() == 0 {
-                    reason
-                } else {
-                    SourceError {
-                        reason: format!(
-                            "{} after {} bytes without one whole JPEG; is it sending MJPEG \
-                             (multipart or raw JPEG)?",
-                            reason.reason,
-                            pump.bytes()
-                        ),
-                        said: reason.said,
-                    }
-                }
-            }
+                Ended::Failed(e) => e,
+            },
             Err(e) => e.into(),
         };
         if shutdown.is_stopping() {
@@ -250,6 +210,72 @@ fn run(ctx: &Loop<'_>, mut connect: impl FnMut() -> Result<Upstream, String>) {
             return;
         }
     }
+}
+
+/// How one connection (or one run of a command) ended.
+enum Ended {
+    /// The relay is stopping, or this stream was ended: not a loss.
+    Stopping,
+    /// A pause hung up: a preferred source is up, or nobody watches.
+    Paused,
+    /// It delivered frames, then ended: why, and after how long.
+    Lost(SourceError, Duration),
+    /// It ended without one whole frame.
+    Failed(SourceError),
+}
+
+/// Runs one upstream's bytes through the parser into the feed until it ends, falls silent
+/// for `--source-timeout`, or is hung up on.
+fn pump_one(ctx: &Loop<'_>, up: Upstream, outage: &Outage) -> Ended {
+    let (feed, what) = (ctx.feed, ctx.what);
+    feed.stats.connections.fetch_add(1, Relaxed);
+    feed.set_peer(up.peer.clone());
+    log::debug!("stream '{}': connected to {what} ({})", feed.name, up.peer);
+    let started = Instant::now();
+    let parser = match &up.boundary {
+        Some(b) => Parser::with_boundary(ctx.max_frame, b),
+        None => Parser::new(ctx.max_frame),
+    };
+    let mut pump = Pump::with_parser(feed.clone(), parser, what.to_string());
+    pump.first_frame_note = outage.back_note();
+    // Hang up when a pause says so, or when this stream is ended (SIGHUP took it out of the
+    // configuration) while its upstream still sends.
+    let ending = ctx.shutdown.clone();
+    pump.stop_when = Some(match ctx.pauses.hang_up_rule() {
+        Some(mut rule) => Box::new(move || ending.is_stopping() || rule()),
+        None => Box::new(move || ending.is_stopping()),
+    });
+    let mut reader = up.reader;
+    let result = pump.run_until_silent(&mut reader, Some(ctx.timeout));
+    drop(reader); // closes the socket, or stops the command's process group
+    if ctx.shutdown.is_stopping() {
+        return Ended::Stopping;
+    }
+    if pump.stopped() {
+        return Ended::Paused;
+    }
+    let reason = match result {
+        Ok(()) if ctx.attempt == Attempt::Command => {
+            SourceError::from("its output ended".to_string())
+        }
+        Ok(()) => "closed the connection".to_string().into(),
+        Err(e) => SourceError::from_io(&e),
+    };
+    if pump.frames() > 0 {
+        return Ended::Lost(reason, started.elapsed());
+    }
+    if pump.bytes() == 0 {
+        return Ended::Failed(reason);
+    }
+    Ended::Failed(SourceError {
+        reason: format!(
+            "{} after {} bytes without one whole JPEG; is it sending MJPEG (multipart or raw \
+             JPEG)?",
+            reason.reason,
+            pump.bytes()
+        ),
+        said: reason.said,
+    })
 }
 
 /// The current outage of a source, for logging it once at each end.
