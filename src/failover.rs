@@ -7,7 +7,7 @@
 //! connected throughout and see at most `--source-timeout` plus one connect of stale picture:
 //! the NO SIGNAL picture waits that long for such a stream.
 //!
-//! How: each source of the chain fills a [`SourceFeed`] of its own ([`Feeders`]) that no viewer
+//! How: each source of the chain fills a [`SourceFeed`] of its own ([`Chain`]) that no viewer
 //! sees, exactly as it would fill a stream's, so every source kind works unchanged. One thread
 //! per chained stream forwards the frames of the first member that is *up* (live, with a frame
 //! younger than `--source-timeout`) to the served stream's feed: the same `Arc<Frame>`, no
@@ -24,7 +24,7 @@
 //! when the camera behind a live origin dies, not only when the origin does.
 
 use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
-use crate::hub::{Feeders, Stream};
+use crate::hub::{Chain, Stream};
 use crate::shutdown::Shutdown;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -74,7 +74,7 @@ pub fn standby(
     }
 }
 
-/// Starts the forwarding thread of `stream`, whose [`Feeders`] are `members` with `specs`
+/// Starts the forwarding thread of `stream`, whose [`Chain`] are `members` with `specs`
 /// (redacted, for logs).
 pub fn start(
     stream: Arc<Stream>,
@@ -86,7 +86,7 @@ pub fn start(
     // A switch is noticed after --source-timeout at worst, then one connect (5 s at worst,
     // usually milliseconds); NO SIGNAL only after that.
     *stream.expected_gap.lock() = timeout + Duration::from_secs(1);
-    let _ = stream.chain.set(Feeders {
+    let _ = stream.chain.set(Chain {
         members: members.clone(),
         current: Default::default(),
         switches: 0.into(),

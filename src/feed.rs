@@ -162,13 +162,44 @@ struct Rate {
     bits_per_sec: f64,
 }
 
+/// A source spec as shown: `full` (as given, passwords redacted) to the operator, `public`
+/// (the kind and, for a URL, its host; no command, path or query, which may hold a secret the
+/// redaction cannot recognise) to anyone else. Made where the spec is parsed
+/// ([`crate::source::SourceSpec::shown`]), so nothing works the kind out again from text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub full: String,
+    pub public: String,
+}
+
+impl Spec {
+    /// As a caller sees it: `full` with `details` (a login, `--status-details`).
+    pub fn shown(&self, details: bool) -> &str {
+        if details {
+            &self.full
+        } else {
+            &self.public
+        }
+    }
+}
+
+impl From<&str> for Spec {
+    /// A spec with nothing to hide (`testsrc`; tests).
+    fn from(spec: &str) -> Spec {
+        Spec {
+            full: spec.to_string(),
+            public: spec.to_string(),
+        }
+    }
+}
+
 /// The source side of a stream. Share it as `Arc<SourceFeed>`.
 #[derive(Debug)]
 pub struct SourceFeed {
     /// For log lines: the stream's name, or `NAME#1`… for the members of a fallback chain.
     pub name: String,
-    /// The source spec as given on the command line (`--source`, `--fallback`).
-    pub spec: String,
+    /// The source spec (`--source`, `--fallback`), as `/status` shows it.
+    pub spec: Spec,
     pub slot: FrameSlot<Frame>,
     pub stats: SourceStats,
     rate: Mutex<Rate>,
@@ -197,11 +228,11 @@ pub struct SourceFeed {
 }
 
 impl SourceFeed {
-    pub fn new(name: &str, spec: &str) -> Arc<SourceFeed> {
+    pub fn new(name: &str, spec: impl Into<Spec>) -> Arc<SourceFeed> {
         let now = Instant::now();
         Arc::new(SourceFeed {
             name: name.to_string(),
-            spec: spec.to_string(),
+            spec: spec.into(),
             slot: FrameSlot::new(),
             stats: SourceStats {
                 frames_in: AtomicU64::new(0),

@@ -26,7 +26,7 @@ pub struct Stream {
     /// With `--fallback`: the sources that can feed this stream, in order of preference,
     /// each filling a feed of its own that no viewer sees ([`crate::failover`] forwards the
     /// frames of the first that is up). Set once at start-up.
-    pub chain: std::sync::OnceLock<Feeders>,
+    pub chain: std::sync::OnceLock<Chain>,
     /// A gap in frames that is expected (a failover switch takes up to `--source-timeout`
     /// plus a connect): the NO SIGNAL picture waits at least this long.
     pub expected_gap: Mutex<Duration>,
@@ -87,9 +87,12 @@ impl Stream {
     }
 }
 
-/// The sources of a stream with fallbacks, and which one feeds it now.
+/// A stream's chain (`--fallback`): its members, the primary source and then each fallback,
+/// and which member feeds the stream now. One word for each: the chain, a member of it, a
+/// fallback (a member after the primary); `/status` (`failover.chain`) and `/metrics`
+/// (`member="N"`) say the same.
 #[derive(Debug)]
-pub struct Feeders {
+pub struct Chain {
     /// Primary first, then each `--fallback`.
     pub members: Vec<Arc<SourceFeed>>,
     /// The member whose frames are forwarded now, if any.
@@ -122,8 +125,8 @@ impl Feeding {
 }
 
 impl Stream {
-    /// A stream named `name` whose source is `spec` (as given, for `/status`).
-    pub fn new(name: &str, spec: &str) -> Arc<Stream> {
+    /// A stream named `name` whose source is `spec` (as `/status` shows it).
+    pub fn new(name: &str, spec: impl Into<crate::feed::Spec>) -> Arc<Stream> {
         Arc::new(Stream {
             name: name.to_string(),
             feed: SourceFeed::new(name, spec),

@@ -228,8 +228,8 @@ fn start_sources(
     let members: Vec<Arc<SourceFeed>> = chain
         .iter()
         .enumerate()
-        .map(|(i, (_, text))| {
-            let member = SourceFeed::new(&format!("{}#{i}", sc.name), text);
+        .map(|(i, (spec, text))| {
+            let member = SourceFeed::new(&format!("{}#{i}", sc.name), spec.shown(text));
             // --warmup acts where the connections are: on each source of the chain.
             let warmup = stream
                 .feed
@@ -340,7 +340,7 @@ fn start_stream(
     source_cfg: &source::SourceConfig,
     stop: &Shutdown,
 ) -> std::io::Result<Running> {
-    let stream = Stream::new(&sc.name, &sc.source_text);
+    let stream = Stream::new(&sc.name, sc.source.shown(&sc.source_text));
     if cfg.history.enabled() {
         let _ = stream
             .feed

@@ -142,7 +142,10 @@ impl Tiers {
         let tier = Arc::new(Tier {
             level,
             quality,
-            feed: SourceFeed::new(&format!("{stream}@1/{}", 1u32 << level), &source.spec),
+            feed: SourceFeed::new(
+                &format!("{stream}@1/{}", 1u32 << level),
+                source.spec.clone(),
+            ),
             users: AtomicUsize::new(1),
             frames: AtomicU64::new(0),
             failed: AtomicU64::new(0),

@@ -102,21 +102,6 @@ pub(super) fn details(shared: &Shared, id: &crate::policy::Identity) -> bool {
     shared.cfg.status_details || id.logged_in()
 }
 
-/// A source spec as `/status` shows it without [`details`]: the kind, and for a URL its host,
-/// but no command line and no path or query (either may hold a secret the redaction cannot
-/// recognise).
-pub(super) fn public_spec(spec: &str) -> String {
-    if spec.starts_with("exec:") {
-        return "exec:… (the command is shown with --status-details or a login)".into();
-    }
-    if let Some(rest) = spec.strip_prefix("http://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = authority.rsplit('@').next().unwrap_or("");
-        return format!("http://{host}/…");
-    }
-    spec.to_string()
-}
-
 /// `with_clients`: the per-viewer list (`?clients=0` leaves it out: what the pages poll every
 /// second or two, so M open dashboards cost M × streams, not M × streams × viewers).
 pub(super) fn status_json(
@@ -126,13 +111,6 @@ pub(super) fn status_json(
     id: &crate::policy::Identity,
 ) -> serde_json::Value {
     let details = details(shared, id);
-    let shown = |spec: &str| {
-        if details {
-            spec.to_string()
-        } else {
-            public_spec(spec)
-        }
-    };
     let streams: Vec<_> = shared
         .visible(id)
         .iter()
@@ -146,7 +124,7 @@ pub(super) fn status_json(
             let mut v = json!({
                 "name": s.name,
                 "path": path,
-                "source": source_json(s, &shown, details),
+                "source": source_json(s, details),
                 "clients_connected": s.clients.len(),
                 "out": {
                     "frames": s.out.frames_out.load(SeqCst),
@@ -204,14 +182,14 @@ fn client_json(c: &crate::hub::ClientInfo, details: bool) -> serde_json::Value {
 }
 
 /// A stream's source in `/status`: its state, counters, fallback chain and on-demand state;
-/// `shown` is how a spec appears to this caller.
-fn source_json(s: &Stream, shown: &dyn Fn(&str) -> String, details: bool) -> serde_json::Value {
+/// `details`: the specs in full ([`details`]).
+fn source_json(s: &Stream, details: bool) -> serde_json::Value {
     let info = s.feed.source_info();
     let (fps, bps) = s.feed.input_rate();
     let src = &s.feed.stats;
     let connections = src.connections.load(SeqCst);
     json!({
-        "spec": shown(&s.feed.spec),
+        "spec": s.feed.spec.shown(details),
         "state": info.state.as_str(),
         // Started on demand for a viewer, no frame yet: the STARTING picture.
         "starting": s.feed.starting.load(SeqCst),
@@ -241,7 +219,7 @@ fn source_json(s: &Stream, shown: &dyn Fn(&str) -> String, details: bool) -> ser
         "no_signal_parts": src.no_signal_parts.load(SeqCst),
         // --warmup: frames discarded at the starts of the source.
         "warmup_discarded": src.warmup_discarded.load(SeqCst),
-        "failover": s.chain.get().map(|f| failover_json(f, &shown, details)),
+        "failover": s.chain.get().map(|f| failover_json(f, details)),
         "on_demand": s.demand.linger.get().map(|l| json!({
             "linger_s": l.as_secs_f64(),
             "starts": s.feed.starts.load(SeqCst),
@@ -275,11 +253,7 @@ fn sizes_json(s: &Stream) -> serde_json::Value {
 }
 
 /// A chained stream's sources (`--fallback`): which one feeds it now and why.
-fn failover_json(
-    f: &crate::hub::Feeders,
-    shown: &dyn Fn(&str) -> String,
-    details: bool,
-) -> serde_json::Value {
+fn failover_json(f: &crate::hub::Chain, details: bool) -> serde_json::Value {
     let current = f.current.load();
     let chain: Vec<_> = f
         .members
@@ -287,7 +261,7 @@ fn failover_json(
         .map(|m| {
             let info = m.source_info();
             json!({
-                "spec": shown(&m.spec),
+                "spec": m.spec.shown(details),
                 "state": info.state.as_str(),
                 "address": info.peer,
                 "frames_in": m.stats.frames_in.load(SeqCst),
@@ -297,11 +271,11 @@ fn failover_json(
         })
         .collect();
     json!({
-        "current": current.and_then(|i| f.members.get(i)).map(|m| shown(&m.spec)),
+        "current": current.and_then(|i| f.members.get(i)).map(|m| m.spec.shown(details)),
         "current_index": current,
         "switches": f.switches.load(SeqCst),
         // The reason names sources by their specs: each shown as above.
-        "reason": f.members.iter().fold(f.reason.lock().clone(), |r, m| r.replace(&m.spec, &shown(&m.spec))),
+        "reason": f.members.iter().fold(f.reason.lock().clone(), |r, m| r.replace(&m.spec.full, m.spec.shown(details))),
         "chain": chain,
     })
 }

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 //! HTTPS without a reverse proxy: `--tls-cert FILE --tls-key FILE` (PEM).
 //!
 //! `rustls` on the same blocking per-client threads as plain HTTP: no async runtime. The TLS

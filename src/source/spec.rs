@@ -32,6 +32,28 @@ impl SourceSpec {
         matches!(self, SourceSpec::TcpListen(_) | SourceSpec::Stdin)
     }
 
+    /// How `/status` shows this source: `text` (the spec as given, passwords redacted) to the
+    /// operator; to anyone else the kind, and for a URL its host, but no command line and no
+    /// path or query (either may hold a secret the redaction cannot recognise).
+    pub fn shown(&self, text: &str) -> crate::feed::Spec {
+        let public = match self {
+            SourceSpec::Exec(_) => {
+                "exec:… (the command is shown with --status-details or a login)".to_string()
+            }
+            SourceSpec::Http(_) => {
+                let rest = text.split_once("://").map_or("", |(_, r)| r);
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let host = authority.rsplit('@').next().unwrap_or("");
+                format!("http://{host}/…")
+            }
+            _ => text.to_string(),
+        };
+        crate::feed::Spec {
+            full: text.to_string(),
+            public,
+        }
+    }
+
     pub fn parse(spec: &str) -> Result<SourceSpec, String> {
         match spec {
             "testsrc" => return Ok(SourceSpec::TestSrc),
@@ -131,6 +153,24 @@ impl SourceSpec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_public_form_keeps_the_kind_and_hides_commands_paths_and_users() {
+        let shown = |spec: &str| {
+            let text = crate::source::redact(spec);
+            SourceSpec::parse(spec).unwrap().shown(&text)
+        };
+        let s = shown("http://admin:pw@10.0.0.20:8080/video.cgi?user=a&pwd=b");
+        assert_eq!(s.public, "http://10.0.0.20:8080/…");
+        assert!(!s.full.contains("pw@"), "{}", s.full);
+        assert!(shown("exec:ffmpeg -i rtsp://u:p@cam/x")
+            .public
+            .starts_with("exec:…"));
+        assert_eq!(shown("tcp:10.0.0.5:5000").public, "tcp:10.0.0.5:5000");
+        assert_eq!(shown("testsrc").public, "testsrc");
+        assert_eq!(s.shown(false), s.public);
+        assert_eq!(s.shown(true), s.full);
+    }
+
     use super::*;
 
     #[test]
