@@ -98,9 +98,6 @@ fn a_slow_reader_of_a_large_camera_at_a_low_rate_steps_down_to_a_size_that_carri
     assert!(auto.sizes.len() <= 3, "sizes: {:?}", auto.sizes);
 }
 
-/// Set in the copy of this test binary that runs inside a private network namespace.
-const IN_NETNS: &str = "MJPEG_AUTO_TEST_IN_NETNS";
-
 /// The round trip a connection over `line` measures (the kernel's smoothed RTT), in ms.
 fn rtt_ms(sock: &std::net::TcpStream) -> f64 {
     // SAFETY: an all-zero tcp_info is valid; getsockopt fills at most `len` bytes of it.
@@ -129,8 +126,7 @@ fn rtt_ms(sock: &std::net::TcpStream) -> f64 {
 /// 200 KB/s carries 1/4 with room and 1/2 not at all, so the right answer is not a coin toss.)
 #[test]
 fn a_long_round_trip_keeps_the_size_its_link_carries() {
-    let name = "a_long_round_trip_keeps_the_size_its_link_carries";
-    if mjpeg_testkit::reexec_in_netns(IN_NETNS, name) {
+    if mjpeg_testkit::reexec_in_netns() {
         return;
     }
     let (run, tail) = (Duration::from_secs(12), Duration::from_secs(4));

@@ -386,21 +386,13 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     drop(open_hogs);
 }
 
-/// Set in the copy of this test binary that runs inside a private network namespace.
-const IN_NETNS: &str = "MJPEG_FIELD_TEST_IN_NETNS";
-
-/// Runs test `name` again inside a private network namespace of its own (see the testkit).
-fn reexec_in_netns(name: &str) -> bool {
-    mjpeg_testkit::reexec_in_netns(IN_NETNS, name)
-}
-
 /// Item 5: a tab closed on a slow link. The viewer's kernel resets the connection while the
 /// relay's thread waits in the in-flight bound for unacknowledged bytes to drain; it must
 /// notice and leave `/status` within 1 s, not wait out `--send-timeout` as a ghost. The
 /// control: a viewer that stops reading but does not close stays listed for the same time.
 #[test]
 fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
-    if reexec_in_netns("a_closed_tab_on_a_slow_link_leaves_no_ghost") {
+    if mjpeg_testkit::reexec_in_netns() {
         return;
     }
     sh("ip link set lo up");

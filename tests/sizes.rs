@@ -242,14 +242,6 @@ fn auto_on_a_fast_link_serves_the_camera_frames_and_transcodes_nothing() {
     drop(upstream);
 }
 
-/// Set in the copy of this test binary that runs inside a private network namespace.
-const IN_NETNS: &str = "MJPEG_SIZES_TEST_IN_NETNS";
-
-/// Runs test `name` again inside a private network namespace of its own (see the testkit).
-fn reexec_in_netns(name: &str) -> bool {
-    mjpeg_testkit::reexec_in_netns(IN_NETNS, name)
-}
-
 /// Traffic to `port` through a 2 Mbit/s link (see the testkit).
 fn shape(port: u16) {
     shape_port(port, "2mbit");
@@ -310,8 +302,7 @@ impl SizeLog {
 /// under 20 frames a second, so the shaping is what the sizes answer.
 #[test]
 fn auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_lifted() {
-    let name = "auto_on_a_shaped_link_picks_a_smaller_size_and_returns_when_the_shaping_is_lifted";
-    if reexec_in_netns(name) {
+    if mjpeg_testkit::reexec_in_netns() {
         return;
     }
     sh("ip link set lo up");
