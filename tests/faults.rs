@@ -294,8 +294,7 @@ fn response_of(mut s: TcpStream) -> String {
 fn client_disconnect_mid_frame_is_not_an_error() {
     let (relay, mut viewer, base) = pattern(&["--size", "640x480"]);
     let mut s = TcpStream::connect(&relay.http).unwrap();
-    s.write_all(b"GET /stream HTTP/1.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut s, "/stream", "curl/8.0");
     let mut buf = [0u8; 3000];
     s.read_exact(&mut buf).unwrap();
     drop(s); // somewhere inside a frame
@@ -310,9 +309,7 @@ fn client_disconnect_mid_frame_is_not_an_error() {
 fn client_that_never_reads_is_dropped_after_the_send_timeout() {
     let (relay, mut viewer, base) = pattern(&["--send-timeout", "1", "--size", "640x480"]);
     let mut stalled = connect(&relay.http, Some(4096));
-    stalled
-        .write_all(b"GET /stream HTTP/1.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut stalled, "/stream", "curl/8.0");
     assert!(
         relay.wait_log("could not take a frame within", Duration::from_secs(10)),
         "{}",
@@ -467,8 +464,7 @@ fn an_idle_flood_does_not_lock_viewers_out() {
     // A viewer from the same host and one from another loopback address are served.
     for from in ["127.0.0.1", "127.0.0.2"] {
         let mut s = bound_to(from, &relay.http);
-        s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
+        send_get(&mut s, "/status", "curl/8.0");
         let answer = response_of(s);
         assert!(answer.starts_with("HTTP/1.1 200"), "from {from}: {answer}");
     }
@@ -510,8 +506,7 @@ fn sigterm_with_500_clients_exits_zero_within_two_seconds() {
     let mut clients = Vec::new();
     for _ in 0..500 {
         let mut s = connect(&relay.http, Some(4096));
-        s.write_all(b"GET /stream HTTP/1.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-            .unwrap();
+        send_get(&mut s, "/stream", "curl/8.0");
         clients.push(s);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -538,8 +533,7 @@ fn sighup_is_logged_and_ignored_and_sigpipe_never_kills() {
     // Writes to clients that vanished raise SIGPIPE unless it is ignored: 20 of them.
     for _ in 0..20 {
         let mut s = TcpStream::connect(&relay.http).unwrap();
-        s.write_all(b"GET /stream HTTP/1.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-            .unwrap();
+        send_get(&mut s, "/stream", "curl/8.0");
         let mut buf = [0u8; 100];
         let _ = s.read(&mut buf);
         drop(s);

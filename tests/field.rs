@@ -135,8 +135,7 @@ fn an_edge_fails_over_when_the_camera_behind_a_live_origin_dies() {
     assert_eq!(origin.status()["streams"][0]["no_signal"], true);
     let mut raw = TcpStream::connect(&origin.http).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    raw.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    send_get(&mut raw, "/stream", "curl/8.0");
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&got).contains("X-No-Signal: 1") && got.len() < 1 << 20 {
@@ -289,8 +288,7 @@ fn clients_of(relay: &Relay) -> Vec<serde_json::Value> {
 /// `/status` asked from 127.0.0.3, which the hogs of 127.0.0.1 do not count against.
 fn status_from_elsewhere(relay: &Relay) -> serde_json::Value {
     let mut s = bound_to("127.0.0.3", &relay.http);
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    send_get(&mut s, "/status", "curl/8.0");
     let (code, _, body, _) = read_head(&mut s);
     assert_eq!(code, 200);
     let mut body = body;
@@ -315,8 +313,7 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     ]);
     let hog = |_| {
         let mut s = bound_to("127.0.0.1", &relay.http);
-        s.write_all(b"GET /stream?fps=0.01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
+        send_get(&mut s, "/stream?fps=0.01", "curl/8.0");
         s
     };
     let mut hogs: Vec<TcpStream> = (0..20).map(hog).collect();
@@ -335,8 +332,7 @@ fn one_host_cannot_hold_every_slot_and_paced_clients_leave_at_once() {
     assert_eq!(n("max_clients"), 0, "{refused}");
     // A viewer from another address gets its stream.
     let mut s = bound_to("127.0.0.2", &relay.http);
-    s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut s, "/stream", "curl/8.0");
     let (code, _, _, _) = read_head(&mut s);
     assert_eq!(code, 200);
     let mut body = Vec::new();
@@ -404,9 +400,7 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
     mjpeg_testkit::shape_port(vport, "2mbit");
     let sock = connect_from("127.0.0.1", vport, &relay.http, Some(16 * 1024));
     let mut viewer = sock;
-    viewer
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut viewer, "/stream", "curl/8.0");
     viewer
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -450,9 +444,7 @@ fn a_closed_tab_on_a_slow_link_leaves_no_ghost() {
     // and stays connected is dropped after --send-timeout, with that reason.
     let relay = Relay::start(&["--fps", "15", "--send-timeout", "3"]);
     let mut viewer = connect_from("127.0.0.1", vport, &relay.http, Some(16 * 1024));
-    viewer
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut viewer, "/stream", "curl/8.0");
     viewer
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();

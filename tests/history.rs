@@ -268,8 +268,7 @@ fn hostile_parameters_get_400_and_clips_at_once_are_bounded() {
     let stalled: Vec<_> = (0..4)
         .map(|_| {
             let mut s = connect(&relay.http, Some(4096));
-            s.write_all(b"GET /clip?last=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                .unwrap();
+            send_get(&mut s, "/clip?last=2", "curl/8.0");
             s
         })
         .collect();

@@ -95,8 +95,7 @@ fn unix_socket_clients_are_dropped_after_the_send_timeout() {
         &["--send-timeout", "1", "--fps", "30", "--size", "640x480"],
     );
     let mut s = UnixStream::connect(&sock).unwrap();
-    s.write_all(b"GET /stream HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8.0\r\n\r\n")
-        .unwrap();
+    send_get(&mut s, "/stream", "curl/8.0");
     let started = Instant::now();
     assert!(
         relay.wait_log(
@@ -252,8 +251,7 @@ fn static_files_never_serve_dotfiles_and_every_response_says_nosniff() {
         );
     }
     let mut s = TcpStream::connect(&relay.http).unwrap();
-    s.write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    send_get(&mut s, "/stream", "curl/8.0");
     let (code, headers, _, _) = read_head(&mut s);
     assert_eq!(code, 200);
     assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));

@@ -58,11 +58,7 @@ fn framed_layout_is_exactly_right_on_the_wire() {
     let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
     let mut sock = TcpStream::connect(&relay.http).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        sock,
-        "GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {CURL_UA}\r\n\r\n"
-    )
-    .unwrap();
+    send_get(&mut sock, "/stream", CURL_UA);
     let (code, headers, rest, status) = read_head(&mut sock);
     assert_eq!(code, 200);
     assert!(status.starts_with("HTTP/1.1 200"));
@@ -247,9 +243,7 @@ fn slow_client_stays_live_and_others_are_unaffected() {
     let mut fast = StreamClient::open(&relay.http, "/stream", CURL_UA, None);
     let mut slow = StreamClient::open(&relay.http, "/stream", CURL_UA, Some(8 * 1024));
     let stalled = connect(&relay.http, Some(8 * 1024));
-    (&stalled)
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
+    send_get(&mut &stalled, "/stream", "curl/8.0");
 
     let up = Upstream::start(relay.upstream.as_ref().unwrap(), fps, total, base);
     let sent = up.sent.clone();
@@ -339,8 +333,7 @@ fn sigterm_with_clients_connected_exits_zero_promptly() {
     let stalled: Vec<_> = (0..20)
         .map(|_| {
             let s = connect(&relay.http, Some(4096));
-            (&s).write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                .unwrap();
+            send_get(&mut &s, "/stream", "curl/8.0");
             s
         })
         .collect();

@@ -420,9 +420,7 @@ fn a_stalled_handshake_is_cut_at_the_head_deadline_and_a_stalled_viewer_at_the_s
         .spawn()
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();
-    stdin
-        .write_all(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: stalled\r\n\r\n")
-        .unwrap();
+    send_get(&mut stdin, "/stream", "stalled");
     let mut out = client.stdout.take().unwrap();
     let mut first = vec![0u8; 4096];
     let n = out.read(&mut first).unwrap();

@@ -143,11 +143,8 @@ impl StreamClient {
     pub fn on(mut sock: TcpStream, host: &str, path: &str, user_agent: &str) -> StreamClient {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        write!(
-            sock,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n\r\n"
-        )
-        .unwrap();
+        sock.write_all(get_request(path, host, user_agent).as_bytes())
+            .unwrap();
         let (code, headers, rest, status_line) = read_head(&mut sock);
         assert_eq!(code, 200, "{path}: {status_line}");
         let ct = header(&headers, "content-type").unwrap().to_string();
@@ -327,4 +324,17 @@ pub fn until_size(
         }
     }
     panic!("no {size:?} frame within {limit:?}");
+}
+
+/// The request a viewer sends: `GET path`, `Host`, `User-Agent`.
+fn get_request(path: &str, host: &str, user_agent: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n\r\n")
+}
+
+/// Writes a viewer's `GET path` (`Host: 127.0.0.1`) and nothing else, on a connection the
+/// test drives itself: one that never reads, one from an address of its choice, a Unix
+/// socket, another program's stdin. [`StreamClient`] sends the same request.
+pub fn send_get(w: &mut impl Write, path: &str, user_agent: &str) {
+    w.write_all(get_request(path, "127.0.0.1", user_agent).as_bytes())
+        .unwrap();
 }
