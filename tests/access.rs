@@ -1,12 +1,14 @@
-//! Who may see which camera (issue 35), against the real binary: `--config` with users per
-//! stream, every way in (user × stream × endpoint, HEAD and OPTIONS too), signed links,
-//! failed logins slowed per address, and SIGHUP reloading the file under 100 viewers.
+//! Who may see which camera, and what never leaks, against the real binary: `--config` with
+//! users per stream, every way in (user × stream × endpoint, HEAD and OPTIONS too), signed
+//! links, failed logins slowed per address, SIGHUP reloading the file under 100 viewers
+//! (issue 35); the `Host` guard against DNS rebinding, tokens carried through links and
+//! redirects, dotfiles and `nosniff`, and secrets kept out of logs, `/status` and `ps`.
 
-use mjpeg_testkit::{connect_from, read_head, relay_bin, run_with_timeout, Relay, StreamClient};
+use mjpeg_testkit::{connect_from, read_head, relay_bin, run_with_timeout, Relay, StreamClient, *};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 // Hashes made by the tools people use: `htpasswd -nbB -C 5 alice secret` and
@@ -581,4 +583,279 @@ fn the_example_config_the_package_ships_runs_as_it_is() {
     assert_eq!(c.users.len(), 2, "{uncommented}");
     assert!(c.users[0].password.verify("secret"));
     assert!(c.users[1].admin);
+}
+
+fn raw(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_line(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+#[test]
+fn without_auth_only_ip_and_localhost_hosts_are_answered() {
+    let relay = Relay::start(&[
+        "--fps",
+        "5",
+        "--size",
+        "160x120",
+        "--allow-host",
+        "cam.local",
+    ]);
+    let port = relay.http.rsplit(':').next().unwrap().to_string();
+    let ask = |host: &str| {
+        status_line(&raw(
+            &relay.http,
+            &format!("GET /status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        ))
+        .to_string()
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".into(),
+        "localhost".into(),
+        format!("LOCALHOST:{port}"),
+        "cam.localhost".into(),
+        "[::1]:8080".into(),
+        "10.1.2.3".into(),
+        "cam.local:8080".into(),
+        "CAM.LOCAL".into(),
+    ] {
+        assert!(ask(&host).contains(" 200 "), "Host: {host}: {}", ask(&host));
+    }
+    // A name the user did not allow: what a DNS-rebinding page would send.
+    let answer = raw(
+        &relay.http,
+        "GET /snapshot HTTP/1.1\r\nHost: attacker.example:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("--allow-host attacker.example"), "{answer}");
+    for host in ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io"] {
+        assert!(ask(host).contains(" 403 "), "Host: {host}");
+    }
+    // Many of them: one log line.
+    assert_eq!(relay.log_text().matches("refused Host").count(), 1);
+    // With authentication the check is not needed (the page cannot log in): any Host.
+    let locked = Relay::start(&["--fps", "5", "--size", "160x120", "--token", "s3cret-token"]);
+    let answer = raw(
+        &locked.http,
+        "GET /status?token=s3cret-token HTTP/1.1\r\nHost: cams.example.org\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn tokens_are_percent_decoded_and_carried_through_every_link() {
+    // A base64-style token: '/', '+' and '=' must be encoded in a URL, and were never decoded.
+    let token = "ab/cd+ef==gh";
+    let relay = Relay::start(&[
+        "--stream",
+        "door=testsrc",
+        "--stream",
+        "yard=testsrc",
+        "--fps",
+        "5",
+        "--size",
+        "160x120",
+        "--token",
+        token,
+    ]);
+    let enc = "ab%2Fcd%2Bef%3D%3Dgh";
+    assert_eq!(get(&relay.http, &format!("/status?token={enc}")).0, 200);
+    assert_eq!(get(&relay.http, "/status?token=wrong-token").0, 401);
+    // The index page opened with the token hands it on to every stream, page and link.
+    let (code, _, body) = get(&relay.http, &format!("/?token={enc}"));
+    assert_eq!(code, 200);
+    let page = String::from_utf8(body).unwrap();
+    for url in [
+        format!("/door/snapshot?token={enc}"),
+        format!("/yard/snapshot?token={enc}"),
+        format!("/door/?token={enc}"),
+        format!("/status?token={enc}"),
+        // The /mux connection the page opens.
+        format!("const token = \"?token={enc}\""),
+    ] {
+        assert!(page.contains(&url), "{url} not in the index page:\n{page}");
+    }
+    let mut c = StreamClient::open(
+        &relay.http,
+        &format!("/mux?token={enc}&streams=door"),
+        "curl/8.0",
+        None,
+    );
+    assert!(c.next_frame(Duration::from_secs(5)).is_some());
+    // Failed logins: one log line for many, never the token itself. The wrong token above
+    // was the address's first failure: four more are checked (401), then it waits (429).
+    let codes: Vec<u16> = (0..20)
+        .map(|_| get(&relay.http, "/status?token=guess-guess").0)
+        .collect();
+    assert_eq!(codes[..4], [401; 4], "{codes:?}");
+    assert!(codes[4..].iter().all(|&c| c == 429), "{codes:?}");
+    let log = relay.log_text();
+    assert_eq!(log.matches("wrong credentials").count(), 1, "{log}");
+    assert!(
+        !log.contains("guess-guess") && !log.contains(token),
+        "{log}"
+    );
+}
+
+#[test]
+fn static_files_never_serve_dotfiles_and_every_response_says_nosniff() {
+    let dir = TempDir::new("static-dot");
+    std::fs::write(dir.0.join("index.html"), "<p>hi</p>").unwrap();
+    std::fs::write(dir.0.join(".htpasswd"), "admin:secret").unwrap();
+    std::fs::create_dir(dir.0.join(".git")).unwrap();
+    std::fs::write(dir.0.join(".git").join("config"), "[core]").unwrap();
+    std::os::unix::fs::symlink(dir.0.join(".htpasswd"), dir.0.join("innocent.txt")).unwrap();
+    let root = dir.0.display().to_string();
+    let relay = Relay::start(&["--static", &root, "--fps", "5", "--size", "160x120"]);
+    for path in [
+        "/.htpasswd",
+        "/.git/config",
+        "/%2ehtpasswd",
+        "/.git/",
+        "/innocent.txt",
+    ] {
+        let (code, _, body) = get(&relay.http, path);
+        assert_eq!(code, 404, "{path}");
+        assert!(!String::from_utf8_lossy(&body).contains("secret"), "{path}");
+    }
+    for path in ["/", "/status", "/snapshot", "/nope", "/metrics"] {
+        let (_, headers, _) = get(&relay.http, path);
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    let mut s = TcpStream::connect(&relay.http).unwrap();
+    send_get(&mut s, "/stream", "curl/8.0");
+    let (code, headers, _, _) = read_head(&mut s);
+    assert_eq!(code, 200);
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+}
+
+#[test]
+fn secrets_in_exec_commands_and_camera_urls_stay_out_of_logs_and_status() {
+    let relay = Relay::start(&[
+        "--stream",
+        "a=exec:echo 'opening rtsp://admin:hunter2@10.0.0.9/live?pwd=hunter3' >&2; exit 3",
+        "--stream",
+        "b=http://127.0.0.1:9/snap.cgi?user=admin&pwd=hunter4&res=1",
+        "--status-details",
+    ]);
+    assert!(relay.wait_log("cannot get frames from command", Duration::from_secs(5)));
+    assert!(relay.wait_log("cannot get frames from http", Duration::from_secs(5)));
+    let status = relay.status().to_string();
+    let log = relay.log_text();
+    for secret in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!status.contains(secret), "{secret} in /status: {status}");
+    }
+    // Redacted, not removed: the operator still sees which camera it is.
+    assert!(
+        log.contains("rtsp://admin:***@10.0.0.9/live?pwd=***"),
+        "{log}"
+    );
+    assert!(
+        status.contains("snap.cgi?user=admin&pwd=***&res=1"),
+        "{status}"
+    );
+}
+
+/// Item 8: secrets in command lines stay out of the log and `/status`; without a login
+/// `/status` shows no command line, URL path or viewer address (`--status-details` or a login
+/// shows them); `--token-file` keeps the token out of `ps`; a bad `--stream` value is echoed
+/// redacted.
+#[test]
+fn secrets_stay_out_of_logs_status_and_ps() {
+    let cmd = "exec:curl -su admin:hunter2 -H 'Authorization: Basic aHVudGVyMw==' \
+               --http-password=hunter4 http://127.0.0.1:9/v.mjpg; exit 3";
+    let relay = Relay::start(&["--source", cmd]);
+    assert!(relay.wait_log("cannot get frames from command", Duration::from_secs(5)));
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "SecretAgent/1.0", None);
+    let _ = viewer.next_frame(Duration::from_secs(3));
+    let status = relay.status().to_string();
+    let log = relay.log_text();
+    for secret in ["hunter2", "aHVudGVyMw", "hunter4"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!status.contains(secret), "{secret} in /status: {status}");
+    }
+    assert!(log.contains("-su admin:***"), "{log}");
+    // Without a login: no command line, no viewer address or User-Agent.
+    assert!(
+        !status.contains("-su admin") && !status.contains("SecretAgent"),
+        "{status}"
+    );
+    assert!(status.contains("exec:…"), "{status}");
+
+    // The control: with --status-details the operator sees them (redacted).
+    let open = Relay::start(&["--source", cmd, "--status-details"]);
+    let mut viewer = StreamClient::open(&open.http, "/stream", "SecretAgent/1.0", None);
+    let _ = viewer.next_frame(Duration::from_secs(3));
+    let status = open.status().to_string();
+    assert!(
+        status.contains("curl -su admin:***") && status.contains("SecretAgent"),
+        "{status}"
+    );
+    assert!(!status.contains("hunter2"), "{status}");
+
+    // --token-file: the token is not on the command line, and a caller with it sees details.
+    let dir = TempDir::new("token-file");
+    let file = dir.0.join("token");
+    std::fs::write(&file, "# the viewers' token\ns3cr3t-t0ken-42\n").unwrap();
+    let guarded = Relay::start(&["--token-file", file.to_str().unwrap()]);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", guarded.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("s3cr3t"));
+    let (code, _, _) = get(&guarded.http, "/status");
+    assert_eq!(code, 401);
+    let (code, _, body) = get(&guarded.http, "/status?token=s3cr3t-t0ken-42");
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("\"spec\":\"testsrc\""));
+
+    // A bad --stream value is echoed without its password.
+    let out = run_with_timeout(
+        Command::new(relay_bin())
+            .args(["--stream", "bad name=http://admin:hunter5@cam/v"])
+            .stdin(Stdio::null()),
+        Duration::from_secs(10),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains("hunter5") && err.contains("admin:***"),
+        "{err}"
+    );
+}
+
+/// Item 9: the small ones. The `/NAME` → `/NAME/` redirect keeps a `?token=` login; an
+/// `--allow-host` name given with a trailing dot matches.
+#[test]
+fn redirects_keep_the_query_and_allow_host_takes_a_trailing_dot() {
+    let relay = Relay::start(&["--stream", "door=testsrc", "--token", "t0ken-12345"]);
+    let (code, headers, _) = get(&relay.http, "/door?token=t0ken-12345");
+    assert_eq!(code, 301);
+    let to = header(&headers, "location").unwrap().to_string();
+    assert_eq!(to, "/door/?token=t0ken-12345");
+    let (code, _, _) = get(&relay.http, &to);
+    assert_eq!(code, 200);
+
+    let relay = Relay::start(&["--allow-host", "cams.example.test."]);
+    let (code, _, _) = request(
+        &relay.http,
+        "GET /status HTTP/1.1\r\nHost: cams.example.test\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    // The control: another name is still refused.
+    let (code, _, _) = request(
+        &relay.http,
+        "GET /status HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+    );
+    assert_eq!(code, 403);
 }

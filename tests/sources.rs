@@ -1,13 +1,16 @@
-//! Every source kind against a real upstream (ffmpeg, gstreamer, another relay), several
-//! streams in one process, and upstream loss: viewers stay connected, see NO SIGNAL, then the
-//! live picture again. Never skipped: `.ci/run` installs the tools, and a missing one fails.
+//! Every source kind against a real upstream (ffmpeg, gstreamer, another relay; the seed's
+//! own gstreamer pipeline into `tcp-listen` and `stdin`), several streams in one process, and
+//! upstream loss: viewers stay connected, see NO SIGNAL, then the live picture again; a
+//! replaced `tcp-listen` upstream, a `unix:` upstream that accepts nothing, an `exec:`
+//! grandchild holding stderr. Never skipped: `.ci/run` installs the tools, and a missing one
+//! fails.
 
 use mjpeg_relay::nosignal::is_no_signal;
-use mjpeg_relay::testjpeg::{is_whole_jpeg, seq_of};
+use mjpeg_relay::testjpeg::{is_whole_jpeg, jpeg_with_seq, seq_of};
 use mjpeg_testkit::*;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Reads `n` frames that are not NO SIGNAL pictures; every one must be a whole JPEG.
@@ -449,4 +452,250 @@ fn bad_stream_flags_are_refused_with_exit_code_2() {
     ] {
         assert_bad_command_line(args, want);
     }
+}
+
+#[test]
+fn a_new_tcp_listen_upstream_is_never_left_marked_lost() {
+    // The old upstream's reader set "lost" after releasing the lock that decides which
+    // upstream is current: a new upstream connecting in that window stayed "lost" in /status
+    // while its frames flowed.
+    let relay = Relay::start(&[
+        "--source",
+        "tcp-listen:127.0.0.1:0",
+        "--no-signal-after",
+        "0",
+    ]);
+    let addr = relay.upstream.clone().unwrap();
+    let mut old = TcpStream::connect(&addr).unwrap();
+    old.write_all(&gst_part(&frame(1, 200))).unwrap();
+    for round in 0..40u64 {
+        let connections = relay.status()["streams"][0]["source"]["connections"]
+            .as_u64()
+            .unwrap();
+        // The old one closes and the new one connects at the same moment.
+        drop(old);
+        old = TcpStream::connect(&addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay.status()["streams"][0]["source"]["connections"].as_u64() == Some(connections) {
+            assert!(Instant::now() < deadline, "round {round}: not accepted");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        let src = relay.status()["streams"][0]["source"].clone();
+        assert_eq!(src["state"], "live", "round {round}: {src}");
+    }
+    // And its frames flow.
+    old.write_all(&gst_part(&frame(99, 200))).unwrap();
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let f = frames_until(&mut viewer, Duration::from_secs(5), |f| {
+        seq_of(f) == Some(99)
+    })
+    .expect("frames from the newest upstream");
+    assert!(f.iter().all(|f| is_whole_jpeg(f)));
+}
+
+/// Item 9: connecting to a `unix:` upstream whose listener accepts nothing (backlog full)
+/// times out and says so, instead of hanging the source thread for good.
+#[test]
+fn a_unix_upstream_that_accepts_nothing_times_out() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("unix-full");
+    let path = dir.0.join("cam.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: listen(2) on our own listening socket: backlog 0.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the backlog: connect without accepting until a connect would block.
+    let mut fillers = Vec::new();
+    for _ in 0..64 {
+        // SAFETY: a plain non-blocking socket, owned by `fillers` through UnixStream.
+        let s = unsafe {
+            use std::os::fd::FromRawFd;
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+            std::os::unix::net::UnixStream::from_raw_fd(fd)
+        };
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, b) in addr.sun_path.iter_mut().zip(path.to_str().unwrap().bytes()) {
+            *d = b as libc::c_char;
+        }
+        // SAFETY: connect with a valid sockaddr_un.
+        let rc = unsafe {
+            libc::connect(
+                s.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        fillers.push(s);
+    }
+    assert!(
+        !fillers.is_empty() && fillers.len() < 64,
+        "{} fillers",
+        fillers.len()
+    );
+    let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = relay.status();
+        let err = st["streams"][0]["source"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if err.contains("timed out") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connect timeout reported: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(relay);
+    drop(fillers);
+    // The control: the same source on a listener that accepts gets its frames.
+    let path = dir.0.join("cam2.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for seq in 1..=200u64 {
+            if s.write_all(&gst_part(&jpeg_with_seq(seq, 200))).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let relay = Relay::start(&["--source", &format!("unix:{}", path.display())]);
+    let mut viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let f = viewer
+        .next_frame(Duration::from_secs(10))
+        .expect("a frame over unix:");
+    assert!(seq_of(&f).is_some());
+    drop(viewer);
+    drop(relay);
+    let _ = server.join();
+}
+
+/// Threads of `relay` whose name starts with `prefix` (names are cut at 15 bytes).
+fn threads_named(relay: &Relay, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", relay.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .count()
+}
+
+/// Item 9: a grandchild that leaves the command's process group and keeps its stderr open
+/// does not keep a stderr thread of the relay alive for every run of the command.
+#[test]
+fn an_exec_stderr_thread_ends_with_its_run() {
+    let marker = "19.25";
+    let relay = Relay::start(&[
+        "--source",
+        &format!("exec:setsid sleep {marker} >/dev/null & echo started >&2; exit 0"),
+    ]);
+    // Runs at 0, 0.5, 1.5, 3.5 s (backoff): four grandchildren holding four stderr pipes.
+    std::thread::sleep(Duration::from_millis(5500));
+    let runs = relay.status()["streams"][0]["source"]["connections"]
+        .as_u64()
+        .unwrap();
+    let threads = threads_named(&relay, "src-default-std");
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("sleep {marker}")])
+        .status();
+    // The control: the command really ran several times, each leaving a grandchild.
+    assert!(runs >= 4, "{runs} runs");
+    assert!(threads <= 2, "{threads} stderr threads after {runs} runs");
+}
+
+fn pipeline_head() -> Vec<String> {
+    "videotestsrc is-live=true num-buffers=150 ! video/x-raw,framerate=30/1,width=320,height=240 \
+     ! jpegenc ! multipartmux boundary=spionisto"
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+fn read_frames(relay: &Relay, want: usize) -> Vec<Vec<u8>> {
+    let mut client = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+    let mut frames = Vec::new();
+    while frames.len() < want {
+        match client.next_frame(Duration::from_secs(10)) {
+            Some(f) => frames.push(f),
+            None => break,
+        }
+    }
+    frames
+}
+
+#[test]
+fn gst_tcpclientsink_into_tcp_listen() {
+    require_tool("gst-launch-1.0");
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let up = relay.upstream.clone().unwrap();
+    let (host, port) = up.rsplit_once(':').unwrap();
+    let mut args = pipeline_head();
+    args.extend(["!", "tcpclientsink"].map(String::from));
+    args.push(format!("host={host}"));
+    args.push(format!("port={port}"));
+    let mut gst = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gst-launch-1.0");
+    let frames = read_frames(&relay, 30);
+    let status = relay.status();
+    let _ = gst.kill();
+    let _ = gst.wait();
+    assert!(
+        frames.len() >= 30,
+        "got {} frames from gstreamer",
+        frames.len()
+    );
+    assert!(frames.iter().all(|f| is_whole_jpeg(f)));
+    // Distinct pictures, not one frame repeated.
+    assert!(frames.windows(2).filter(|w| w[0] != w[1]).count() >= 20);
+    assert_eq!(
+        status["streams"][0]["source"]["format"],
+        "multipart boundary=spionisto"
+    );
+    assert_eq!(status["streams"][0]["source"]["dropped"]["not_jpeg"], 0);
+}
+
+#[test]
+fn gst_fdsink_piped_into_stdin() {
+    require_tool("gst-launch-1.0");
+    let mut args = pipeline_head();
+    args.extend(["!", "fdsink", "fd=1"].map(String::from));
+    let mut gst = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run gst-launch-1.0");
+    let pipe = gst.stdout.take().unwrap();
+    let relay = Relay::start_with_stdin(&["--source", "stdin"], pipe);
+    let frames = read_frames(&relay, 30);
+    let _ = gst.kill();
+    let _ = gst.wait();
+    assert!(
+        frames.len() >= 30,
+        "got {} frames through the pipe",
+        frames.len()
+    );
+    assert!(frames.iter().all(|f| is_whole_jpeg(f)));
+    // When the pipeline ends, the stream has ended, and every place says so (the full check,
+    // with the SOURCE ENDED picture, is in tests/operator.rs).
+    assert!(relay.wait_log("stdin reached end of input", Duration::from_secs(15)));
+    assert_eq!(relay.status()["streams"][0]["source"]["state"], "ended");
+    let (code, _, body) = get(&relay.http, "/snapshot");
+    assert_eq!(code, 503);
+    assert!(String::from_utf8_lossy(&body).contains("The source ended"));
 }

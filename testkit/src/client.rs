@@ -338,3 +338,26 @@ pub fn send_get(w: &mut impl Write, path: &str, user_agent: &str) {
     w.write_all(get_request(path, "127.0.0.1", user_agent).as_bytes())
         .unwrap();
 }
+
+/// Reads `n` frames from `viewer`, each within 5 s and each a whole JPEG: the viewer is
+/// served live.
+pub fn expect_whole_frames(viewer: &mut StreamClient, n: usize) {
+    for _ in 0..n {
+        let f = viewer
+            .next_frame(Duration::from_secs(5))
+            .expect("live frame");
+        assert!(
+            mjpeg_relay::testjpeg::is_whole_jpeg(&f),
+            "a frame that is not whole"
+        );
+    }
+}
+
+/// Everything `sock` receives until the relay closes it (15 s at most), as text.
+pub fn read_to_close(mut sock: TcpStream) -> String {
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = sock.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -164,6 +164,29 @@ impl Relay {
             .expect("relay's /proc/PID/task")
     }
 
+    /// Its threads and open descriptors now: what [`settles_to`](Self::settles_to) waits
+    /// for the relay to come back to after a fault.
+    pub fn baseline(&self) -> (usize, usize) {
+        (self.threads(), self.fds())
+    }
+
+    /// Waits (15 s at most, else panics) until the relay's threads and descriptors are back
+    /// at or below `base` ([`baseline`](Self::baseline)): a fault left nothing behind.
+    pub fn settles_to(&self, base: (usize, usize)) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.baseline();
+            if now.0 <= base.0 && now.1 <= base.1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "threads/fds {now:?} did not return to {base:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Open descriptors of the relay; panics if it is no longer running.
     pub fn fds(&self) -> usize {
         self.assert_alive();
@@ -172,7 +195,6 @@ impl Relay {
             .expect("relay's /proc/PID/fd")
     }
 
-    /// Panics unless the relay process runs (exists and is not a zombie).
     /// Thread names of its transcoders (`tier-STREAM-N`), sorted.
     pub fn transcoders(&self) -> Vec<String> {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
@@ -187,6 +209,7 @@ impl Relay {
         names
     }
 
+    /// Panics unless the relay process runs (exists and is not a zombie).
     pub fn assert_alive(&self) {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
             .unwrap_or_else(|_| panic!("the relay is gone; log: {}", self.log_text()));
