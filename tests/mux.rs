@@ -1,5 +1,5 @@
 //! `/mux`: several cameras on one connection, read by the test's own client (the browser side
-//! is in tests/browsers.rs, `dashboard_…`).
+//! is in tests/pages.rs, `dashboard_…`).
 
 use mjpeg_relay::testjpeg::is_whole_jpeg;
 use mjpeg_testkit::*;

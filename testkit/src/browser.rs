@@ -4,12 +4,13 @@
 //! Firefox ESR (its built-in Marionette protocol on a virtual X display: Debian has no
 //! geckodriver). All of them from Debian's packages, talking to the relay on 127.0.0.1.
 
-use crate::{free_port, require_tool, TempDir};
-use std::io::{Read, Write};
+use crate::{free_port, require_tool, run_with_timeout, TempDir};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Headless Chromium as this machine's closed network needs it (no background connections),
 /// as root (no sandbox); self-signed certificates accepted for the nginx tests.
@@ -383,4 +384,66 @@ pub fn minibrowser() -> String {
         .expect("WebKitGTK's MiniBrowser is not installed: it comes with the Debian package 'webkit2gtk-driver' (scripts/test installs it)")
         .display()
         .to_string()
+}
+
+/// Headless Chromium started by [`chromium_console`], killed when dropped.
+pub struct Browser {
+    child: Child,
+    _profile: TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts headless Chromium on `url` in a `w` x `h` window, without a driver: the page's
+/// console lines (Chromium echoes them to stderr) arrive on the returned channel with the
+/// instant each was read, for pages that log what they paint.
+pub fn chromium_console(
+    url: &str,
+    w: usize,
+    h: usize,
+) -> (Browser, mpsc::Receiver<(SystemTime, String)>) {
+    require_tool("chromium");
+    let profile = TempDir::new("chromium");
+    let mut child = Command::new("chromium")
+        .args(CHROMIUM_FLAGS)
+        .args(["--enable-logging=stderr", "--v=0"])
+        .arg(format!("--window-size={w},{h}"))
+        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send((SystemTime::now(), line));
+        }
+    });
+    (
+        Browser {
+            child,
+            _profile: profile,
+        },
+        rx,
+    )
+}
+
+/// A `w` x `h` PNG screenshot as RGB bytes (decoded by ffmpeg).
+pub fn png_to_rgb(shot: &std::path::Path, w: usize, h: usize) -> Vec<u8> {
+    let raw = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-i"])
+            .arg(shot)
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(raw.stdout.len(), w * h * 3, "screenshot size");
+    raw.stdout
 }
