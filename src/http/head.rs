@@ -124,3 +124,84 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
         Err(_) => Err(HeadError::Malformed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn heads_parse_or_say_why_not() {
+        let h = parse_head(b"GET /stream?fps=5 HTTP/1.0\r\nUser-Agent: curl\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.target, "/stream?fps=5");
+        assert_eq!(h.minor_version, 0);
+        assert_eq!(h.headers, vec![("User-Agent".into(), "curl".into())]);
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
+        let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(req.as_bytes()).unwrap_err(), HeadError::TooLarge);
+        let h = parse_head(b"BREW /pot HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.method, Method::Other("BREW".into()));
+    }
+
+    /// `read_head` over a socket pair, the client side writing `pieces` one at a time.
+    fn read_in_pieces(pieces: &[&[u8]]) -> Result<Head, HeadError> {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = std::thread::spawn(move || {
+            for p in pieces {
+                if client.write_all(&p).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Keep our end open a moment: the result must come from the bytes, not an EOF.
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let got = read_head(&mut Conn::Unix(server), Duration::from_secs(5));
+        writer.join().unwrap();
+        got
+    }
+
+    #[test]
+    fn heads_arriving_in_any_pieces_are_read_whole() {
+        let head = b"GET /stream HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\n\r\n";
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        let h = read_in_pieces(&bytes).unwrap();
+        assert_eq!(h.target, "/stream");
+        assert_eq!(h.headers.len(), 2);
+        // The blank line split across reads, with CRLF and with bare LF.
+        let h = read_in_pieces(&[b"GET /a HTTP/1.1\r\nHost: x\r\n\r", b"\n"]).unwrap();
+        assert_eq!(h.target, "/a");
+        let h = read_in_pieces(&[b"GET /b HTTP/1.0\n", b"Host: x\n", b"\n"]).unwrap();
+        assert_eq!(h.target, "/b");
+        // Garbage is refused on its first read, a bad header line once the head is complete.
+        assert_eq!(
+            read_in_pieces(&[b"\x16\x03\x01\x02\x00"]).unwrap_err(),
+            HeadError::Malformed
+        );
+        assert_eq!(
+            read_in_pieces(&[b"GET / HTTP/1.1\r\n", b"Bad Header\r\n", b"\r\n"]).unwrap_err(),
+            HeadError::Malformed
+        );
+        // Endless header lines: refused past MAX_HEAD even without a blank line.
+        let line = b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let mut pieces: Vec<&[u8]> = vec![b"GET / HTTP/1.1\r\n"];
+        pieces.extend(std::iter::repeat_n(&line[..], MAX_HEAD / line.len() + 2));
+        assert_eq!(read_in_pieces(&pieces).unwrap_err(), HeadError::TooLarge);
+    }
+}

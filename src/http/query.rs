@@ -168,24 +168,6 @@ pub(super) fn fps_cap(query: &str) -> Result<Option<f64>, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_decoded() {
-        let q = "token=ab%2Fc%2B%3D%3D&fps=5&x=a+b&bad=%zz%4&src=door";
-        assert_eq!(query_param(q, "token").as_deref(), Some("ab/c+=="));
-        assert_eq!(query_param(q, "fps").as_deref(), Some("5"));
-        assert_eq!(query_param(q, "x").as_deref(), Some("a b"));
-        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz%4"));
-        assert_eq!(query_param("a=%+1", "a").as_deref(), Some("% 1"));
-        assert_eq!(query_param(q, "none"), None);
-        assert_eq!(query_param("%74oken=t", "token").as_deref(), Some("t"));
-        assert_eq!(query_param("a=%FF", "a").as_deref(), Some("\u{FFFD}"));
-    }
-}
-
 /// What size a viewer asks for (`?width=`, `?height=`, `?size=`, `?quality=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SizeAsk {
@@ -251,8 +233,21 @@ pub(super) fn level_for(source: (u16, u16), width: u16, height: u16) -> u8 {
 }
 
 #[cfg(test)]
-mod size_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_decoded() {
+        let q = "token=ab%2Fc%2B%3D%3D&fps=5&x=a+b&bad=%zz%4&src=door";
+        assert_eq!(query_param(q, "token").as_deref(), Some("ab/c+=="));
+        assert_eq!(query_param(q, "fps").as_deref(), Some("5"));
+        assert_eq!(query_param(q, "x").as_deref(), Some("a b"));
+        assert_eq!(query_param(q, "bad").as_deref(), Some("%zz%4"));
+        assert_eq!(query_param("a=%+1", "a").as_deref(), Some("% 1"));
+        assert_eq!(query_param(q, "none"), None);
+        assert_eq!(query_param("%74oken=t", "token").as_deref(), Some("t"));
+        assert_eq!(query_param("a=%FF", "a").as_deref(), Some("\u{FFFD}"));
+    }
 
     #[test]
     fn sizes_asked_and_the_tier_at_or_above() {
