@@ -4,9 +4,7 @@
 
 use super::conn::{Body, Method, Request, Response};
 use super::date::{epoch_seconds, http_date};
-use super::query::{
-    fps_cap, level_for, query_param, rewind_ask, size_ask, snapshot_pick, Fit, Pick, SizeAsk,
-};
+use super::query::{level_for, size_ask, snapshot_pick, stream_ask, Fit, Pick, SizeAsk, StreamAsk};
 use super::shrink::Refused;
 use super::viewer::{Track, Viewer, Who};
 use super::wire::{head_only, multipart_head, Layout};
@@ -230,22 +228,25 @@ fn from_history(stream: &Stream, secs: f64) -> Result<Arc<Frame>, String> {
 /// The long-lived `/stream` response: a [`Viewer`] of one track. Runs until the client goes
 /// away, a frame cannot be delivered within `--send-timeout`, or the server shuts down.
 pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &Shared) {
-    let fps_cap = match fps_cap(query) {
-        Ok(f) => f,
+    let ask = match stream_ask(query) {
+        Ok(a) => a,
         Err(msg) => return send(rq, text(400, &msg), shared),
     };
-    if is_document_navigation(&rq, query) {
+    if !ask.raw && is_document_navigation(&rq) {
         let page = stream_page(&stream.name, &rq.target);
         return send(rq, page, shared);
     }
-    let size = match size_ask(query) {
-        Ok(s) => s,
-        Err(msg) => return send(rq, text(400, &msg), shared),
-    };
+    let StreamAsk {
+        fps_cap,
+        size,
+        rewind,
+        advance,
+        ..
+    } = ask;
     // ?rewind=: the history's last seconds first, taken now (shared frames, no copies).
-    let replay = match rewind_ask(query) {
-        Ok(None) => Vec::new(),
-        Ok(Some(secs)) => match stream.feed.history.get() {
+    let replay = match rewind {
+        None => Vec::new(),
+        Some(secs) => match stream.feed.history.get() {
             // By this relay's clock: the last seconds, whatever the camera's clock says.
             Some(h) => match Instant::now().checked_sub(Duration::from_secs_f64(secs)) {
                 Some(from) => h.since(from),
@@ -259,14 +260,13 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
                 return send(rq, text(404, &msg), shared);
             }
         },
-        Err(msg) => return send(rq, text(400, &msg), shared),
     };
     let http10 = rq.minor_version == 0;
     if rq.method == Method::Head {
         return head_only(rq, multipart_head(http10, shared).as_bytes(), shared);
     }
     let user_agent = rq.header("User-Agent").unwrap_or_default().to_string();
-    let layout = Layout::choose(&user_agent, query);
+    let layout = Layout::choose(&user_agent, advance);
     let addr = rq.peer.clone();
     let who = Who {
         addr: &addr,
@@ -336,10 +336,7 @@ pub(super) fn size_track(
 /// Whether the request opens the stream URL as a page (someone typed or tapped the link)
 /// rather than as an image or a program's stream: `Sec-Fetch-Dest: document`, or, from a
 /// browser too old to send it, an `Accept` that asks for HTML. `?page=0` never.
-fn is_document_navigation(rq: &Request, query: &str) -> bool {
-    if query_param(query, "page").as_deref() == Some("0") {
-        return false;
-    }
+fn is_document_navigation(rq: &Request) -> bool {
     match rq.header("Sec-Fetch-Dest") {
         Some(dest) => dest.eq_ignore_ascii_case("document"),
         None => rq.header("Accept").is_some_and(|a| a.contains("text/html")),

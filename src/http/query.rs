@@ -57,9 +57,35 @@ fn seconds_param(query: &str, name: &str, max: f64) -> Result<Option<f64>, Strin
     }
 }
 
-/// `?rewind=SECONDS` on a stream: replay that much of the history first.
-pub(super) fn rewind_ask(query: &str) -> Result<Option<f64>, String> {
-    seconds_param(query, "rewind", MAX_LOOK_BACK)
+/// Everything a `/stream` request asks in its query, read once, here: the handler and the
+/// viewer get these fields, never the query text.
+#[derive(Debug)]
+pub(super) struct StreamAsk {
+    /// `?fps=N`.
+    pub fps_cap: Option<f64>,
+    /// `?width=`, `?height=`, `?size=`, `?quality=`.
+    pub size: SizeAsk,
+    /// `?rewind=SECONDS`: replay that much of the history first.
+    pub rewind: Option<f64>,
+    /// `?page=0`: the raw stream even when a browser opens the URL as a document.
+    pub raw: bool,
+    /// `?advance_headers=1|0` (ustreamer's name): the part layout, over the User-Agent's.
+    pub advance: Option<bool>,
+}
+
+/// A `/stream` request's query; `Err` is the `400` text.
+pub(super) fn stream_ask(query: &str) -> Result<StreamAsk, String> {
+    Ok(StreamAsk {
+        fps_cap: fps_cap(query)?,
+        size: size_ask(query)?,
+        rewind: seconds_param(query, "rewind", MAX_LOOK_BACK)?,
+        raw: query_param(query, "page").as_deref() == Some("0"),
+        advance: match query_param(query, "advance_headers").as_deref() {
+            Some("1") | Some("true") | Some("yes") => Some(true),
+            Some("0") | Some("false") | Some("no") => Some(false),
+            _ => None,
+        },
+    })
 }
 
 /// Which frame a `/snapshot` asks for.

@@ -2,7 +2,6 @@
 //! What every long-lived frame response shares on the wire: the part layouts, the
 //! never-ending response head, repeats of a still picture and writes bounded in time.
 
-use super::query::query_param;
 use super::Shared;
 use crate::multipart::BOUNDARY;
 use std::io::{self, Write};
@@ -33,17 +32,13 @@ impl Layout {
     }
 
     /// Browsers (`User-Agent: Mozilla/…`) get `Advance`, everything else `Framed`;
-    /// `?advance_headers=1|0` (ustreamer's name) overrides.
-    pub fn choose(user_agent: &str, query: &str) -> Layout {
-        match query_param(query, "advance_headers").as_deref() {
-            Some("1") | Some("true") | Some("yes") => return Layout::Advance,
-            Some("0") | Some("false") | Some("no") => return Layout::Framed,
-            _ => {}
-        }
-        if user_agent.starts_with("Mozilla/") {
-            Layout::Advance
-        } else {
-            Layout::Framed
+    /// `advance` (`?advance_headers=1|0`) overrides.
+    pub fn choose(user_agent: &str, advance: Option<bool>) -> Layout {
+        match advance {
+            Some(true) => Layout::Advance,
+            Some(false) => Layout::Framed,
+            None if user_agent.starts_with("Mozilla/") => Layout::Advance,
+            None => Layout::Framed,
         }
     }
 }
@@ -99,14 +94,11 @@ mod tests {
     #[test]
     fn layout_choice() {
         let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0";
-        assert_eq!(Layout::choose(chrome, ""), Layout::Advance);
-        assert_eq!(Layout::choose(chrome, "advance_headers=0"), Layout::Framed);
-        assert_eq!(Layout::choose("curl/8.0", ""), Layout::Framed);
-        assert_eq!(
-            Layout::choose("curl/8.0", "x=1&advance_headers=1"),
-            Layout::Advance
-        );
-        assert_eq!(Layout::choose("", ""), Layout::Framed);
+        assert_eq!(Layout::choose(chrome, None), Layout::Advance);
+        assert_eq!(Layout::choose(chrome, Some(false)), Layout::Framed);
+        assert_eq!(Layout::choose("curl/8.0", None), Layout::Framed);
+        assert_eq!(Layout::choose("curl/8.0", Some(true)), Layout::Advance);
+        assert_eq!(Layout::choose("", None), Layout::Framed);
     }
 
     #[test]
