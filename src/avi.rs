@@ -73,10 +73,40 @@ pub fn layout(frames: &[FrameInfo], width: u16, height: u16) -> (Vec<Piece>, u64
     pending.extend_from_slice(&index);
     pieces.push(Piece::Bytes(pending));
 
+    let head = headers(
+        rate,
+        total as u32,
+        max_len,
+        (width, height),
+        movi_len,
+        index.len(),
+    );
+    pieces.insert(0, Piece::Bytes(head));
+    let len = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Frame(i) => frames[*i].len as u64,
+        })
+        .sum();
+    (pieces, len)
+}
+
+/// The file's head: `RIFF`, the `hdrl` list (main and stream headers, the MJPG format) and the
+/// start of the `movi` list of `movi_len` bytes, for `total` frame slots at `rate` per second,
+/// followed by an index of `index_len` bytes.
+fn headers(
+    rate: u32,
+    total: u32,
+    max_len: u32,
+    (width, height): (u16, u16),
+    movi_len: u64,
+    index_len: usize,
+) -> Vec<u8> {
     let micros = 1_000_000 / rate;
     let mut head = Vec::with_capacity(224);
     let hdrl_len: u32 = 4 + (8 + 56) + (8 + 4 + (8 + 56) + (8 + 40));
-    let riff_len = 4 + (8 + u64::from(hdrl_len)) + (8 + movi_len) + index.len() as u64;
+    let riff_len = 4 + (8 + u64::from(hdrl_len)) + (8 + movi_len) + index_len as u64;
     head.extend_from_slice(b"RIFF");
     head.extend_from_slice(&(riff_len.min(u64::from(u32::MAX)) as u32).to_le_bytes());
     head.extend_from_slice(b"AVI LIST");
@@ -88,7 +118,7 @@ pub fn layout(frames: &[FrameInfo], width: u16, height: u16) -> (Vec<Piece>, u64
         max_len.saturating_mul(rate), // dwMaxBytesPerSec
         0,                            // dwPaddingGranularity
         0x10,                         // dwFlags: AVIF_HASINDEX
-        total as u32,                 // dwTotalFrames
+        total,                        // dwTotalFrames
         0,                            // dwInitialFrames
         1,                            // dwStreams
         max_len + 8,                  // dwSuggestedBufferSize
@@ -107,16 +137,16 @@ pub fn layout(frames: &[FrameInfo], width: u16, height: u16) -> (Vec<Piece>, u64
     head.extend_from_slice(&56u32.to_le_bytes());
     head.extend_from_slice(b"vidsMJPG");
     for v in [
-        0u32,         // dwFlags
-        0,            // wPriority, wLanguage
-        0,            // dwInitialFrames
-        1,            // dwScale
-        rate,         // dwRate: frames per second = rate / scale
-        0,            // dwStart
-        total as u32, // dwLength
-        max_len + 8,  // dwSuggestedBufferSize
-        u32::MAX,     // dwQuality: default
-        0,            // dwSampleSize: varies
+        0u32,        // dwFlags
+        0,           // wPriority, wLanguage
+        0,           // dwInitialFrames
+        1,           // dwScale
+        rate,        // dwRate: frames per second = rate / scale
+        0,           // dwStart
+        total,       // dwLength
+        max_len + 8, // dwSuggestedBufferSize
+        u32::MAX,    // dwQuality: default
+        0,           // dwSampleSize: varies
     ] {
         head.extend_from_slice(&v.to_le_bytes());
     }
@@ -136,15 +166,7 @@ pub fn layout(frames: &[FrameInfo], width: u16, height: u16) -> (Vec<Piece>, u64
     head.extend_from_slice(b"LIST");
     head.extend_from_slice(&(movi_len.min(u64::from(u32::MAX)) as u32).to_le_bytes());
     head.extend_from_slice(b"movi");
-    pieces.insert(0, Piece::Bytes(head));
-    let len = pieces
-        .iter()
-        .map(|p| match p {
-            Piece::Bytes(b) => b.len() as u64,
-            Piece::Frame(i) => frames[*i].len as u64,
-        })
-        .sum();
-    (pieces, len)
+    head
 }
 
 /// Frames per second for the slots: the inverse of the mean interval between frames, pauses
