@@ -91,3 +91,42 @@ fn the_crates_table_names_every_module() {
     );
     assert!(modules_in("").len() >= 20);
 }
+
+/// `parser.rs` lists the modules where plain indexing is denied (they read network bytes or
+/// index by them): the list names exactly the files that carry the lint.
+#[test]
+fn the_no_panic_list_names_exactly_the_files_that_deny_indexing() {
+    let docs = module_docs(&src("parser.rs"));
+    let start = docs
+        .find("The same lint")
+        .expect("parser.rs names the guarded modules");
+    let end = docs[start..].find("\n\n").map_or(docs.len(), |e| start + e);
+    let listed: std::collections::BTreeSet<String> = docs[start..end]
+        .split('`')
+        .filter(|w| w.ends_with(".rs"))
+        .map(str::to_string)
+        .chain(["parser.rs".to_string()])
+        .collect();
+    let mut guarded = std::collections::BTreeSet::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("#![cfg_attr(not(test), deny(clippy::indexing_slicing))]") {
+                    let rel = path.strip_prefix(&root).unwrap();
+                    guarded.insert(rel.to_string_lossy().to_string());
+                }
+            }
+        }
+    }
+    assert!(guarded.len() >= 10, "{guarded:?}");
+    assert_eq!(
+        listed, guarded,
+        "parser.rs's list against the files that deny indexing"
+    );
+}
