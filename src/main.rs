@@ -411,13 +411,23 @@ impl Reloader {
             self.policy.set(policy_of(&new));
             return;
         }
-        let restart_only = restart_only_changes(&old, &new);
+        // What each flag does on a reload is part of its definition (cli::defs::Reload).
+        let restart_only = cli::defs::changed(&old, &new, false);
         if !restart_only.is_empty() {
             log::warn!(
                 "SIGHUP: {} changed {}, which take effect at a restart; streams, users and \
                  keys are reloaded now",
                 file.display(),
                 restart_only.join(", ")
+            );
+        }
+        let for_sources = cli::defs::changed(&old, &new, true);
+        if !for_sources.is_empty() {
+            log::info!(
+                "SIGHUP: {} changed {}, which every source uses: each stream starts again \
+                 with it",
+                file.display(),
+                for_sources.join(", ")
             );
         }
         let source_cfg = source_config(&new);
@@ -428,7 +438,7 @@ impl Reloader {
         for sc in &new.streams {
             if let Some(i) = previous.iter().position(|r| r.config.name == sc.name) {
                 let r = previous.remove(i);
-                if r.config == *sc {
+                if r.config == *sc && for_sources.is_empty() {
                     same += 1;
                     kept.push(r);
                     continue;
@@ -489,33 +499,6 @@ impl Reloader {
         );
         *self.cfg.lock() = new;
     }
-}
-
-/// The settings a reload does not apply (the listener, its limits, the log), by flag name.
-fn restart_only_changes(old: &cli::Config, new: &cli::Config) -> Vec<&'static str> {
-    let changed = [
-        ("http", old.http != new.http),
-        ("tls-cert/tls-key", old.tls != new.tls),
-        ("max-clients", old.max_clients != new.max_clients),
-        ("max-clients-per-ip", old.max_per_ip != new.max_per_ip),
-        ("send-timeout", old.send_timeout != new.send_timeout),
-        ("header-timeout", old.header_timeout != new.header_timeout),
-        ("allow-origin", old.allow_origin != new.allow_origin),
-        ("allow-host", old.allow_hosts != new.allow_hosts),
-        ("static", old.static_dir != new.static_dir),
-        ("status-details", old.status_details != new.status_details),
-        ("max-pixels", old.max_pixels != new.max_pixels),
-        (
-            "no-signal-after",
-            old.no_signal_after != new.no_signal_after,
-        ),
-        ("log-level", old.log_level != new.log_level),
-    ];
-    changed
-        .iter()
-        .filter(|(_, c)| *c)
-        .map(|(n, _)| *n)
-        .collect()
 }
 
 /// Each client holds a socket; the default soft limit of 1024 descriptors would cap clients

@@ -859,3 +859,59 @@ fn redirects_keep_the_query_and_allow_host_takes_a_trailing_dot() {
     );
     assert_eq!(code, 403);
 }
+
+/// Frames `path` delivers to a new viewer in `secs` seconds.
+fn frames_in(relay: &Relay, path: &str, secs: u64) -> usize {
+    let mut c = StreamClient::open(&relay.http, path, "curl/8.0", None);
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        if c.next_frame(Duration::from_secs(2)).is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A reload that changes a setting every source uses (`fps`) starts each stream again with it,
+/// and one that changes a listener setting (`send_timeout`) says that it waits for a restart.
+/// Before, the running stream kept its old rate and nothing was said. The control: the rate
+/// before the reload is the file's first one.
+#[test]
+fn a_reload_of_a_setting_every_source_uses_starts_the_streams_again_with_it() {
+    let d = dir("reload-fps");
+    let cfg = d.join("relay.toml");
+    let file = |fps: u32, extra: &str| {
+        format!(
+            "fps = {fps}\nsize = \"160x120\"\n{extra}\n[[stream]]\nname = \"cam\"\n\
+             source = \"testsrc\"\n"
+        )
+    };
+    write(&cfg, &file(4, ""));
+    let relay = Relay::start(&["--config", cfg.to_str().unwrap()]);
+    let before = frames_in(&relay, "/cam/stream", 3);
+    assert!((6..=16).contains(&before), "4 fps for 3 s: {before} frames");
+    write(&cfg, &file(20, "send_timeout = 3\n"));
+    relay.signal(libc::SIGHUP);
+    assert!(
+        relay.wait_log("reloaded", Duration::from_secs(10)),
+        "{}",
+        relay.log_text()
+    );
+    let log = relay.log_text();
+    assert!(
+        log.contains("changed fps, which every source uses"),
+        "{log}"
+    );
+    assert!(log.contains(r#"started ["cam"]"#), "{log}");
+    assert!(
+        log.contains("changed send-timeout, which take effect at a restart"),
+        "{log}"
+    );
+    let after = frames_in(&relay, "/cam/stream", 3);
+    assert!(
+        after >= 2 * before,
+        "20 fps after the reload: {after} frames, {before} before"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -10,7 +10,7 @@
 use super::values::{
     check_token, first_line, number, parse_bytes, parse_pixels, parse_size, seconds,
 };
-use super::{Building, StreamConfig, MAX_CLIENTS, MAX_PIXELS, MIN_PIXELS};
+use super::{Building, Config, StreamConfig, MAX_CLIENTS, MAX_PIXELS, MIN_PIXELS};
 use crate::source::SourceSpec;
 use std::path::PathBuf;
 
@@ -28,6 +28,48 @@ pub struct Flag {
     /// Given more than once, each counts (`--stream`, `--allow-host`); otherwise the last wins.
     pub repeats: bool,
     pub does: Does,
+    /// What a reload (SIGHUP with `--config`) does when it changes.
+    pub reload: Reload,
+}
+
+/// What a reload does with a flag whose value changed (the `--config` file read again).
+#[derive(Clone, Copy)]
+pub enum Reload {
+    /// Applied: streams, users, passwords, tokens (and flags that are not settings).
+    Applies,
+    /// A setting every source uses: each stream starts again with it (but a `tcp-listen:` or
+    /// `stdin` one, which cannot). The function says whether it differs.
+    RestartsStreams(fn(&Config, &Config) -> bool),
+    /// Read once at start (the listener, its limits, the log): the reload says so, a restart
+    /// applies it.
+    AtRestart(fn(&Config, &Config) -> bool),
+}
+
+/// The flags of one reload kind (`streams`: [`Reload::RestartsStreams`], else
+/// [`Reload::AtRestart`]) whose values differ between `old` and `new`, by name; flags that
+/// set the same thing (`--log-level`, `-v`, `-q`) named once.
+pub fn changed(old: &Config, new: &Config, streams: bool) -> Vec<&'static str> {
+    let mut seen: Vec<fn(&Config, &Config) -> bool> = Vec::new();
+    let mut names = Vec::new();
+    for f in FLAGS {
+        let differs = match (f.reload, streams) {
+            (Reload::RestartsStreams(d), true) | (Reload::AtRestart(d), false) => d,
+            _ => continue,
+        };
+        if differs(old, new) && !seen.iter().any(|s| std::ptr::fn_addr_eq(*s, differs)) {
+            seen.push(differs);
+            names.push(f.long);
+        }
+    }
+    names
+}
+
+fn log_level_differs(old: &Config, new: &Config) -> bool {
+    old.log_level != new.log_level
+}
+
+fn tls_differs(old: &Config, new: &Config) -> bool {
+    old.tls != new.tls
 }
 
 /// What a flag does when the parser meets it. The error a function returns is the message
@@ -179,6 +221,7 @@ const fn value(
         doc,
         repeats: false,
         does: Does::Value(set),
+        reload: Reload::Applies,
     }
 }
 
@@ -209,6 +252,7 @@ each stream a [[stream]] table, users who see only their streams
 Flags given here win. SIGHUP reads it again",
         repeats: false,
         does: Does::Config,
+        reload: Reload::Applies,
     },
     value(
         "source",
@@ -306,54 +350,64 @@ tcp-listen: or stdin (the sender decides)",
             b.on_demand.push(v);
             Ok(())
         }),
+        reload: Reload::Applies,
     },
-    value(
-        "no-signal-after",
-        "SECS",
-        "2",
-        "\
-Show viewers a NO SIGNAL picture after this long without a frame;
-0 turns it off",
-        |b, v| {
-            b.cfg.no_signal_after = seconds(&v, 0.0, 3600.0)?;
-            Ok(())
-        },
-    ),
-    value(
-        "source-timeout",
-        "SECS",
-        "5",
-        "Drop and reconnect an upstream silent for this long",
-        |b, v| {
-            b.cfg.source_timeout = seconds(&v, 0.5, 3600.0)?;
-            Ok(())
-        },
-    ),
-    value(
-        "http",
-        "HOST:PORT",
-        "127.0.0.1:8080",
-        "\
-Where to serve HTTP; a bare PORT means 127.0.0.1:PORT; unix:PATH
-serves on a Unix socket (for a reverse proxy on the same host)",
-        |b, v| {
-            // A bare port means loopback, as for tcp-listen: the safe default.
-            let v = if v.parse::<u16>().is_ok() {
-                format!("127.0.0.1:{v}")
-            } else {
-                v
-            };
-            let ok = match v.strip_prefix("unix:") {
-                Some(path) => !path.is_empty(),
-                None => std::net::ToSocketAddrs::to_socket_addrs(&v.as_str()).is_ok(),
-            };
-            if !ok {
-                return Err(format!("'{v}' is not HOST:PORT or unix:PATH"));
-            }
-            b.cfg.http = v;
-            Ok(())
-        },
-    ),
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.no_signal_after != n.no_signal_after),
+        ..value(
+            "no-signal-after",
+            "SECS",
+            "2",
+            "\
+    Show viewers a NO SIGNAL picture after this long without a frame;
+    0 turns it off",
+            |b, v| {
+                b.cfg.no_signal_after = seconds(&v, 0.0, 3600.0)?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.source_timeout != n.source_timeout),
+        ..value(
+            "source-timeout",
+            "SECS",
+            "5",
+            "Drop and reconnect an upstream silent for this long",
+            |b, v| {
+                b.cfg.source_timeout = seconds(&v, 0.5, 3600.0)?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.http != n.http),
+        ..value(
+            "http",
+            "HOST:PORT",
+            "127.0.0.1:8080",
+            "\
+    Where to serve HTTP; a bare PORT means 127.0.0.1:PORT; unix:PATH
+    serves on a Unix socket (for a reverse proxy on the same host)",
+            |b, v| {
+                // A bare port means loopback, as for tcp-listen: the safe default.
+                let v = if v.parse::<u16>().is_ok() {
+                    format!("127.0.0.1:{v}")
+                } else {
+                    v
+                };
+                let ok = match v.strip_prefix("unix:") {
+                    Some(path) => !path.is_empty(),
+                    None => std::net::ToSocketAddrs::to_socket_addrs(&v.as_str()).is_ok(),
+                };
+                if !ok {
+                    return Err(format!("'{v}' is not HOST:PORT or unix:PATH"));
+                }
+                b.cfg.http = v;
+                Ok(())
+            },
+        )
+    },
     value(
         "auth",
         "USER:PASS",
@@ -427,230 +481,282 @@ address and User-Agent in /status without --auth or --token
 (with a login they are always shown)",
         repeats: false,
         does: Does::Switch(|b| b.cfg.status_details = true),
+        reload: Reload::AtRestart(|o, n| o.status_details != n.status_details),
     },
-    value(
-        "tls-cert",
-        "FILE",
-        "",
-        "\
-Serve HTTPS: the certificate chain, PEM (leaf first), e.g. an ACME
-client's fullchain.pem; read again when it changes",
-        |b, v| {
-            b.tls_cert = Some(PathBuf::from(v));
-            Ok(())
-        },
-    ),
-    value(
-        "tls-key",
-        "FILE",
-        "",
-        "Its private key, PEM; read again when it changes",
-        |b, v| {
-            b.tls_key = Some(PathBuf::from(v));
-            Ok(())
-        },
-    ),
-    value(
-        "allow-origin",
-        "ORIGIN",
-        "",
-        "\
-Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
-https://dashboard.example",
-        |b, v| {
-            if v.is_empty() || v.contains(['\r', '\n']) {
-                return Err("expected an origin such as https://host or *".into());
-            }
-            b.cfg.allow_origin = Some(v);
-            Ok(())
-        },
-    ),
-    repeated(
-        "allow-host",
-        "NAME",
-        "\
-Without --auth or --token, requests must name the relay by IP
-address or localhost in Host (against DNS rebinding); also
-accept NAME, e.g. camera.local (repeatable)",
-        |b, v| {
-            let ok = !v.is_empty()
-                && v.len() <= 253
-                && v.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
-            if !ok {
-                return Err(format!(
-                    "'{v}' is not a host name (letters, digits, - and .)"
-                ));
-            }
-            b.cfg.allow_hosts.push(v);
-            Ok(())
-        },
-    ),
-    value(
-        "static",
-        "DIR",
-        "",
-        "Serve DIR at / (the viewer moves to /viewer; dotfiles never)",
-        |b, v| {
-            let dir = std::path::Path::new(&v)
-                .canonicalize()
-                .ok()
-                .filter(|d| d.is_dir())
-                .ok_or_else(|| format!("'{v}' is not a directory"))?;
-            b.cfg.static_dir = Some(dir);
-            Ok(())
-        },
-    ),
-    value(
-        "fps",
-        "N",
-        "15",
-        "\
-testsrc and file: frame rate, and how often an http:// URL that
-serves single pictures (a snapshot URL) is polled",
-        |b, v| {
-            b.cfg.fps = number(&v, 0.1..=240.0, "a rate")?;
-            Ok(())
-        },
-    ),
-    value("size", "WxH", "640x480", "testsrc frame size", |b, v| {
-        let (w, h) = parse_size(&v)
-            .ok_or_else(|| format!("'{v}' is not WIDTHxHEIGHT with each from 16 to 8192"))?;
-        (b.cfg.width, b.cfg.height) = (w, h);
-        Ok(())
-    }),
-    value(
-        "max-frame-bytes",
-        "N",
-        "8M",
-        "Drop frames larger than this; K/M suffixes",
-        |b, v| {
-            b.cfg.max_frame_bytes = parse_bytes(&v)
-                .filter(|&n| (1024..=1 << 30).contains(&n))
-                .ok_or_else(|| format!("'{v}' is not a size from 1K to 1024M"))?;
-            Ok(())
-        },
-    ),
-    value(
-        "max-pixels",
-        "N|WxH",
-        "4096x3072",
-        "\
-The largest picture smaller sizes may decode (about 3 bytes a
-pixel while it is made smaller); K/M suffixes count thousands
-and millions (12.6 M: 4K and 12 MP cameras)",
-        |b, v| {
-            b.cfg.max_pixels = parse_pixels(&v)
-                .filter(|n| (MIN_PIXELS..=MAX_PIXELS).contains(n))
-                .ok_or_else(|| {
-                    format!(
-                        "'{v}' is not a number of pixels (e.g. 12M) or WIDTHxHEIGHT, \
-                         from 64K to 268M"
-                    )
-                })?;
-            Ok(())
-        },
-    ),
-    value(
-        "warmup",
-        "N",
-        "0",
-        "\
-Discard the first N frames after every start of a camera or
-connection to it (exposure settling), for every viewer",
-        |b, v| {
-            b.cfg.warmup = number(&v, 0..=1000, "a number")?;
-            Ok(())
-        },
-    ),
-    value(
-        "history",
-        "SECS",
-        "30",
-        "\
-Keep each stream's last SECS seconds in memory, for
-/snapshot?ago= and /clip; 0 keeps none",
-        |b, v| {
-            b.cfg.history.max_age = seconds(&v, 0.0, 86_400.0)?;
-            Ok(())
-        },
-    ),
-    value(
-        "history-bytes",
-        "N",
-        "8M",
-        "... but at most N bytes per stream; K/M suffixes",
-        |b, v| {
-            b.cfg.history.max_bytes = parse_bytes(&v)
-                .filter(|&n| n <= 1 << 30)
-                .ok_or_else(|| format!("'{v}' is not a size from 0 to 1024M"))?;
-            Ok(())
-        },
-    ),
-    value(
-        "send-timeout",
-        "SECS",
-        "10",
-        "Disconnect a client that cannot take a frame in this time",
-        |b, v| {
-            b.cfg.send_timeout = seconds(&v, 0.1, 3600.0)?;
-            Ok(())
-        },
-    ),
-    value(
-        "max-clients",
-        "N",
-        "1000",
-        "Concurrent HTTP connections; more get 503",
-        |b, v| {
-            b.cfg.max_clients = number(&v, 1..=MAX_CLIENTS, "a number").map_err(|e| {
-                if cfg!(target_pointer_width = "32") {
-                    format!(
-                        "{e} (a 32-bit build: each client's thread reserves its stack in an \
-                         address space of 3 to 4 GB)"
-                    )
-                } else {
-                    e
+    Flag {
+        reload: Reload::AtRestart(tls_differs),
+        ..value(
+            "tls-cert",
+            "FILE",
+            "",
+            "\
+    Serve HTTPS: the certificate chain, PEM (leaf first), e.g. an ACME
+    client's fullchain.pem; read again when it changes",
+            |b, v| {
+                b.tls_cert = Some(PathBuf::from(v));
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(tls_differs),
+        ..value(
+            "tls-key",
+            "FILE",
+            "",
+            "Its private key, PEM; read again when it changes",
+            |b, v| {
+                b.tls_key = Some(PathBuf::from(v));
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.allow_origin != n.allow_origin),
+        ..value(
+            "allow-origin",
+            "ORIGIN",
+            "",
+            "\
+    Send Access-Control-Allow-Origin: ORIGIN (CORS), e.g. * or
+    https://dashboard.example",
+            |b, v| {
+                if v.is_empty() || v.contains(['\r', '\n']) {
+                    return Err("expected an origin such as https://host or *".into());
                 }
-            })?;
+                b.cfg.allow_origin = Some(v);
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.allow_hosts != n.allow_hosts),
+        ..repeated(
+            "allow-host",
+            "NAME",
+            "\
+    Without --auth or --token, requests must name the relay by IP
+    address or localhost in Host (against DNS rebinding); also
+    accept NAME, e.g. camera.local (repeatable)",
+            |b, v| {
+                let ok = !v.is_empty()
+                    && v.len() <= 253
+                    && v.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+                if !ok {
+                    return Err(format!(
+                        "'{v}' is not a host name (letters, digits, - and .)"
+                    ));
+                }
+                b.cfg.allow_hosts.push(v);
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.static_dir != n.static_dir),
+        ..value(
+            "static",
+            "DIR",
+            "",
+            "Serve DIR at / (the viewer moves to /viewer; dotfiles never)",
+            |b, v| {
+                let dir = std::path::Path::new(&v)
+                    .canonicalize()
+                    .ok()
+                    .filter(|d| d.is_dir())
+                    .ok_or_else(|| format!("'{v}' is not a directory"))?;
+                b.cfg.static_dir = Some(dir);
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.fps != n.fps),
+        ..value(
+            "fps",
+            "N",
+            "15",
+            "\
+    testsrc and file: frame rate, and how often an http:// URL that
+    serves single pictures (a snapshot URL) is polled",
+            |b, v| {
+                b.cfg.fps = number(&v, 0.1..=240.0, "a rate")?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| (o.width, o.height) != (n.width, n.height)),
+        ..value("size", "WxH", "640x480", "testsrc frame size", |b, v| {
+            let (w, h) = parse_size(&v)
+                .ok_or_else(|| format!("'{v}' is not WIDTHxHEIGHT with each from 16 to 8192"))?;
+            (b.cfg.width, b.cfg.height) = (w, h);
             Ok(())
-        },
-    ),
-    value(
-        "max-clients-per-ip",
-        "N",
-        "half of --max-clients",
-        "\
-Concurrent connections from one address; more get 503. Behind a
-proxy on the same host over TCP, every viewer has its address:
-set it to --max-clients, or use unix:",
-        |b, v| {
-            b.cfg.max_per_ip = Some(number(&v, 1..=100_000, "a number")?);
-            Ok(())
-        },
-    ),
-    value(
-        "header-timeout",
-        "SECS",
-        "10",
-        "Time a client has to send its whole request head",
-        |b, v| {
-            b.cfg.header_timeout = seconds(&v, 0.1, 600.0)?;
-            Ok(())
-        },
-    ),
-    value(
-        "log-level",
-        "LEVEL",
-        "info",
-        "error, warn, info, debug or trace",
-        |b, v| {
-            b.cfg.log_level = v
-                .parse()
-                .map_err(|_| format!("'{v}' is not one of error, warn, info, debug, trace"))?;
-            Ok(())
-        },
-    ),
+        })
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.max_frame_bytes != n.max_frame_bytes),
+        ..value(
+            "max-frame-bytes",
+            "N",
+            "8M",
+            "Drop frames larger than this; K/M suffixes",
+            |b, v| {
+                b.cfg.max_frame_bytes = parse_bytes(&v)
+                    .filter(|&n| (1024..=1 << 30).contains(&n))
+                    .ok_or_else(|| format!("'{v}' is not a size from 1K to 1024M"))?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.max_pixels != n.max_pixels),
+        ..value(
+            "max-pixels",
+            "N|WxH",
+            "4096x3072",
+            "\
+    The largest picture smaller sizes may decode (about 3 bytes a
+    pixel while it is made smaller); K/M suffixes count thousands
+    and millions (12.6 M: 4K and 12 MP cameras)",
+            |b, v| {
+                b.cfg.max_pixels = parse_pixels(&v)
+                    .filter(|n| (MIN_PIXELS..=MAX_PIXELS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "'{v}' is not a number of pixels (e.g. 12M) or WIDTHxHEIGHT, \
+                             from 64K to 268M"
+                        )
+                    })?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.warmup != n.warmup),
+        ..value(
+            "warmup",
+            "N",
+            "0",
+            "\
+    Discard the first N frames after every start of a camera or
+    connection to it (exposure settling), for every viewer",
+            |b, v| {
+                b.cfg.warmup = number(&v, 0..=1000, "a number")?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.history.max_age != n.history.max_age),
+        ..value(
+            "history",
+            "SECS",
+            "30",
+            "\
+    Keep each stream's last SECS seconds in memory, for
+    /snapshot?ago= and /clip; 0 keeps none",
+            |b, v| {
+                b.cfg.history.max_age = seconds(&v, 0.0, 86_400.0)?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::RestartsStreams(|o, n| o.history.max_bytes != n.history.max_bytes),
+        ..value(
+            "history-bytes",
+            "N",
+            "8M",
+            "... but at most N bytes per stream; K/M suffixes",
+            |b, v| {
+                b.cfg.history.max_bytes = parse_bytes(&v)
+                    .filter(|&n| n <= 1 << 30)
+                    .ok_or_else(|| format!("'{v}' is not a size from 0 to 1024M"))?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.send_timeout != n.send_timeout),
+        ..value(
+            "send-timeout",
+            "SECS",
+            "10",
+            "Disconnect a client that cannot take a frame in this time",
+            |b, v| {
+                b.cfg.send_timeout = seconds(&v, 0.1, 3600.0)?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.max_clients != n.max_clients),
+        ..value(
+            "max-clients",
+            "N",
+            "1000",
+            "Concurrent HTTP connections; more get 503",
+            |b, v| {
+                b.cfg.max_clients = number(&v, 1..=MAX_CLIENTS, "a number").map_err(|e| {
+                    if cfg!(target_pointer_width = "32") {
+                        format!(
+                            "{e} (a 32-bit build: each client's thread reserves its stack in an \
+                             address space of 3 to 4 GB)"
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.max_per_ip != n.max_per_ip),
+        ..value(
+            "max-clients-per-ip",
+            "N",
+            "half of --max-clients",
+            "\
+    Concurrent connections from one address; more get 503. Behind a
+    proxy on the same host over TCP, every viewer has its address:
+    set it to --max-clients, or use unix:",
+            |b, v| {
+                b.cfg.max_per_ip = Some(number(&v, 1..=100_000, "a number")?);
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(|o, n| o.header_timeout != n.header_timeout),
+        ..value(
+            "header-timeout",
+            "SECS",
+            "10",
+            "Time a client has to send its whole request head",
+            |b, v| {
+                b.cfg.header_timeout = seconds(&v, 0.1, 600.0)?;
+                Ok(())
+            },
+        )
+    },
+    Flag {
+        reload: Reload::AtRestart(log_level_differs),
+        ..value(
+            "log-level",
+            "LEVEL",
+            "info",
+            "error, warn, info, debug or trace",
+            |b, v| {
+                b.cfg.log_level = v
+                    .parse()
+                    .map_err(|_| format!("'{v}' is not one of error, warn, info, debug, trace"))?;
+                Ok(())
+            },
+        )
+    },
     Flag {
         long: "verbose",
         short: Some('v'),
@@ -659,6 +765,7 @@ set it to --max-clients, or use unix:",
         doc: "Same as --log-level debug",
         repeats: false,
         does: Does::Switch(|b| b.cfg.log_level = log::LevelFilter::Debug),
+        reload: Reload::AtRestart(log_level_differs),
     },
     Flag {
         long: "quiet",
@@ -668,6 +775,7 @@ set it to --max-clients, or use unix:",
         doc: "Same as --log-level warn",
         repeats: false,
         does: Does::Switch(|b| b.cfg.log_level = log::LevelFilter::Warn),
+        reload: Reload::AtRestart(log_level_differs),
     },
     Flag {
         long: "help",
@@ -677,6 +785,7 @@ set it to --max-clients, or use unix:",
         doc: "Print this help",
         repeats: false,
         does: Does::Help,
+        reload: Reload::Applies,
     },
     Flag {
         long: "version",
@@ -686,12 +795,14 @@ set it to --max-clients, or use unix:",
         doc: "Print the version",
         repeats: false,
         does: Does::Version,
+        reload: Reload::Applies,
     },
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
 
     #[test]
     fn names_and_shorts_are_unique_and_help_fits_its_columns() {
@@ -769,5 +880,56 @@ mod tests {
             );
         }
         assert_eq!(seen.len(), FLAGS.len(), "a flag in two rows: {seen:?}");
+    }
+
+    /// docs/access.md's reload table names, for each kind of reload, exactly the flags
+    /// (as config keys) of that kind.
+    #[test]
+    fn the_reload_table_matches_the_definitions() {
+        let doc = include_str!("../../docs/access.md");
+        let keys_in_row = |marker: &str| -> Vec<String> {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with('|') && l.contains(marker))
+                .unwrap_or_else(|| panic!("docs/access.md has no row saying '{marker}'"));
+            let first = row.split('|').nth(1).unwrap();
+            let mut keys: Vec<String> = first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(|k| k.replace('_', "-"))
+                .collect();
+            keys.sort();
+            keys
+        };
+        let of_kind = |streams: bool| -> Vec<String> {
+            let mut v: Vec<String> = FLAGS
+                .iter()
+                .filter(|f| match f.reload {
+                    Reload::RestartsStreams(_) => streams,
+                    Reload::AtRestart(_) => !streams,
+                    Reload::Applies => false,
+                })
+                .map(|f| f.long.to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys_in_row("starts again with them"), of_kind(true));
+        assert_eq!(keys_in_row("take effect at a restart"), of_kind(false));
+    }
+
+    #[test]
+    fn a_reload_names_what_it_cannot_apply_and_what_restarts_the_streams() {
+        let parse = |args: &[&str]| match super::super::parse(args.iter().map(OsString::from)) {
+            Ok(super::super::Command::Run(c)) => *c,
+            other => panic!("{other:?}"),
+        };
+        let old = parse(&[]);
+        let new = parse(&["--fps", "5", "--send-timeout", "3", "-v", "--auth", "a:b"]);
+        assert_eq!(changed(&old, &new, true), ["fps"]);
+        // -v and --log-level set the same thing: named once.
+        assert_eq!(changed(&old, &new, false), ["send-timeout", "log-level"]);
+        assert!(changed(&old, &old, true).is_empty() && changed(&old, &old, false).is_empty());
     }
 }
