@@ -331,7 +331,7 @@ fn sizes(out: &mut String, streams: &[Arc<Stream>]) {
         family(out, name, kind, help);
         for s in streams {
             for t in s.tiers.snapshot() {
-                let (size, quality) = (t.fraction(), t.quality.to_string());
+                let (size, quality) = (t.fraction(), t.size.quality.to_string());
                 let labels = [
                     ("stream", s.name.as_str()),
                     ("size", &size),

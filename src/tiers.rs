@@ -33,12 +33,27 @@ pub const MAX_TIERS_PER_ADDR: usize = 3;
 /// How long a size nobody watches keeps its transcoder.
 pub const LINGER: Duration = Duration::from_secs(1);
 
+/// A size a stream is served at: halvings of the camera's picture (`level`: 0 is the camera's
+/// own, 1 is 1/2, 2 is 1/4, 3 is 1/8) and the JPEG quality of the smaller pictures. The one
+/// key of a size, for its transcoder, a sized snapshot and a viewer alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub level: u8,
+    pub quality: u8,
+}
+
+impl Size {
+    /// `full`, `1/2`, `1/4`, `1/8`.
+    pub fn fraction(self) -> String {
+        fraction(self.level)
+    }
+}
+
 /// One smaller size of a stream.
 #[derive(Debug)]
 pub struct Tier {
-    /// Halvings of the source size: 1 is 1/2, 2 is 1/4, 3 is 1/8.
-    pub level: u8,
-    pub quality: u8,
+    /// Which size (`level` at least 1).
+    pub size: Size,
     /// What its viewers read.
     pub feed: Arc<SourceFeed>,
     /// Leases held now (viewers, snapshots waiting). Changed under the registry's lock when
@@ -64,7 +79,7 @@ impl Tier {
 
     /// `1/2`, `1/4`, `1/8`.
     pub fn fraction(&self) -> String {
-        fraction(self.level)
+        self.size.fraction()
     }
 }
 
@@ -105,7 +120,7 @@ impl Tiers {
         self.list.lock().clone()
     }
 
-    /// A lease on `source` at `level` and `quality`, starting its transcoder if it is not
+    /// A lease on `source` at `size`, starting its transcoder if it is not
     /// running. `stream` names it in logs and thread names; `max_pixels` bounds what a frame
     /// may decode to; `by` is the viewer's address, which may have started at most
     /// [`MAX_TIERS_PER_ADDR`] of those running. A size that runs is never refused. `Err` says
@@ -114,16 +129,17 @@ impl Tiers {
         self: &Arc<Self>,
         stream: &str,
         source: &Arc<SourceFeed>,
-        (level, quality): (u8, u8),
+        size: Size,
         max_pixels: usize,
         by: Option<IpAddr>,
     ) -> Result<Lease, String> {
-        let level = level.clamp(1, scale::MAX_LEVEL);
+        let size = Size {
+            level: size.level.clamp(1, scale::MAX_LEVEL),
+            ..size
+        };
+        let (level, quality) = (size.level, size.quality);
         let mut list = self.list.lock();
-        if let Some(t) = list
-            .iter()
-            .find(|t| t.level == level && t.quality == quality)
-        {
+        if let Some(t) = list.iter().find(|t| t.size == size) {
             t.users.fetch_add(1, Relaxed);
             return Ok(Lease(t.clone()));
         }
@@ -140,8 +156,7 @@ impl Tiers {
             ));
         }
         let tier = Arc::new(Tier {
-            level,
-            quality,
+            size,
             feed: SourceFeed::new(
                 &format!("{stream}@1/{}", 1u32 << level),
                 source.spec.clone(),
@@ -208,7 +223,7 @@ fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels
         if tier.users() == 0 {
             continue; // lingering: nobody to make it for
         }
-        match scale::shrink(frame.jpeg(), tier.level, tier.quality, max_pixels) {
+        match scale::shrink(frame.jpeg(), tier.size.level, tier.size.quality, max_pixels) {
             Ok(small) => {
                 tier.frames.fetch_add(1, Relaxed);
                 tier.feed

@@ -178,7 +178,11 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
                     "{what}: back at full size only {back_at:?} in: {:?}",
                     auto.sizes
                 );
-                assert!(!auto.sizes.iter().any(|s| s == "1/8"), "{what}: {:?}", auto.sizes);
+                assert!(
+                    !auto.sizes.iter().any(|s| s == "1/8"),
+                    "{what}: {:?}",
+                    auto.sizes
+                );
                 assert!(share(&auto) >= CARRIED, "{what}: {}", rates(&auto));
             }
             Some(_) => {

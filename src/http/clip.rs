@@ -14,8 +14,9 @@
 use super::conn::{Body, Request, Response};
 use super::date::{epoch_seconds, file_stamp};
 use super::endpoints::FrameBody;
-use super::query::{clip_ask, level_for, size_ask, Fit, Span};
+use super::query::{clip_ask, size_ask, Fit, Span};
 use super::shrink::Refused;
+use super::sizing::at_least;
 use super::{send, text, Shared};
 use crate::frame::Frame;
 use crate::hub::Stream;
@@ -131,28 +132,27 @@ pub(super) fn serve_clip(rq: Request, stream: &Stream, query: &str, shared: &Sha
 /// query, `503` when no codec place came free).
 fn sized(frames: &[Arc<Frame>], query: &str, shared: &Shared) -> Result<Vec<Arc<Frame>>, Response> {
     let size = size_ask(query).map_err(|msg| text(400, &msg))?;
-    let (width, height) = match size.fit {
+    match size.fit {
         Fit::Source => return Ok(frames.to_vec()),
         Fit::Auto => {
             let msg = "?size=auto follows a viewer's link; a clip is a file: ask ?width= or \
                        ?height=.\n";
             return Err(text(400, msg));
         }
-        Fit::AtLeast { width, height } => (width, height),
-    };
+        Fit::AtLeast { .. } => {}
+    }
     let dims = frames
         .first()
         .and_then(|f| crate::jpeg::dimensions(f.jpeg()));
-    let level = dims.map_or(0, |d| level_for(d, width, height));
-    if level == 0 {
+    let Some(size) = dims.map(|d| at_least(size, d)).filter(|s| s.level > 0) else {
         return Ok(frames.to_vec());
-    }
-    let (quality, limit) = (size.quality, shared.cfg.tier_max_pixels);
+    };
+    let limit = shared.cfg.tier_max_pixels;
     let made = shared.one_offs.run("clip-size", || {
         frames
             .iter()
             .filter_map(|f| {
-                let small = crate::scale::shrink(f.jpeg(), level, quality, limit).ok()?;
+                let small = crate::scale::shrink(f.jpeg(), size.level, size.quality, limit).ok()?;
                 Some(Arc::new(Frame::derived(&small, f)))
             })
             .collect::<Vec<_>>()

@@ -4,8 +4,9 @@
 
 use super::conn::{Body, Method, Request, Response};
 use super::date::{epoch_seconds, http_date};
-use super::query::{level_for, size_ask, snapshot_pick, stream_ask, Fit, Pick, SizeAsk, StreamAsk};
+use super::query::{size_ask, snapshot_pick, stream_ask, Fit, Pick, StreamAsk};
 use super::shrink::Refused;
+use super::sizing::at_least;
 use super::viewer::{Track, Viewer, Who};
 use super::wire::{head_only, multipart_head, Layout};
 use super::{send, text, Shared};
@@ -96,14 +97,17 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
     // ?width=/?height=: the size at or above, made from this very frame (one picture is
     // cheaper made here than by starting a transcoder for it).
     let frame = match (frame, size.fit) {
-        (Some(f), Fit::AtLeast { width, height }) => {
-            let level =
-                crate::jpeg::dimensions(f.jpeg()).map_or(0, |d| level_for(d, width, height));
-            if level == 0 {
-                Some(f)
-            } else {
-                let ask = (level, size.quality, shared.cfg.tier_max_pixels);
-                match super::shrink::picture(stream, &f, ask, &shared.one_offs) {
+        (Some(f), Fit::AtLeast { .. }) => {
+            let size = crate::jpeg::dimensions(f.jpeg()).map(|d| at_least(size, d));
+            match size.filter(|s| s.level > 0) {
+                None => Some(f),
+                Some(size) => match super::shrink::picture(
+                    stream,
+                    &f,
+                    size,
+                    shared.cfg.tier_max_pixels,
+                    &shared.one_offs,
+                ) {
                     Ok(small) => Some(small),
                     Err(Refused::Busy) => {
                         let msg = "Too many smaller snapshots are being made; try again \
@@ -114,7 +118,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
                         let msg = format!("The newest frame could not be made smaller: {e}.\n");
                         return send(rq, text(503, &msg), shared);
                     }
-                }
+                },
             }
         }
         (frame, _) => frame,
@@ -279,7 +283,7 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
         fps_cap,
     };
     let mut track = Track::new(stream, layout, Vec::new(), &who);
-    if let Err(msg) = size_track(&mut track, stream, size, shared) {
+    if let Err(msg) = track.ask_size(size, shared.cfg.tier_max_pixels) {
         return send(rq, text(503, &msg), shared);
     }
     // A response that never ends: written by hand on the connection, never chunked or buffered.
@@ -298,38 +302,6 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             n => format!(", {n} frames replayed first"),
         };
         viewer.run(&format!("{} layout{cap_note}{replayed}", layout.as_str()));
-    }
-}
-
-/// Points `track` at the size asked: the source's frames, the smallest size at or above
-/// `?width`/`?height` (from the source's picture size, waiting for its first frame if need
-/// be), or `?size=auto`. `Err` is the `503` text.
-pub(super) fn size_track(
-    track: &mut Track,
-    stream: &Stream,
-    size: SizeAsk,
-    shared: &Shared,
-) -> Result<(), String> {
-    match size.fit {
-        Fit::Source => Ok(()),
-        Fit::Auto => {
-            track.adapt(size.quality);
-            Ok(())
-        }
-        // The camera's picture size decides; a camera that has sent nothing yet (connecting,
-        // or down) is decided at its first frame, so nobody waits for it (a dashboard with
-        // one dead camera among twelve starts at once).
-        Fit::AtLeast { width, height } => match stream.feed.last_dimensions() {
-            Some(d) => track.set_size(
-                level_for(d, width, height),
-                size.quality,
-                shared.cfg.tier_max_pixels,
-            ),
-            None => {
-                track.fit_later(width, height, size.quality);
-                Ok(())
-            }
-        },
     }
 }
 

@@ -27,8 +27,9 @@
 //! request and response, [`head`] reads a request head; `listener` binds; `access` admits or
 //! refuses; `routes` maps URLs (ours and those other servers use) to endpoints; `viewer` is
 //! the one loop of every long-lived frame response, driven by `endpoints` (`/stream`,
-//! `/snapshot`) and `mux` (`/mux`); `adapt` is `?size=auto`'s link measurement; `wire` what
-//! every frame response shares (part layouts, the never-ending head, bounded writes); `query`
+//! `/snapshot`) and `mux` (`/mux`); `sizing` decides which size a track reads and why (one
+//! key, `Size`), with `adapt`, `?size=auto`'s link measurement; `wire` what every frame
+//! response shares (part layouts, the never-ending head, bounded writes); `query`
 //! decodes query parameters; `clip` writes `/clip` from the history, `date` the times it and
 //! the snapshots carry; `shrink` makes the one-off smaller pictures of both, a few at a time; [`inflight`] is the in-flight bound; `pages` makes `/status`,
 //! `/state`, `/metrics` and the HTML pages; `respond` is how every response leaves; [`tls`]
@@ -50,6 +51,7 @@ mod respond;
 mod routes;
 pub mod server;
 mod shrink;
+mod sizing;
 pub mod tls;
 mod viewer;
 mod wire;

@@ -20,7 +20,6 @@
 //! mux viewer as a viewer of each.
 
 use super::conn::{Method, Request};
-use super::endpoints::size_track;
 use super::query::{fps_cap, query_param, size_ask, Fit};
 use super::respond::stream_head;
 use super::viewer::{Track, Viewer, Who};
@@ -101,7 +100,7 @@ pub(super) fn serve_mux(rq: Request, query: &str, shared: &Shared, id: &crate::p
             fps_cap,
         };
         let mut track = Track::new(s, Layout::Framed, prefix, &who);
-        if let Err(msg) = size_track(&mut track, s, size, shared) {
+        if let Err(msg) = track.ask_size(size, shared.cfg.tier_max_pixels) {
             return send(rq, text(503, &msg), shared);
         }
         tracks.push(track);

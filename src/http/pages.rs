@@ -239,7 +239,7 @@ fn sizes_json(s: &Stream) -> serde_json::Value {
                 "size": t.fraction(),
                 "width": dims.map(|d| d.0),
                 "height": dims.map(|d| d.1),
-                "quality": t.quality,
+                "quality": t.size.quality,
                 "viewers": t.users(),
                 "frames": t.frames.load(SeqCst),
                 "failed": t.failed.load(SeqCst),

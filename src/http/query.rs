@@ -249,15 +249,6 @@ pub(super) fn size_ask(query: &str) -> Result<SizeAsk, String> {
     Ok(SizeAsk { fit, quality })
 }
 
-/// How often a source of `source` pixels can be halved and stay at least `width` x `height`
-/// (0 is the source size; at most [`crate::scale::MAX_LEVEL`]).
-pub(super) fn level_for(source: (u16, u16), width: u16, height: u16) -> u8 {
-    (0..=crate::scale::MAX_LEVEL)
-        .rev()
-        .find(|&l| (source.0 >> l) >= width.max(1) && (source.1 >> l) >= height.max(1))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,13 +299,5 @@ mod tests {
         ] {
             assert!(size_ask(bad).is_err(), "{bad}");
         }
-        let vga = (640, 480);
-        assert_eq!(level_for(vga, 320, 0), 1);
-        assert_eq!(level_for(vga, 321, 0), 0);
-        assert_eq!(level_for(vga, 1, 1), 3);
-        assert_eq!(level_for(vga, 0, 120), 2);
-        assert_eq!(level_for(vga, 2000, 0), 0);
-        assert_eq!(level_for((1280, 720), 300, 200), 1, "720 / 4 = 180 < 200");
-        assert_eq!(level_for((1280, 720), 300, 180), 2);
     }
 }

@@ -18,6 +18,7 @@
 use crate::frame::Frame;
 use crate::hub::Stream;
 use crate::scale::{self, ShrinkError};
+use crate::tiers::Size;
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,8 +47,7 @@ pub struct OneOffs {
 struct Made {
     stream: String,
     arrived_at: Instant,
-    level: u8,
-    quality: u8,
+    size: Size,
 }
 
 /// Why a one-off picture was not made.
@@ -89,19 +89,20 @@ impl OneOffs {
     }
 }
 
-/// `frame` at `level` halvings and `quality`: the picture the size's transcoder made of this
-/// very frame if it runs, else made here under a place of `one_offs`.
+/// `frame` at `size`: the picture the size's transcoder made of this very frame if it runs,
+/// else made here under a place of `one_offs`, decoding at most `max_pixels`.
 pub fn picture(
     stream: &Stream,
     frame: &Arc<Frame>,
-    (level, quality, max_pixels): (u8, u8, usize),
+    size: Size,
+    max_pixels: usize,
     one_offs: &OneOffs,
 ) -> Result<Arc<Frame>, Refused> {
     let made_already = stream
         .tiers
         .snapshot()
         .into_iter()
-        .filter(|t| t.level == level && t.quality == quality)
+        .filter(|t| t.size == size)
         .find_map(|t| t.feed.slot.latest())
         .map(|(small, _)| small)
         .filter(|small| small.arrived_at == frame.arrived_at);
@@ -111,8 +112,7 @@ pub fn picture(
     let made = Made {
         stream: stream.name.clone(),
         arrived_at: frame.arrived_at,
-        level,
-        quality,
+        size,
     };
     let found = || {
         let remembered = one_offs.made.lock();
@@ -130,7 +130,7 @@ pub fn picture(
             if let Some(small) = found() {
                 return Ok(small);
             }
-            let jpeg = scale::shrink(frame.jpeg(), level, quality, max_pixels)?;
+            let jpeg = scale::shrink(frame.jpeg(), size.level, size.quality, max_pixels)?;
             Ok(Arc::new(Frame::derived(&jpeg, frame)))
         })?
         .map_err(Refused::Shrink)?;

@@ -5,8 +5,9 @@
 //! its registration with every stream it carries (so `/status` lists it, removed when it
 //! drops), the in-flight bound, the `?fps` pacing, repeats of a still picture and the
 //! counters. What an endpoint decides is only *what* goes out: which frames a track reads
-//! ([`Track::set_size`]: the source's, or a smaller size of it), how a part is laid out ([`Layout`]) and what precedes it
-//! (`X-Stream: NAME` on `/mux`). Before this type the two endpoints each had a copy of the
+//! ([`Track::ask_size`]: the source's, or a smaller size of it, decided in
+//! [`super::sizing`]), how a part is laid out ([`Layout`]) and what precedes it (`X-Stream:
+//! NAME` on `/mux`). Before this type the two endpoints each had a copy of the
 //! loop, and they diverged (`/mux?fps` below 1 froze for good while `/stream` did not).
 //!
 //! Each round the viewer sends the newest frame of the next track (round-robin) that has one
@@ -17,9 +18,10 @@
 //! its tracks (woken by those and no others), or, while every track waits out its `?fps`
 //! interval, on the socket itself (so a closed tab frees its thread at once).
 
-use super::adapt::{Adapt, Meter};
 use super::conn::Conn;
 use super::inflight::{peer_gone, Drained, InFlight};
+use super::query::SizeAsk;
+use super::sizing::{Size, Sizing};
 use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
 use super::Shared;
 use crate::feed::{Rung, SourceFeed, SourceState, Subscription};
@@ -50,12 +52,8 @@ pub(super) struct Track<'a> {
     lease: Option<Lease>,
     /// The viewer's address: a size it starts counts against it ([`crate::tiers`]).
     ip: Option<IpAddr>,
-    /// JPEG quality of a smaller size.
-    quality: u8,
-    /// `?size=auto`: the size follows the link, as measured between its frames.
-    adapt: Option<(Adapt, Meter)>,
-    /// `?width=`/`?height=` of a camera that had sent no frame yet: chosen at its first.
-    fit_later: Option<(u16, u16)>,
+    /// Which size it reads, and why ([`super::sizing`]).
+    sizing: Sizing,
     /// Written before each part (`X-Stream: NAME\r\n` on `/mux`); empty on `/stream`.
     prefix: Vec<u8>,
     layout: Layout,
@@ -98,9 +96,15 @@ impl<'a> Track<'a> {
             stream,
             feed: stream.feed.clone(),
             lease: None,
-            quality: crate::scale::DEFAULT_QUALITY,
-            adapt: None,
-            fit_later: None,
+            sizing: Sizing::new(
+                SizeAsk {
+                    fit: super::query::Fit::Source,
+                    quality: crate::scale::DEFAULT_QUALITY,
+                },
+                None,
+                Instant::now(),
+            )
+            .0,
             prefix,
             layout,
             reg,
@@ -112,16 +116,30 @@ impl<'a> Track<'a> {
         }
     }
 
-    /// Reads the size `level` (0: the source's frames) at `quality`, starting its transcoder
-    /// if nobody else reads it. `Err` says why not.
-    pub fn set_size(&mut self, level: u8, quality: u8, max_pixels: usize) -> Result<(), String> {
-        self.quality = quality;
+    /// Reads the size `ask` asks for ([`super::sizing`]): the source's frames, the smallest
+    /// size at or above `?width`/`?height` (from the source's picture size, or at its first
+    /// frame if it has sent none), or `?size=auto`. `Err` is why not (the `503` text).
+    pub fn ask_size(&mut self, ask: SizeAsk, max_pixels: usize) -> Result<(), String> {
+        let dims = self.stream.feed.last_dimensions();
+        let (sizing, first) = Sizing::new(ask, dims, Instant::now());
+        self.sizing = sizing;
+        self.reg.info.auto.store(self.sizing.is_auto(), SeqCst);
+        match first {
+            Some(size) => self.set_size(size, max_pixels),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `size` (level 0: the source's frames), starting its transcoder if nobody else
+    /// reads it. `Err` says why not.
+    pub fn set_size(&mut self, size: Size, max_pixels: usize) -> Result<(), String> {
+        let level = size.level;
         let lease = match level {
             0 => None,
-            l => Some(self.stream.tiers.lease(
+            _ => Some(self.stream.tiers.lease(
                 &self.stream.name,
                 &self.stream.feed,
-                (l, quality),
+                size,
                 max_pixels,
                 self.ip,
             )?),
@@ -137,23 +155,6 @@ impl<'a> Track<'a> {
         Ok(())
     }
 
-    /// `?width=`/`?height=` of a camera whose picture size is not known yet: the size at or
-    /// above is chosen when its first frame is there (the camera's frames until then).
-    pub fn fit_later(&mut self, width: u16, height: u16, quality: u8) {
-        self.quality = quality;
-        self.fit_later = Some((width, height));
-    }
-
-    /// `?size=auto`: starts at the source size and follows the link from there.
-    pub fn adapt(&mut self, quality: u8) {
-        self.quality = quality;
-        self.adapt = Some((
-            Adapt::new(crate::scale::MAX_LEVEL, Instant::now()),
-            Meter::default(),
-        ));
-        self.reg.info.auto.store(true, SeqCst);
-    }
-
     /// Bytes per second size `level` needs at `fps`: its newest frame's size when it is
     /// running, else the source frame's shrunk by the ratio measured for JPEG halvings.
     fn need(&self, level: u8, fps: f64) -> f64 {
@@ -165,7 +166,7 @@ impl<'a> Track<'a> {
                 .tiers
                 .snapshot()
                 .iter()
-                .find(|t| t.level == level && t.quality == self.quality)
+                .find(|t| t.size == self.sizing.size(level))
                 .and_then(|t| bytes_of(&t.feed))
         };
         let bytes = running.unwrap_or_else(|| {
@@ -401,7 +402,7 @@ impl<'a> Viewer<'a> {
     /// The next track, from the round-robin position on, that is due and has a frame it has
     /// not sent, with that frame.
     fn pick(&mut self, now: Instant) -> Option<(usize, Arc<Frame>, u64)> {
-        if self.tracks.iter().any(|t| t.fit_later.is_some()) {
+        if self.tracks.iter().any(|t| t.sizing.is_pending()) {
             self.fit_when_known();
         }
         let n = self.tracks.len();
@@ -445,13 +446,11 @@ impl<'a> Viewer<'a> {
     fn fit_when_known(&mut self) {
         let mut moved = false;
         for t in &mut self.tracks {
-            let (Some((w, h)), Some(d)) = (t.fit_later, t.stream.feed.last_dimensions()) else {
+            let Some(size) = t.sizing.when_known(t.stream.feed.last_dimensions()) else {
                 continue;
             };
-            t.fit_later = None;
-            let level = super::query::level_for(d, w, h);
-            match t.set_size(level, t.quality, self.max_pixels) {
-                Ok(()) => moved |= level > 0,
+            match t.set_size(size, self.max_pixels) {
+                Ok(()) => moved |= size.level > 0,
                 Err(e) => log::warn!("viewer {} of {}: {e}", self.addr, self.what),
             }
         }
@@ -560,7 +559,7 @@ impl<'a> Viewer<'a> {
         self.next = (i + 1) % self.tracks.len();
         // ?size=auto: a frame is ready; is the link still busy with what went before? (See
         // the adapt module.)
-        if let (Some(bound), Some((_, meter))) = (&self.inflight, &mut self.tracks[i].adapt) {
+        if let (Some(bound), Some(meter)) = (&self.inflight, self.tracks[i].sizing.meter()) {
             if self.written == 0 {
                 meter.opened(Instant::now(), bound.rtt().unwrap_or_default());
             }
@@ -588,7 +587,7 @@ impl<'a> Viewer<'a> {
         let bytes = self.write(i, &frame)? as u64;
         let now = self.last_write;
         let t = &mut self.tracks[i];
-        if let Some((_, meter)) = &mut t.adapt {
+        if let Some(meter) = t.sizing.meter() {
             meter.handed_over(now.saturating_duration_since(handoff));
         }
         let (info, out) = (&t.reg.info, &t.stream.out);
@@ -614,7 +613,7 @@ impl<'a> Viewer<'a> {
     /// `?size=auto`: now and then, compares what the link carries with what each size needs,
     /// and moves track `i` to another size when [`Adapt`] says so.
     fn follow_the_link(&mut self, i: usize, now: Instant) {
-        let Some((adapt, meter)) = &mut self.tracks[i].adapt else {
+        let Some((adapt, meter)) = self.tracks[i].sizing.auto_and_meter() else {
             return;
         };
         if !adapt.due(now) {
@@ -638,21 +637,21 @@ impl<'a> Viewer<'a> {
             self.what
         );
         let Some(level) = self.tracks[i]
-            .adapt
-            .as_mut()
-            .and_then(|(a, _)| a.look(now, window, need))
+            .sizing
+            .auto()
+            .and_then(|a| a.look(now, window, need))
         else {
             return;
         };
-        let quality = self.tracks[i].quality;
-        match self.tracks[i].set_size(level, quality, self.max_pixels) {
+        let size = self.tracks[i].sizing.size(level);
+        match self.tracks[i].set_size(size, self.max_pixels) {
             Ok(()) => {
                 log::debug!(
                     "viewer {} of {}: size {} (busy {:.0}% of the time, {:.0} KB/s while busy; \
                      {fps:.0} frames/s wanted)",
                     self.addr,
                     self.what,
-                    crate::tiers::fraction(level),
+                    size.fraction(),
                     window.busy_share * 100.0,
                     window.busy_rate.unwrap_or(0.0) / 1000.0,
                 );
@@ -661,7 +660,7 @@ impl<'a> Viewer<'a> {
             Err(e) => {
                 log::warn!("viewer {} of {}: {e}", self.addr, self.what);
                 let has = self.tracks[i].reg.info.level.load(SeqCst);
-                if let Some((a, _)) = self.tracks[i].adapt.as_mut() {
+                if let Some(a) = self.tracks[i].sizing.auto() {
                     a.refused(has, now);
                 }
             }
