@@ -109,15 +109,7 @@ pub(super) fn serve_snapshot(rq: Request, stream: &Stream, query: &str, shared: 
                     &shared.one_offs,
                 ) {
                     Ok(small) => Some(small),
-                    Err(Refused::Busy) => {
-                        let msg = "Too many smaller snapshots are being made; try again \
-                                   shortly.\n";
-                        return send(rq, text(503, msg).with_header("Retry-After", "1"), shared);
-                    }
-                    Err(Refused::Shrink(e)) => {
-                        let msg = format!("The newest frame could not be made smaller: {e}.\n");
-                        return send(rq, text(503, &msg), shared);
-                    }
+                    Err(why) => return send(rq, not_made_smaller(why), shared),
                 },
             }
         }
@@ -302,6 +294,21 @@ pub(super) fn serve_stream(rq: Request, stream: &Stream, query: &str, shared: &S
             n => format!(", {n} frames replayed first"),
         };
         viewer.run(&format!("{} layout{cap_note}{replayed}", layout.as_str()));
+    }
+}
+
+/// The `503` of a sized snapshot that could not be made.
+fn not_made_smaller(why: Refused) -> Response {
+    match why {
+        Refused::Busy => text(
+            503,
+            "Too many smaller snapshots are being made; try again shortly.\n",
+        )
+        .with_header("Retry-After", "1"),
+        Refused::Shrink(e) => text(
+            503,
+            &format!("The newest frame could not be made smaller: {e}.\n"),
+        ),
     }
 }
 
