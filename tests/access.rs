@@ -481,13 +481,7 @@ fn sighup_reloads_streams_and_users_and_keeps_every_viewer_of_an_unchanged_strea
             )
         ),
     );
-    relay.signal(libc::SIGHUP);
-    assert!(
-        relay.wait_log("reloaded", Duration::from_secs(10)),
-        "{}",
-        relay.log_text()
-    );
-    let log = relay.log_text();
+    let log = reload(&relay);
     assert!(log.contains("1 stream(s) unchanged"), "{log}");
     assert!(log.contains(r#"started ["other", "new"]"#), "{log}");
     let ended = (0..100).any(|_| other_viewer.next_frame(Duration::from_secs(5)).is_none());
@@ -860,6 +854,17 @@ fn redirects_keep_the_query_and_allow_host_takes_a_trailing_dot() {
     assert_eq!(code, 403);
 }
 
+/// Sends SIGHUP and waits for the reload's summary line; the log so far.
+fn reload(relay: &Relay) -> String {
+    relay.signal(libc::SIGHUP);
+    assert!(
+        relay.wait_log("reloaded", Duration::from_secs(10)),
+        "{}",
+        relay.log_text()
+    );
+    relay.log_text()
+}
+
 /// Frames `path` delivers to a new viewer in `secs` seconds.
 fn frames_in(relay: &Relay, path: &str, secs: u64) -> usize {
     let mut c = StreamClient::open(&relay.http, path, "curl/8.0", None);
@@ -892,13 +897,7 @@ fn a_reload_of_a_setting_every_source_uses_starts_the_streams_again_with_it() {
     let before = frames_in(&relay, "/cam/stream", 3);
     assert!((6..=16).contains(&before), "4 fps for 3 s: {before} frames");
     write(&cfg, &file(20, "send_timeout = 3\n"));
-    relay.signal(libc::SIGHUP);
-    assert!(
-        relay.wait_log("reloaded", Duration::from_secs(10)),
-        "{}",
-        relay.log_text()
-    );
-    let log = relay.log_text();
+    let log = reload(&relay);
     assert!(
         log.contains("changed fps, which every source uses"),
         "{log}"

@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 fn pattern(extra: &[&str]) -> (Relay, StreamClient, (usize, usize)) {
     let mut args = vec!["--fps", "20", "--size", "160x120"];
     args.extend_from_slice(extra);
-    let relay = Relay::start(&args);
-    let viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
-    std::thread::sleep(Duration::from_millis(300));
-    let base = relay.baseline();
-    (relay, viewer, base)
+    Relay::with_viewer(&args)
 }
 
 #[test]

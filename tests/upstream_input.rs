@@ -25,11 +25,7 @@ fn counter(relay: &Relay, name: &str) -> u64 {
 fn setup(extra: &[&str]) -> (Relay, StreamClient, (usize, usize)) {
     let mut args = vec!["--source", "tcp-listen:127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let relay = Relay::start(&args);
-    let viewer = StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
-    std::thread::sleep(Duration::from_millis(300));
-    let base = relay.baseline();
-    (relay, viewer, base)
+    Relay::with_viewer(&args)
 }
 
 /// A fresh upstream sends good frames `first..first+n`; the viewer must get them whole.

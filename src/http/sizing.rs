@@ -56,6 +56,17 @@ pub(super) struct Sizing {
     auto: Option<(Adapt, Meter)>,
 }
 
+impl Default for Sizing {
+    /// The camera's own frames, until a track is asked for a size.
+    fn default() -> Sizing {
+        Sizing {
+            quality: crate::scale::DEFAULT_QUALITY,
+            pending: None,
+            auto: None,
+        }
+    }
+}
+
 impl Sizing {
     /// The ask, and the size to start with when it can be decided now: `dims` is the camera's
     /// picture size if it has sent a frame. `None`: the camera's own frames for now (the
@@ -64,8 +75,7 @@ impl Sizing {
     pub fn new(ask: SizeAsk, dims: Option<(u16, u16)>, now: Instant) -> (Sizing, Option<Size>) {
         let mut sizing = Sizing {
             quality: ask.quality,
-            pending: None,
-            auto: None,
+            ..Sizing::default()
         };
         let first = match (ask.fit, dims) {
             (Fit::Source, _) => None,

@@ -96,15 +96,7 @@ impl<'a> Track<'a> {
             stream,
             feed: stream.feed.clone(),
             lease: None,
-            sizing: Sizing::new(
-                SizeAsk {
-                    fit: super::query::Fit::Source,
-                    quality: crate::scale::DEFAULT_QUALITY,
-                },
-                None,
-                Instant::now(),
-            )
-            .0,
+            sizing: Sizing::default(),
             prefix,
             layout,
             reg,

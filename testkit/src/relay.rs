@@ -164,6 +164,17 @@ impl Relay {
             .expect("relay's /proc/PID/task")
     }
 
+    /// A relay started with `args` and a viewer of `/stream` connected to it, with the
+    /// [`baseline`](Self::baseline) taken once that viewer is settled: what a fault must leave
+    /// as it was.
+    pub fn with_viewer(args: &[&str]) -> (Relay, crate::StreamClient, (usize, usize)) {
+        let relay = Relay::start(args);
+        let viewer = crate::StreamClient::open(&relay.http, "/stream", "curl/8.0", None);
+        std::thread::sleep(Duration::from_millis(300));
+        let base = relay.baseline();
+        (relay, viewer, base)
+    }
+
     /// Its threads and open descriptors now: what [`settles_to`](Self::settles_to) waits
     /// for the relay to come back to after a fault.
     pub fn baseline(&self) -> (usize, usize) {
