@@ -242,7 +242,7 @@ const DHT: u8 = 0xC4;
 /// The example Huffman tables of the JPEG standard (ITU T.81 Annex K.3), which a decoder
 /// is expected to use when a frame defines none: most USB webcams (UVC) send MJPEG frames
 /// without them, the AVI1 convention. (class and id, code counts by length, values.)
-const K3_TABLES: [(u8, [u8; 16], &[u8]); 4] = [
+pub(crate) const K3_TABLES: [(u8, [u8; 16], &[u8]); 4] = [
     (
         0x00,
         [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0],

@@ -19,7 +19,7 @@
 //! | [`failover`] | `--fallback`: standby and the forwarder from the first member that is up |
 //! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
 //! | [`history`] | the last seconds of a stream: the same shared frames, in a ring bounded in bytes and age |
-//! | [`scale`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO); one transcoder per size in use |
+//! | [`scale`], [`scaled_decode`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO; decoded straight at that size); one transcoder per size in use, one decode per camera frame for all of them |
 //! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
 //! | [`nosignal`], [`metrics`], [`static_files`] | features on top of the hub |
@@ -74,6 +74,7 @@ pub mod nosignal;
 pub mod parser;
 pub mod policy;
 pub mod scale;
+pub mod scaled_decode;
 pub mod shutdown;
 pub mod signing;
 pub mod slot;

@@ -293,7 +293,7 @@ fn frame_delay(out: &mut String, streams: &[Arc<Stream>]) {
 type PerSize = fn(&crate::tiers::Tier) -> String;
 
 /// The smaller sizes running now (`?width=`, `?size=auto`): one sample per stream and size.
-const PER_SIZE: [(&str, &str, &str, PerSize); 5] = [
+const PER_SIZE: [(&str, &str, &str, PerSize); 6] = [
     (
         "size_viewers",
         "gauge",
@@ -317,6 +317,12 @@ const PER_SIZE: [(&str, &str, &str, PerSize); 5] = [
         "counter",
         "Source frames a size's transcoder passed over for a newer one.",
         |t| t.skipped.load(Relaxed).to_string(),
+    ),
+    (
+        "size_decoded_total",
+        "counter",
+        "Source frames a size decoded itself (the stream's sizes share one decode per frame).",
+        |t| t.decoded.load(Relaxed).to_string(),
     ),
     (
         "size_cpu_seconds_total",

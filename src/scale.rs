@@ -1,15 +1,14 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
-//! A smaller version of one frame: decode, halve one to three times, encode. Bytes in, bytes
-//! out, no I/O and no state, like the parser: unit-tested and fuzzed on its own.
+//! A smaller version of one frame: decode at the smaller size, encode. Bytes in, bytes out,
+//! no I/O and no state, like the parser: unit-tested and fuzzed on its own.
 //!
-//! The sizes are the source's, 1/2, 1/4 and 1/8 ([`MAX_LEVEL`] halvings). Each halving
-//! averages 2×2 pixels of the decoded YCbCr picture (no colour conversion either way: the
-//! decoder hands out YCbCr and the encoder takes it), which is as sharp as a JPEG decoder's own
-//! scaled IDCT and cheaper than a general resampler. The codec was chosen by measurement (the
-//! README's "Per-viewer sizes" has the figures): `zune-jpeg` decodes a 640x480 frame in about
-//! 0.6 ms on one core, about twice as fast as `jpeg-decoder`'s scaled decode, which also
-//! starts threads per picture and panicked on YCbCr output; the encoder is `jpeg-encoder`,
-//! already in the tree for the test pattern.
+//! The sizes are the source's, 1/2, 1/4 and 1/8 ([`MAX_LEVEL`] halvings). A baseline JPEG
+//! (what cameras send) is decoded straight at that size by [`crate::scaled_decode`] (DCT
+//! scaling: the top-left corner of each block's coefficients, no full-size picture ever made);
+//! anything else (a progressive JPEG) is decoded in full by `zune-jpeg` and each halving
+//! averages 2x2 pixels. Either way the picture stays YCbCr (no colour conversion either way)
+//! and the encoder is `jpeg-encoder`, already in the tree for the test pattern. The figures
+//! that chose this, against ffmpeg on the same frames, are in docs/sizes.md.
 //!
 //! The source frame's COM segments are copied into the smaller one: cameras put timestamps
 //! there, the NO SIGNAL mark is one, and so are the benchmark's latency stamps.
@@ -20,6 +19,7 @@
 //! panic (the codecs run under `catch_unwind`, a second line of defence: both are fuzzed
 //! upstream, and ours fuzzes this function with the parser's corpus).
 
+use crate::scaled_decode::{Planes, Refused};
 use std::fmt;
 
 /// Halvings at most: 1/8 of the source size, where a JPEG's 8x8 block becomes one pixel.
@@ -77,6 +77,15 @@ pub fn shrink(
     quality: u8,
     max_pixels: usize,
 ) -> Result<Vec<u8>, ShrinkError> {
+    let picture = decode(jpeg, level, max_pixels)?;
+    encode(&picture, quality, jpeg)
+}
+
+/// `jpeg` decoded at 1/2^`level` of its size (`level` 1 to [`MAX_LEVEL`]; a picture too small
+/// for that is refused). Baseline pictures, what cameras send, are decoded straight at that
+/// size ([`crate::scaled_decode`]); anything else (progressive, ...) in full and averaged down.
+/// Refuses pictures of more than `max_pixels` before decoding.
+pub fn decode(jpeg: &[u8], level: u8, max_pixels: usize) -> Result<Planes, ShrinkError> {
     let (w, h) = crate::jpeg::dimensions(jpeg).ok_or(ShrinkError::NoSize)?;
     if usize::from(w) * usize::from(h) > max_pixels {
         return Err(ShrinkError::TooLarge(w, h));
@@ -85,23 +94,95 @@ pub fn shrink(
     if (w >> level) == 0 || (h >> level) == 0 {
         return Err(ShrinkError::TooSmall);
     }
+    let scaled = std::panic::catch_unwind(|| crate::scaled_decode::decode(jpeg, level, max_pixels))
+        .map_err(|_| ShrinkError::Codec("the decoder failed on this frame".into()))?;
+    match scaled {
+        Ok(picture) => Ok(picture),
+        Err(Refused::TooLarge(w, h)) => Err(ShrinkError::TooLarge(w, h)),
+        // Not a kind ours decodes, or broken by its reading: the full decoder has its say.
+        Err(Refused::Unsupported(_) | Refused::Bad(_)) => {
+            // A USB webcam's frame has no Huffman tables: the standard ones, as decoders expect.
+            let tabled = crate::jpeg::with_standard_tables(jpeg);
+            let source = tabled.as_deref().unwrap_or(jpeg);
+            let mut picture = std::panic::catch_unwind(|| decode_in_full(source, w, h))
+                .map_err(|_| ShrinkError::Codec("the decoder failed on this frame".into()))??;
+            for _ in 0..level {
+                picture = picture.halve();
+            }
+            Ok(picture)
+        }
+    }
+}
+
+/// `picture` as a JPEG at `quality` (1–100), with the COM segments of `source` (the frame it
+/// was made from).
+pub fn encode(picture: &Planes, quality: u8, source: &[u8]) -> Result<Vec<u8>, ShrinkError> {
     let quality = quality.clamp(1, 100);
-    // A USB webcam's frame has no Huffman tables: the standard ones, as decoders expect.
-    let tabled = crate::jpeg::with_standard_tables(jpeg);
-    let source = tabled.as_deref().unwrap_or(jpeg);
-    let encoded = std::panic::catch_unwind(|| transcode(source, w, h, level, quality))
-        .map_err(|_| ShrinkError::Codec("the codec failed on this frame".into()))??;
+    let mut encoded = Vec::with_capacity(picture.width * picture.height / 2);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        jpeg_encoder::Encoder::new(&mut encoded, quality).encode_image(Encodable(picture))
+    }))
+    .map_err(|_| ShrinkError::Codec("the encoder failed on this frame".into()))?
+    .map_err(|e| ShrinkError::Codec(format!("{e:?}")))?;
     // SOI, the source's comments, then the encoded picture after its own SOI.
     let mut out = Vec::with_capacity(encoded.len() + 256);
     out.extend_from_slice(&[0xFF, 0xD8]);
-    for com in crate::jpeg::comments(jpeg) {
+    for com in crate::jpeg::comments(source) {
         crate::jpeg::push_com(&mut out, com);
     }
     out.extend_from_slice(encoded.get(2..).unwrap_or_default());
     Ok(out)
 }
 
-fn transcode(jpeg: &[u8], w: u16, h: u16, level: u8, quality: u8) -> Result<Vec<u8>, ShrinkError> {
+/// A picture as the encoder reads it: a row at a time, each plane's samples at the picture's
+/// width (a subsampled plane's repeated; the encoder subsamples it again by taking one of
+/// each pair, so nothing is averaged twice).
+struct Encodable<'a>(&'a Planes);
+
+impl jpeg_encoder::ImageBuffer for Encodable<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        if self.0.planes.len() == 1 {
+            jpeg_encoder::JpegColorType::Luma
+        } else {
+            jpeg_encoder::JpegColorType::Ycbcr
+        }
+    }
+
+    fn width(&self) -> u16 {
+        u16::try_from(self.0.width).unwrap_or(u16::MAX)
+    }
+
+    fn height(&self) -> u16 {
+        u16::try_from(self.0.height).unwrap_or(u16::MAX)
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let width = usize::from(self.width());
+        for (plane, buffer) in self.0.planes.iter().zip(buffers.iter_mut()) {
+            let row = usize::from(y) / plane.step_y * plane.w;
+            let line = plane.px.get(row..).unwrap_or_default();
+            let start = buffer.len();
+            if plane.step_x == 1 {
+                buffer.extend_from_slice(line.get(..width).unwrap_or(line));
+            }
+            // Exactly one row: a short plane (it cannot be) grey.
+            buffer.resize(start + width, 128);
+            if plane.step_x == 2 {
+                let row = buffer.get_mut(start..).unwrap_or_default();
+                for (pair, &v) in row.chunks_mut(2).zip(line) {
+                    if let [a, b] = pair {
+                        (*a, *b) = (v, v);
+                    } else {
+                        pair.fill(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The whole picture, decoded by `zune-jpeg` (the long way, for what ours does not decode).
+fn decode_in_full(jpeg: &[u8], w: u16, h: u16) -> Result<Planes, ShrinkError> {
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
     let codec = |e: &dyn fmt::Debug| ShrinkError::Codec(format!("{e:?}"));
@@ -127,49 +208,7 @@ fn transcode(jpeg: &[u8], w: u16, h: u16, level: u8, quality: u8) -> Result<Vec<
     if pixels.len() < dw * dh * channels {
         return Err(ShrinkError::Codec("short picture".into()));
     }
-    let (mut pixels, mut pw, mut ph) = (pixels, dw, dh);
-    for _ in 0..level {
-        pixels = halve(&pixels, pw, ph, channels);
-        (pw, ph) = (pw / 2, ph / 2);
-    }
-    let color = if channels == 1 {
-        jpeg_encoder::ColorType::Luma
-    } else {
-        jpeg_encoder::ColorType::Ycbcr
-    };
-    let (ow, oh) = (
-        u16::try_from(pw).map_err(|e| codec(&e))?,
-        u16::try_from(ph).map_err(|e| codec(&e))?,
-    );
-    let mut out = Vec::with_capacity(pw * ph / 2);
-    jpeg_encoder::Encoder::new(&mut out, quality)
-        .encode(&pixels, ow, oh, color)
-        .map_err(|e| codec(&e))?;
-    Ok(out)
-}
-
-/// Half the width and height of an interleaved picture with `c` bytes per pixel: each output
-/// pixel the rounded mean of a 2x2 square (an odd last row or column is dropped).
-fn halve(px: &[u8], w: usize, h: usize, c: usize) -> Vec<u8> {
-    let (ow, oh) = (w / 2, h / 2);
-    let mut out = vec![0u8; ow * oh * c];
-    let row = w * c;
-    for (y, orow) in out.chunks_exact_mut(ow * c).enumerate() {
-        let r0 = px.get(2 * y * row..).unwrap_or_default();
-        let r1 = px.get((2 * y + 1) * row..).unwrap_or_default();
-        for ((d, a), b) in orow
-            .chunks_exact_mut(c)
-            .zip(r0.chunks_exact(2 * c))
-            .zip(r1.chunks_exact(2 * c))
-        {
-            for (k, v) in d.iter_mut().enumerate() {
-                let at = |s: &[u8], i: usize| u16::from(s.get(i).copied().unwrap_or(0));
-                let sum = at(a, k) + at(a, k + c) + at(b, k) + at(b, k + c);
-                *v = ((sum + 2) >> 2) as u8;
-            }
-        }
-    }
-    out
+    Ok(Planes::from_interleaved(&pixels, dw, dh, channels))
 }
 
 thread_local! {
@@ -317,7 +356,12 @@ mod tests {
     #[test]
     fn halving_averages_squares() {
         let px = [10u8, 20, 30, 40, 50, 60, 70, 80]; // 2x2, 2 channels
-        assert_eq!(halve(&px, 2, 2, 2), vec![40, 50]);
-        assert_eq!(halve(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 3, 3, 1), vec![3]);
+        let half = Planes::from_interleaved(&px, 2, 2, 2).halve();
+        assert_eq!(
+            (half.planes[0].px.clone(), half.planes[1].px.clone()),
+            (vec![40], vec![50])
+        );
+        let odd = Planes::from_interleaved(&[1, 2, 3, 4, 5, 6, 7, 8, 9], 3, 3, 1).halve();
+        assert_eq!(odd.planes[0].px, vec![3]);
     }
 }

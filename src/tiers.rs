@@ -17,6 +17,7 @@
 use crate::feed::SourceFeed;
 use crate::frame::Frame;
 use crate::scale::{self, ShrinkError};
+use crate::scaled_decode::Planes;
 use crate::slot::Next;
 use parking_lot::Mutex;
 use std::net::IpAddr;
@@ -64,6 +65,9 @@ pub struct Tier {
     pub failed: AtomicU64,
     /// Source frames passed over because a newer one was there when it was ready.
     pub skipped: AtomicU64,
+    /// Source frames this size decoded itself; the others' decode served the rest of
+    /// `frames` (see [`Tiers::decoded`]).
+    pub decoded: AtomicU64,
     /// CPU time its thread has used, in nanoseconds.
     pub cpu_ns: AtomicU64,
     pub started: Instant,
@@ -112,12 +116,76 @@ impl Drop for Lease {
 #[derive(Debug, Default)]
 pub struct Tiers {
     list: Mutex<Vec<Arc<Tier>>>,
+    /// The camera's newest frame decoded, once for all the sizes running: at the smallest
+    /// reduction any of them needs, which the others halve from (a few hundred microseconds
+    /// against a decode's milliseconds). One picture per stream, dropped with the last size.
+    /// Locked before `list` where both are.
+    decoded: Mutex<Option<Decoded>>,
+}
+
+/// A camera frame as [`Tiers::decoded`] keeps it.
+#[derive(Debug)]
+struct Decoded {
+    /// Which frame (the same `Arc` the stream's slot handed out).
+    frame: Arc<Frame>,
+    /// Its halvings.
+    level: u8,
+    /// The picture, or why it did not decode (so the next size does not try again).
+    picture: Result<Arc<Planes>, ShrinkError>,
 }
 
 impl Tiers {
     /// The tiers running now (for `/status` and `/metrics`).
     pub fn snapshot(&self) -> Vec<Arc<Tier>> {
         self.list.lock().clone()
+    }
+
+    /// `tier` out of the list; with the last one goes the decoded picture.
+    fn remove(&self, tier: &Arc<Tier>) {
+        let mut list = self.list.lock();
+        list.retain(|t| !Arc::ptr_eq(t, tier));
+        let empty = list.is_empty();
+        drop(list); // `decoded` is locked before `list`
+        if empty {
+            *self.decoded.lock() = None;
+        }
+    }
+
+    /// `frame` at `tier`'s size, decoded: from the picture another size decoded already when
+    /// it is this frame at that size or larger, or decoded now at the smallest reduction any
+    /// running size needs (and kept for them).
+    fn picture(
+        &self,
+        frame: &Arc<Frame>,
+        tier: &Tier,
+        max_pixels: usize,
+    ) -> Result<Arc<Planes>, ShrinkError> {
+        let want = tier.size.level;
+        let mut last = self.decoded.lock();
+        let ours = last
+            .as_ref()
+            .filter(|d| Arc::ptr_eq(&d.frame, frame) && d.level <= want);
+        let (level, picture) = match ours {
+            Some(d) => (d.level, d.picture.clone()),
+            None => {
+                let level = self.list.lock().iter().map(|t| t.size.level).min();
+                let level = level.unwrap_or(want).min(want);
+                let picture = scale::decode(frame.jpeg(), level, max_pixels).map(Arc::new);
+                tier.decoded.fetch_add(1, Relaxed);
+                *last = Some(Decoded {
+                    frame: frame.clone(),
+                    level,
+                    picture: picture.clone(),
+                });
+                (level, picture)
+            }
+        };
+        drop(last);
+        let mut picture = picture?;
+        for _ in level..want {
+            picture = Arc::new(picture.halve());
+        }
+        Ok(picture)
     }
 
     /// A lease on `source` at `size`, starting its transcoder if it is not
@@ -165,6 +233,7 @@ impl Tiers {
             frames: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            decoded: AtomicU64::new(0),
             cpu_ns: AtomicU64::new(0),
             started: Instant::now(),
             by,
@@ -197,9 +266,10 @@ fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels
         if tier.users() == 0 {
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= LINGER {
-                let mut list = registry.list.lock();
+                let list = registry.list.lock();
                 if tier.users() == 0 {
-                    list.retain(|t| !Arc::ptr_eq(t, tier));
+                    drop(list);
+                    registry.remove(tier);
                     break "nobody watches it";
                 }
             }
@@ -216,14 +286,17 @@ fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels
             }
             Next::Timeout => continue,
             Next::Closed => {
-                registry.list.lock().retain(|t| !Arc::ptr_eq(t, tier));
+                registry.remove(tier);
                 break "the server is stopping";
             }
         };
         if tier.users() == 0 {
             continue; // lingering: nobody to make it for
         }
-        match scale::shrink(frame.jpeg(), tier.size.level, tier.size.quality, max_pixels) {
+        let made = registry
+            .picture(&frame, tier, max_pixels)
+            .and_then(|picture| scale::encode(&picture, tier.size.quality, frame.jpeg()));
+        match made {
             Ok(small) => {
                 tier.frames.fetch_add(1, Relaxed);
                 tier.feed

@@ -179,6 +179,61 @@ fn viewers_of_a_size_share_one_transcoder_that_ends_when_nobody_watches() {
     drop(upstream);
 }
 
+/// The sizes running now, summed: (frames made, frames decoded by the sizes themselves).
+fn made_and_decoded(relay: &Relay) -> (u64, u64) {
+    let st = relay.status();
+    let sizes = st["streams"][0]["sizes"].as_array().unwrap().clone();
+    let sum = |key: &str| sizes.iter().map(|s| s[key].as_u64().unwrap()).sum::<u64>();
+    (sum("frames"), sum("decoded"))
+}
+
+#[test]
+fn the_sizes_of_a_stream_share_one_decode_per_camera_frame() {
+    let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);
+    let upstream = push(&relay, (1..=900).map(vga).collect(), 15.0);
+    // The control: one size decodes every frame it makes itself.
+    let mut one = StreamClient::open(&relay.http, "/stream?width=320", "curl/8.0", None);
+    frames(&mut one, 20);
+    let (made, decoded) = made_and_decoded(&relay);
+    assert!(
+        made >= 20 && decoded == made,
+        "one size: {made} made, {decoded} decoded"
+    );
+    // Two more: 1/4 and 1/8, three transcoders in all (what one address may start).
+    let mut others: Vec<StreamClient> = ["width=160", "width=80"]
+        .iter()
+        .map(|q| StreamClient::open(&relay.http, &format!("/stream?{q}"), "curl/8.0", None))
+        .collect();
+    for c in &mut others {
+        frames(c, 3);
+    }
+    let (made0, decoded0) = made_and_decoded(&relay);
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        for (c, want) in std::iter::once(&mut one).chain(others.iter_mut()).zip([
+            (320, 240),
+            (160, 120),
+            (80, 60),
+        ]) {
+            let f = frames(c, 1).pop().unwrap();
+            assert_eq!(dimensions(&f), Some(want));
+            seen.push(f);
+        }
+    }
+    assert!(seen.iter().step_by(5).all(|f| ffmpeg_decodes(f)));
+    let (made1, decoded1) = made_and_decoded(&relay);
+    let (made, decoded) = (made1 - made0, decoded1 - decoded0);
+    // Three sizes of the same frames: one decode serves all three (a size that fell behind
+    // and took a newer frame than the others decodes that one itself, hence not exactly 1/3).
+    assert!(made >= 80, "{made} frames made");
+    assert!(
+        decoded * 2 < made,
+        "{decoded} decodes for {made} frames made at three sizes"
+    );
+    eprintln!("{decoded} decodes for {made} frames made at three sizes");
+    drop(upstream);
+}
+
 #[test]
 fn a_frame_that_does_not_decode_is_skipped_by_the_size_which_goes_on() {
     let relay = Relay::start(&["--source", "tcp-listen:127.0.0.1:0"]);

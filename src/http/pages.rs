@@ -244,6 +244,7 @@ fn sizes_json(s: &Stream) -> serde_json::Value {
                 "frames": t.frames.load(SeqCst),
                 "failed": t.failed.load(SeqCst),
                 "skipped": t.skipped.load(SeqCst),
+                "decoded": t.decoded.load(SeqCst),
                 "cpu_s": round3(t.cpu_ns.load(SeqCst) as f64 / 1e9),
                 "running_s": round3(t.started.elapsed().as_secs_f64()),
             })

@@ -90,12 +90,7 @@ pub(crate) fn run(cx: &super::Ctx) -> Result<(), String> {
         }
         let first = frames[0].clone();
         let avg_in = data.len() / n;
-        let levels: &[u8] = if name.starts_with("640") {
-            &[1]
-        } else {
-            &[1, 2]
-        };
-        for &level in levels {
+        for level in 1..=3u8 {
             let div = 1u32 << level;
             for _ in 0..pairs {
                 // The relay's way, on this thread.
