@@ -630,7 +630,6 @@ fn scan<const K: usize>(
         }
     }
     let mut coef = [0f32; 16];
-    let mut out = [0u8; 16];
     let mut todo = hd.restart;
     for my in 0..mcu_y {
         for mx in 0..mcu_x {
@@ -653,18 +652,17 @@ fn scan<const K: usize>(
                         if bits.phantom > 8 {
                             return; // the scan ended: the rest stays grey
                         }
-                        match block::<K>(bits, dc, ac, &mut c.pred, q, &keep, &mut coef) {
-                            None => return, // a code no table has: the rest stays grey
-                            Some(rows) if rows > 1 => idct::<K>(&coef, &mut out, rows),
-                            Some(_) if ac_only_in_first_row(&coef) => idct::<K>(&coef, &mut out, 1),
-                            // A flat block (no AC in the corner): its mean, no transform.
-                            Some(_) => {
-                                idct::<1>(&coef, &mut out, 1);
-                                out = [out.first().copied().unwrap_or(128); 16];
-                            }
-                        }
+                        let out: [[u8; K]; K] =
+                            match block::<K>(bits, dc, ac, &mut c.pred, q, &keep, &mut coef) {
+                                None => return, // a code no table has: the rest stays grey
+                                Some(rows) if rows > 1 || ac_only_in_first_row(&coef) => {
+                                    idct::<K>(&coef, rows)
+                                }
+                                // A flat block (no AC in the corner): its mean, no transform.
+                                Some(_) => [[mean(&coef); K]; K],
+                            };
                         let (x0, y0) = ((mx * c.h + bx) * K, (my * c.v + by) * K);
-                        for (row, line) in out.chunks_exact(K).take(K).enumerate() {
+                        for (row, line) in out.iter().enumerate() {
                             let at = (y0 + row) * plane.w + x0;
                             if let Some(dst) = plane.px.get_mut(at..at + K) {
                                 dst.copy_from_slice(line);
@@ -750,16 +748,16 @@ fn block<const K: usize>(
 #[inline(always)]
 /// `rows` (bit `v` set: row `v` of the coefficients holds something) lets the 4x4 transform
 /// skip the rows that are all zero, as most are.
-fn idct<const K: usize>(coef: &[f32; 16], out: &mut [u8; 16], rows: u8) {
-    let px = |v: f32| (v + 128.5).clamp(0.0, 255.0) as u8;
+fn idct<const K: usize>(coef: &[f32; 16], rows: u8) -> [[u8; K]; K] {
+    let mut out = [[0u8; K]; K];
     match K {
-        1 => out[0] = px(coef[0] / 8.0),
+        1 => out[0][0] = px(coef[0] / 8.0),
         2 => {
             let [a, b, c, d, ..] = *coef;
-            out[0] = px((a + b + c + d) / 8.0);
-            out[1] = px((a - b + c - d) / 8.0);
-            out[2] = px((a + b - c - d) / 8.0);
-            out[3] = px((a - b - c + d) / 8.0);
+            out[0][0] = px((a + b + c + d) / 8.0);
+            out[0][1] = px((a - b + c - d) / 8.0);
+            out[1][0] = px((a + b - c - d) / 8.0);
+            out[1][1] = px((a - b - c + d) / 8.0);
         }
         _ => {
             // Written as 4-wide rows (one row of x at a time) so that each step is one vector
@@ -788,11 +786,24 @@ fn idct<const K: usize>(coef: &[f32; 16], out: &mut [u8; 16], rows: u8) {
                     }
                 }
                 for x in 0..4 {
-                    out[y * 4 + x] = px(row[x]);
+                    out[y][x] = px(row[x]);
                 }
             }
         }
     }
+    out
+}
+
+/// A sample from a transform's output, level-shifted and clamped.
+#[inline(always)]
+fn px(v: f32) -> u8 {
+    (v + 128.5).clamp(0.0, 255.0) as u8
+}
+
+/// A flat block's one value: its DC coefficient's mean.
+#[inline(always)]
+fn mean(coef: &[f32; 16]) -> u8 {
+    px(coef.first().copied().unwrap_or(0.0) / 8.0)
 }
 
 /// M[x][u] = C(u) cos((2x+1)uπ/8) / 2, C(0) = 1/√2, C(u>0) = 1.

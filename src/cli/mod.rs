@@ -5,7 +5,7 @@
 //!
 //! - [`defs`]: every flag once (name, value, default, help, what it sets); `--help` comes
 //!   from it.
-//! - [`values`]: the value syntaxes flags share (seconds, ranges, sizes).
+//! - `values`: the value syntaxes flags share (seconds, ranges, sizes).
 //! - [`sign`]: the `mjpeg-relay sign` subcommand.
 
 pub mod defs;

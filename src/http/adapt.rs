@@ -15,7 +15,11 @@
 //! rate the relay sent, and `auto` walked down to 1/8 on links that carry the full size.
 //! An interval is busy too when handing the frame to the kernel (the in-flight wait and the
 //! write) took half of it or more: a reader slower than the send buffer drains holds the
-//! write, not the queue (on loopback, where data is acknowledged as it is received). (The
+//! write, not the queue (on loopback, where data is acknowledged as it is received). Behind
+//! a reverse proxy on a Unix socket there are no acknowledgements: what the proxy has not
+//! read when the next frame is ready is the backlog (it reads only as fast as its viewer
+//! takes the bytes on), and a blocked write is not counted (it covers only part of the
+//! interval, and made that link look half as fast as it was). (The
 //! kernel's own `tcpi_delivery_rate` is no use for this: while a sender is application-limited
 //! — the relay always is — the kernel keeps the highest of its samples, so it never falls.)
 //!
@@ -26,7 +30,8 @@
 //! once to the largest size that fits it. Up cautiously: a link that is
 //! idle at the current size tells nothing about a larger one, so after [`UP_AFTER`] of idle
 //! intervals the next size up is tried; if that turns the link busy again within
-//! [`PROBE_GRACE`], it was too much, and the next try waits twice as long (up to
+//! [`PROBE_GRACE`], it was too much: back to the size it was tried from (not to what the
+//! rate measured while it filled the path's buffers says), and the next try waits twice as long (up to
 //! [`MAX_PROBE_WAIT`]). A size that needs more than the rate measured when the link was last
 //! the limit waits at least [`RETRY_KNOWN_TOO_SLOW`]: on a steady link a viewer's size
 //! changes once. A size is never left for a larger one while the link is busy, so it
@@ -258,16 +263,24 @@ impl Adapt {
             {
                 return None;
             }
-            if self.trying {
-                self.trying = false;
-                self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
-            }
             // Remembered (and larger sizes tried only after a long wait) when the path
             // showed why; otherwise it may have been a window still opening.
             self.capacity = w.path_evidence.then_some(rate);
-            let to = (self.level + 1..=self.max_level)
+            let fits = (self.level + 1..=self.max_level)
                 .find(|&l| need(l) <= FIT * rate)
                 .unwrap_or(self.max_level);
+            // A try that failed goes back to the size it was tried from, which the link was
+            // carrying: the rate measured while a larger size fills the path's buffers is
+            // the least sure there is (behind a proxy it read 120-190 KB/s of a 220 KB/s
+            // link, and sent the viewer two sizes down instead of one). If the link has
+            // really fallen, the next looks at that size say so.
+            let to = if self.trying {
+                self.trying = false;
+                self.probe_wait = (self.probe_wait * 2).min(MAX_PROBE_WAIT);
+                (self.level + 1).min(self.max_level)
+            } else {
+                fits
+            };
             return self.switch(to, now);
         }
         self.last_busy_rate = None;
@@ -368,6 +381,41 @@ mod tests {
             again = again.or(a.look(now, window(0, slow), need));
         }
         assert_eq!(again, Some(to));
+    }
+
+    /// A failed try goes back to the size it was tried from, whatever the rate measured while
+    /// the larger size filled the path's buffers says (behind a proxy that rate was as noisy
+    /// as 120-190 KB/s on a 220 KB/s link, and sent a viewer from a try of 1/2 to 1/8).
+    #[test]
+    fn a_failed_try_goes_back_to_the_size_it_was_tried_from() {
+        let t0 = Instant::now();
+        let link = 200_000.0; // 1/4 fits (129 KB/s), 1/2 (261 KB/s) does not
+        let mut a = Adapt::new(3, t0);
+        assert_eq!(run(&mut a, t0, 500, 2000, link), [(500, 2)]);
+        // Idle at 1/4 long enough (the link was measured too slow for 1/2: 30 s): 1/2 is
+        // tried.
+        let mut at = t0 + Duration::from_millis(2000);
+        while a.look(at, window(2, link), need).is_none() {
+            at += LOOK_EVERY;
+            assert!(at < t0 + Duration::from_secs(60), "no try in a minute");
+        }
+        assert_eq!(a.level, 1);
+        at += LOOK_EVERY;
+        // The try makes the link busy, at a rate that would say 1/8 (1/4 needs 129 KB/s).
+        let noisy = Window {
+            intervals: 15,
+            busy_share: 0.9,
+            busy_rate: Some(130_000.0),
+            path_evidence: false,
+        };
+        assert_eq!(a.look(at, noisy, need), None, "one look is not a rate");
+        assert_eq!(a.look(at + LOOK_EVERY, noisy, need), Some(2), "back to 1/4");
+        // The control: a viewer at 1/2 that was not trying, on the same rate: 1/8.
+        let mut b = Adapt::new(3, t0);
+        b.level = 1;
+        b.last_look = at;
+        assert_eq!(b.look(at, noisy, need), None);
+        assert_eq!(b.look(at + LOOK_EVERY, noisy, need), Some(3));
     }
 
     /// A path with a queue on it: the round trip well above its least.

@@ -66,6 +66,14 @@ impl Conn {
             Conn::Unix(_) => None,
         }
     }
+
+    /// The socket of a Unix-socket connection (a reverse proxy on the same host).
+    pub fn unix_fd(&self) -> Option<RawFd> {
+        match self {
+            Conn::Unix(s) => Some(s.as_raw_fd()),
+            _ => None,
+        }
+    }
 }
 
 impl Read for Conn {

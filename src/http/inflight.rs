@@ -31,7 +31,9 @@
 //! queue does not drain within `--send-timeout` is dropped, as a stalled write would be.
 //!
 //! Unix-socket clients (a reverse proxy on the same host) have no such queue behind them; they
-//! keep the small send buffer the parent module gives them.
+//! keep the small send buffer the parent module gives them. What such a proxy has not read yet
+//! ([`unread`]) is still what `?size=auto` measures there: the proxy reads only as fast as its
+//! viewer's link takes the bytes on.
 
 use crate::slot::{FrameSlot, Next};
 use std::os::fd::RawFd;
@@ -212,6 +214,12 @@ pub fn peer_gone(fd: RawFd) -> bool {
 }
 
 /// Bytes in the socket's send queue: not yet sent plus sent but not acknowledged.
+/// Bytes written to a Unix socket that its peer (a reverse proxy) has not read yet, for
+/// `?size=auto` behind a proxy ([`super::adapt`]).
+pub fn unread(fd: RawFd) -> Option<u64> {
+    outq(fd)
+}
+
 fn outq(fd: RawFd) -> Option<u64> {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one c_int for a socket we own.

@@ -19,7 +19,7 @@
 //! interval, on the socket itself (so a closed tab frees its thread at once).
 
 use super::conn::Conn;
-use super::inflight::{peer_gone, Drained, InFlight};
+use super::inflight::{peer_gone, unread, Drained, InFlight};
 use super::query::SizeAsk;
 use super::sizing::{Size, Sizing};
 use super::wire::{describe_write_error, write_all_by, Layout, REPEAT_AFTER};
@@ -33,11 +33,17 @@ use crate::tiers::Lease;
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Unread bytes a proxy on a Unix socket may leave when the next frame is ready without its
+/// viewer's link counting as busy: none. A proxy whose viewer keeps up reads everything at
+/// once (measured through nginx: nothing left at 30 fps on a fast link), and one held back by
+/// its viewer leaves part of each frame, less than a frame when the frames are small (8 KB
+/// allowed let a viewer at 1/2 that the link carried at 25 of 30 frames/s look idle).
+const UNIX_ALLOWANCE: u64 = 0;
 /// How often a viewer with nothing new to send looks whether its client is still there: a
 /// client that left frees its `--max-clients` slot, its transcoder and an on-demand camera
 /// within this (plus `tiers::LINGER` for the transcoder).
@@ -219,6 +225,9 @@ pub(super) struct Viewer<'a> {
     tracks: Vec<Track<'a>>,
     /// The in-flight bound ([`super::inflight`]), for TCP viewers; owned by this thread.
     inflight: Option<InFlight>,
+    /// A Unix-socket viewer's socket (a reverse proxy's connection): `?size=auto` measures
+    /// what the proxy has not read yet.
+    unix_fd: Option<RawFd>,
     send_timeout: Duration,
     /// `?fps=`: the shortest time between two new frames of a track.
     min_interval: Option<Duration>,
@@ -258,12 +267,14 @@ impl<'a> Viewer<'a> {
         } else {
             WakeOn::Feeds(Subscription::new(tracks.iter().map(|t| t.feed.clone())))
         };
+        let unix_fd = conn.unix_fd();
         Viewer {
             conn,
             addr,
             what,
             tracks,
             inflight,
+            unix_fd,
             send_timeout: shared.cfg.send_timeout,
             min_interval,
             repeat_after: min_interval.map_or(REPEAT_AFTER, |i| i.max(REPEAT_AFTER)),
@@ -559,6 +570,25 @@ impl<'a> Viewer<'a> {
                 let acked = self.written.saturating_sub(queued);
                 meter.frame(Instant::now(), acked, queued, bound.allowance(), path);
             }
+        } else if let (Some(fd), Some(meter)) = (self.unix_fd, self.tracks[i].sizing.meter()) {
+            // Behind a proxy on a Unix socket (the nginx recipe): no round trip and no
+            // acknowledgements, but the proxy reads only as fast as its viewer's link takes
+            // the bytes on (its buffers towards the viewer are small), so what it has not
+            // read when the next frame is ready, and a write that blocks, are that link's
+            // backlog, and what it read meanwhile is that link's rate.
+            if self.written == 0 {
+                meter.opened(Instant::now(), Duration::ZERO);
+            }
+            if let Some(queued) = unread(fd) {
+                let read = self.written.saturating_sub(queued);
+                meter.frame(
+                    Instant::now(),
+                    read,
+                    queued,
+                    UNIX_ALLOWANCE,
+                    Default::default(),
+                );
+            }
         }
         // Choose the frame only once the link has room for it: the newest then.
         let handoff = Instant::now();
@@ -579,7 +609,11 @@ impl<'a> Viewer<'a> {
         let bytes = self.write(i, &frame)? as u64;
         let now = self.last_write;
         let t = &mut self.tracks[i];
-        if let Some(meter) = t.sizing.meter() {
+        // Behind a proxy on a Unix socket a write that blocked says the link was busy for part
+        // of the interval only (the proxy then read the rest and waited for the next frame),
+        // and counted as busy throughout it made the link look up to half as fast as it was:
+        // there, what the proxy has not read when the next frame is ready is the measure.
+        if let (Some(meter), None) = (t.sizing.meter(), self.unix_fd) {
             meter.handed_over(now.saturating_duration_since(handoff));
         }
         let (info, out) = (&t.reg.info, &t.stream.out);
