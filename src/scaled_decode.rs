@@ -352,14 +352,20 @@ impl<'a> Bits<'a> {
     fn restart(&mut self) {
         self.acc = 0;
         self.n = 0;
-        self.phantom = 0;
         let rest = self.data.get(self.pos..).unwrap_or_default();
         // The marker should be next; a broken stream resumes at the next one there is.
-        let at = rest
+        match rest
             .windows(2)
             .position(|w| matches!(w, [0xFF, 0xD0..=0xD7]))
-            .unwrap_or(rest.len());
-        self.pos += (at + 2).min(rest.len());
+        {
+            Some(at) => {
+                self.pos += at + 2;
+                self.phantom = 0;
+            }
+            // None left: the data has ended, and stays ended (the scan stops at the next
+            // block instead of decoding zeros to the picture's last row).
+            None => self.pos += rest.len(),
+        }
     }
 }
 
@@ -1018,11 +1024,19 @@ mod tests {
 
     #[test]
     fn a_truncated_scan_keeps_what_arrived_and_greys_the_rest() {
-        let (jpeg, _) = picture(256, 256, Some(jpeg_encoder::SamplingFactor::F_2_2), 0);
-        let half = decode(jpeg.get(..jpeg.len() / 2).unwrap(), 3, 1 << 20).unwrap();
-        let full = decode(&jpeg, 3, 1 << 20).unwrap();
-        let luma = |p: &Planes, y: usize| p.planes[0].at(5, y);
-        assert_eq!(luma(&half, 1), luma(&full, 1), "the top arrived");
-        assert_eq!(luma(&half, 31), 128, "the bottom is grey");
+        // Without restart markers, and with them (past the end, no marker is found: the scan
+        // stops there too).
+        for restart in [0, 2] {
+            let (jpeg, _) = picture(256, 256, Some(jpeg_encoder::SamplingFactor::F_2_2), restart);
+            let half = decode(jpeg.get(..jpeg.len() / 2).unwrap(), 3, 1 << 20).unwrap();
+            let full = decode(&jpeg, 3, 1 << 20).unwrap();
+            let luma = |p: &Planes, y: usize| p.planes[0].at(5, y);
+            assert_eq!(
+                luma(&half, 1),
+                luma(&full, 1),
+                "the top arrived ({restart})"
+            );
+            assert_eq!(luma(&half, 31), 128, "the bottom is grey ({restart})");
+        }
     }
 }
