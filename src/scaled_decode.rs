@@ -920,21 +920,6 @@ mod tests {
         p.iter().all(|&c| c > 33.0)
     }
 
-    /// `jpeg` without its DHT segments, as a UVC webcam sends it.
-    fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
-        let mut out = jpeg[..2].to_vec();
-        let mut i = 2;
-        while jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
-            let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-            if jpeg[i + 1] != 0xC4 {
-                out.extend_from_slice(&jpeg[i..i + 2 + len]);
-            }
-            i += 2 + len;
-        }
-        out.extend_from_slice(&jpeg[i..]);
-        out
-    }
-
     #[test]
     fn each_level_matches_a_full_decode_made_smaller() {
         use jpeg_encoder::SamplingFactor as S;
@@ -969,7 +954,7 @@ mod tests {
         assert!(close(&p), "restart intervals: {p:.1?} dB");
         // A USB webcam's frame: the same picture without its DHT segments.
         let (jpeg, _) = picture(320, 240, Some(S::F_2_1), 0);
-        let stripped = without_huffman_tables(&jpeg);
+        let stripped = crate::testjpeg::without_huffman_tables(&jpeg);
         assert!(stripped.len() < jpeg.len());
         let p = psnr(
             &decode(&stripped, 2, 1 << 22).unwrap(),

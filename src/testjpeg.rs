@@ -78,3 +78,24 @@ pub fn is_whole_jpeg(data: &[u8]) -> bool {
     });
     whole
 }
+
+/// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention): for the
+/// tests of the standard tables. A picture whose header does not walk is returned as it came.
+pub fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg.get(..2).unwrap_or_default().to_vec();
+    let mut i = 2;
+    while jpeg.get(i) == Some(&0xFF) && jpeg.get(i + 1).is_some_and(|&m| m != 0xDA) {
+        let Some(len) = jpeg
+            .get(i + 2..i + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return jpeg.to_vec();
+        };
+        if jpeg.get(i + 1) != Some(&0xC4) {
+            out.extend_from_slice(jpeg.get(i..i + 2 + len).unwrap_or_default());
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(jpeg.get(i..).unwrap_or_default());
+    out
+}

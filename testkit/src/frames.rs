@@ -42,20 +42,7 @@ pub fn vga(seq: u64) -> Vec<u8> {
     mjpeg_relay::testjpeg::tagged(base, seq.to_string().as_bytes(), 0)
 }
 
-/// `jpeg` without its DHT segments, as a UVC webcam sends MJPEG (the AVI1 convention).
-pub fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    let mut i = 2;
-    while jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
-        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
-        if jpeg[i + 1] != 0xC4 {
-            out.extend_from_slice(&jpeg[i..i + 2 + len]);
-        }
-        i += 2 + len;
-    }
-    out.extend_from_slice(&jpeg[i..]);
-    out
-}
+pub use mjpeg_relay::testjpeg::without_huffman_tables;
 
 pub fn has_huffman_tables(jpeg: &[u8]) -> bool {
     mjpeg_relay::jpeg::segments(jpeg).any(|(m, _)| m == 0xC4)
