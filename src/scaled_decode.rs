@@ -439,6 +439,11 @@ fn headers(jpeg: &[u8], max_pixels: usize) -> Result<Header, Refused> {
             return Err(bad("a header segment is broken"));
         }
         match marker {
+            // A second frame header: which one holds is anyone's guess (the size checks
+            // read the first), so the long way decides.
+            0xC0 | 0xC1 if !hd.components.is_empty() => {
+                return Err(bad("more than one frame header"))
+            }
             0xC0 | 0xC1 => frame_header(&mut hd, body, max_pixels)?,
             0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
                 return Err(Refused::Unsupported("not a baseline or sequential picture"))
