@@ -142,7 +142,12 @@ impl Tiers {
 
     /// `tier` out of the list; with the last one goes the decoded picture.
     fn remove(&self, tier: &Arc<Tier>) {
-        let mut list = self.list.lock();
+        self.remove_from(self.list.lock(), tier);
+    }
+
+    /// [`Tiers::remove`] with the list already locked (the check that nobody holds a lease
+    /// and the removal under one lock, so a new viewer cannot lease a size that is ending).
+    fn remove_from(&self, mut list: parking_lot::MutexGuard<'_, Vec<Arc<Tier>>>, tier: &Arc<Tier>) {
         list.retain(|t| !Arc::ptr_eq(t, tier));
         let empty = list.is_empty();
         drop(list); // `decoded` is locked before `list`
@@ -268,8 +273,7 @@ fn transcode(registry: &Tiers, tier: &Arc<Tier>, source: &SourceFeed, max_pixels
             if since.elapsed() >= LINGER {
                 let list = registry.list.lock();
                 if tier.users() == 0 {
-                    drop(list);
-                    registry.remove(tier);
+                    registry.remove_from(list, tier);
                     break "nobody watches it";
                 }
             }

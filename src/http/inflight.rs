@@ -213,13 +213,14 @@ pub fn peer_gone(fd: RawFd) -> bool {
     rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// Bytes in the socket's send queue: not yet sent plus sent but not acknowledged.
 /// Bytes written to a Unix socket that its peer (a reverse proxy) has not read yet, for
 /// `?size=auto` behind a proxy ([`super::adapt`]).
 pub fn unread(fd: RawFd) -> Option<u64> {
     outq(fd)
 }
 
+/// Bytes in the socket's send queue: not yet sent plus sent but not acknowledged (on a Unix
+/// socket: not yet read by the peer).
 fn outq(fd: RawFd) -> Option<u64> {
     let mut n: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one c_int for a socket we own.

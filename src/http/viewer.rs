@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 /// its viewer leaves part of each frame, less than a frame when the frames are small (8 KB
 /// allowed let a viewer at 1/2 that the link carried at 25 of 30 frames/s look idle).
 const UNIX_ALLOWANCE: u64 = 0;
+
 /// How often a viewer with nothing new to send looks whether its client is still there: a
 /// client that left frees its `--max-clients` slot, its transcoder and an on-demand camera
 /// within this (plus `tiers::LINGER` for the transcoder).
@@ -574,8 +575,8 @@ impl<'a> Viewer<'a> {
             // Behind a proxy on a Unix socket (the nginx recipe): no round trip and no
             // acknowledgements, but the proxy reads only as fast as its viewer's link takes
             // the bytes on (its buffers towards the viewer are small), so what it has not
-            // read when the next frame is ready, and a write that blocks, are that link's
-            // backlog, and what it read meanwhile is that link's rate.
+            // read when the next frame is ready is that link's backlog, and what it read
+            // meanwhile is that link's rate (a blocked write is not counted here: below).
             if self.written == 0 {
                 meter.opened(Instant::now(), Duration::ZERO);
             }
