@@ -69,6 +69,10 @@ impl fmt::Display for ShrinkError {
     }
 }
 
+/// What a frame gets when a codec panicked on it (contained by `catch_unwind`: a second line
+/// of defence, never the first; `tests/parser_corpus.rs` holds every real capture to that).
+pub const CODEC_PANIC: &str = "the codec failed on this frame";
+
 /// `jpeg` at 1/2^`level` of its size (`level` 1 to [`MAX_LEVEL`]), encoded at `quality`
 /// (1–100), with the source's COM segments. Refuses pictures of more than `max_pixels`.
 pub fn shrink(
@@ -95,7 +99,7 @@ pub fn decode(jpeg: &[u8], level: u8, max_pixels: usize) -> Result<Planes, Shrin
         return Err(ShrinkError::TooSmall);
     }
     let scaled = std::panic::catch_unwind(|| crate::scaled_decode::decode(jpeg, level, max_pixels))
-        .map_err(|_| ShrinkError::Codec("the decoder failed on this frame".into()))?;
+        .map_err(|_| ShrinkError::Codec(CODEC_PANIC.into()))?;
     match scaled {
         Ok(picture) => Ok(picture),
         Err(Refused::TooLarge(w, h)) => Err(ShrinkError::TooLarge(w, h)),
@@ -105,7 +109,7 @@ pub fn decode(jpeg: &[u8], level: u8, max_pixels: usize) -> Result<Planes, Shrin
             let tabled = crate::jpeg::with_standard_tables(jpeg);
             let source = tabled.as_deref().unwrap_or(jpeg);
             let mut picture = std::panic::catch_unwind(|| decode_in_full(source, w, h))
-                .map_err(|_| ShrinkError::Codec("the decoder failed on this frame".into()))??;
+                .map_err(|_| ShrinkError::Codec(CODEC_PANIC.into()))??;
             for _ in 0..level {
                 picture = picture.halve();
             }
@@ -122,7 +126,7 @@ pub fn encode(picture: &Planes, quality: u8, source: &[u8]) -> Result<Vec<u8>, S
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         jpeg_encoder::Encoder::new(&mut encoded, quality).encode_image(Encodable(picture))
     }))
-    .map_err(|_| ShrinkError::Codec("the encoder failed on this frame".into()))?
+    .map_err(|_| ShrinkError::Codec(CODEC_PANIC.into()))?
     .map_err(|e| ShrinkError::Codec(format!("{e:?}")))?;
     // SOI, the source's comments, then the encoded picture after its own SOI.
     let mut out = Vec::with_capacity(encoded.len() + 256);

@@ -72,7 +72,7 @@ fn corpus_frames_shrink_to_the_size_asked_or_fail_cleanly() {
                 assert_ne!(
                     made.as_ref().err(),
                     Some(&mjpeg_relay::scale::ShrinkError::Codec(
-                        "the codec failed on this frame".into()
+                        mjpeg_relay::scale::CODEC_PANIC.into()
                     ))
                 );
                 if let (Ok(out), Some((w, h))) = (made, dimensions(&f)) {
