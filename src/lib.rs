@@ -19,7 +19,7 @@
 //! | [`failover`] | `--fallback`: standby and the forwarder from the first member that is up |
 //! | [`frame`] | a frame as clients get it, its wire form laid out once ([`multipart`]) |
 //! | [`history`] | the last seconds of a stream: the same shared frames, in a ring bounded in bytes and age |
-//! | [`scale`], [`scaled_decode`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO; decoded straight at that size); one transcoder per size in use, one decode per camera frame for all of them |
+//! | [`scale`], [`scaled_decode`], [`planar_encode`], [`tiers`] | a frame at 1/2, 1/4 or 1/8 of its size (sans-IO; decoded straight at that size, encoded from its planes); one transcoder per size in use, one decode per camera frame for all of them |
 //! | [`http`] | the connection layer, access, routes, the one viewer loop, the in-flight bound, pages |
 //! | [`shutdown`] | the one stop token every long-running thread holds |
 //! | [`nosignal`], [`metrics`], [`static_files`] | features on top of the hub |
@@ -72,6 +72,7 @@ pub mod metrics;
 pub mod multipart;
 pub mod nosignal;
 pub mod parser;
+pub mod planar_encode;
 pub mod policy;
 pub mod scale;
 pub mod scaled_decode;

@@ -55,7 +55,7 @@
 //! (`jpeg.rs`), the HTTP request head, connection and server (`http/head.rs`, `http/conn.rs`,
 //! `http/server.rs`), the TLS handshake and its plain-HTTP answer (`http/tls.rs`), query
 //! decoding (`http/query.rs`), the frame endpoints and their writes
-//! (`http/endpoints.rs`, `http/wire.rs`), the smaller sizes (`scale.rs`, `scaled_decode.rs`), `--static` path
+//! (`http/endpoints.rs`, `http/wire.rs`), the smaller sizes (`scale.rs`, `scaled_decode.rs`, `planar_encode.rs`), `--static` path
 //! decoding (`static_files.rs`), the NO SIGNAL detector (`nosignal.rs`), and the logins and
 //! signed links (`policy.rs`, `users.rs`, `signing.rs`, `login_limit.rs`).
 

@@ -7,8 +7,9 @@
 //! scaling: the top-left corner of each block's coefficients, no full-size picture ever made);
 //! anything else (a progressive JPEG) is decoded in full by `zune-jpeg` and each halving
 //! averages 2x2 pixels. Either way the picture stays YCbCr (no colour conversion either way)
-//! and the encoder is `jpeg-encoder`, already in the tree for the test pattern. The figures
-//! that chose this, against ffmpeg on the same frames, are in docs/sizes.md.
+//! and [`crate::planar_encode`] encodes it from its planes as they are (chroma never widened to
+//! be subsampled again). The figures that chose this, against ffmpeg on the same frames, are
+//! in docs/sizes.md.
 //!
 //! The source frame's COM segments are copied into the smaller one: cameras put timestamps
 //! there, the NO SIGNAL mark is one, and so are the benchmark's latency stamps.
@@ -121,68 +122,10 @@ pub fn decode(jpeg: &[u8], level: u8, max_pixels: usize) -> Result<Planes, Shrin
 /// `picture` as a JPEG at `quality` (1–100), with the COM segments of `source` (the frame it
 /// was made from).
 pub fn encode(picture: &Planes, quality: u8, source: &[u8]) -> Result<Vec<u8>, ShrinkError> {
-    let quality = quality.clamp(1, 100);
-    let mut encoded = Vec::with_capacity(picture.width * picture.height / 2);
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        jpeg_encoder::Encoder::new(&mut encoded, quality).encode_image(Encodable(picture))
-    }))
-    .map_err(|_| ShrinkError::Codec(CODEC_PANIC.into()))?
-    .map_err(|e| ShrinkError::Codec(format!("{e:?}")))?;
-    // SOI, the source's comments, then the encoded picture after its own SOI.
-    let mut out = Vec::with_capacity(encoded.len() + 256);
-    out.extend_from_slice(&[0xFF, 0xD8]);
-    for com in crate::jpeg::comments(source) {
-        crate::jpeg::push_com(&mut out, com);
-    }
-    out.extend_from_slice(encoded.get(2..).unwrap_or_default());
-    Ok(out)
-}
-
-/// A picture as the encoder reads it: a row at a time, each plane's samples at the picture's
-/// width (a subsampled plane's repeated; the encoder subsamples it again by taking one of
-/// each pair, so nothing is averaged twice).
-struct Encodable<'a>(&'a Planes);
-
-impl jpeg_encoder::ImageBuffer for Encodable<'_> {
-    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
-        if self.0.planes.len() == 1 {
-            jpeg_encoder::JpegColorType::Luma
-        } else {
-            jpeg_encoder::JpegColorType::Ycbcr
-        }
-    }
-
-    fn width(&self) -> u16 {
-        u16::try_from(self.0.width).unwrap_or(u16::MAX)
-    }
-
-    fn height(&self) -> u16 {
-        u16::try_from(self.0.height).unwrap_or(u16::MAX)
-    }
-
-    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let width = usize::from(self.width());
-        for (plane, buffer) in self.0.planes.iter().zip(buffers.iter_mut()) {
-            let row = usize::from(y) / plane.step_y * plane.w;
-            let line = plane.px.get(row..).unwrap_or_default();
-            let start = buffer.len();
-            if plane.step_x == 1 {
-                buffer.extend_from_slice(line.get(..width).unwrap_or(line));
-            }
-            // Exactly one row: a short plane (it cannot be) grey.
-            buffer.resize(start + width, 128);
-            if plane.step_x == 2 {
-                let row = buffer.get_mut(start..).unwrap_or_default();
-                for (pair, &v) in row.chunks_mut(2).zip(line) {
-                    if let [a, b] = pair {
-                        (*a, *b) = (v, v);
-                    } else {
-                        pair.fill(v);
-                    }
-                }
-            }
-        }
-    }
+    std::panic::catch_unwind(|| {
+        crate::planar_encode::encode(picture, quality, crate::jpeg::comments(source))
+    })
+    .map_err(|_| ShrinkError::Codec(CODEC_PANIC.into()))
 }
 
 /// The whole picture, decoded by `zune-jpeg` (the long way, for what ours does not decode).
