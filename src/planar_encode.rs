@@ -24,7 +24,8 @@
 //! the output and, for a plane at another subsampling, one copy of it.
 
 use crate::jpeg::K3_TABLES;
-use crate::scaled_decode::{Plane, Planes};
+use crate::scaled_decode::{Plane, Planes, ZIGZAG};
+use std::sync::OnceLock;
 
 /// `picture` as a JPEG at `quality` (1-100), with a COM segment for each of `comments` right
 /// after its start (cameras' timestamps, the NO SIGNAL mark, the benchmark's stamps).
@@ -68,8 +69,10 @@ pub fn encode<'c>(
     }
     headers(&mut out, width, height, colour, &luma_q, &chroma_q);
 
-    let tables = [Codes::new(0), Codes::new(1), Codes::new(2), Codes::new(3)];
-    let [luma_dc, luma_ac, chroma_dc, chroma_ac] = &tables;
+    // The code tables are the same for every picture: made once per process.
+    static TABLES: OnceLock<[Codes; 4]> = OnceLock::new();
+    let [luma_dc, luma_ac, chroma_dc, chroma_ac] =
+        TABLES.get_or_init(|| [0, 1, 2, 3].map(Codes::new));
     let (luma_div, chroma_div) = (divisors(&luma_q), divisors(&chroma_q));
     let mut bits = BitWriter { out, acc: 0, n: 0 };
     let mut pred = [0i32; 3];
@@ -183,13 +186,6 @@ const CHROMA_Q: [u8; 64] = [
     17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
     47, 66, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
     99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99, 99,
-];
-
-/// Natural (row-major) index of the `k`-th coefficient in zigzag order.
-const ZIGZAG: [u8; 64] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
-    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
-    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 ];
 
 /// `base` scaled for `quality` as libjpeg does (50 is the table itself), natural order.
