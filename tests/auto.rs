@@ -1,8 +1,10 @@
 //! `?size=auto` on the links viewers have (issue 30): a receiver that delays its ACKs on a
 //! fast link keeps the camera's size (it got 80x60 before), and a slow reader of a large
 //! camera at a low rate steps down to a size that carries the rate (it stayed at full size,
-//! at 1.8 frames/s, before). Each with its control: the same reader of the full size on the
-//! same link, which does not carry the rate.
+//! at 1.8 frames/s, before); over a 150 ms round trip the size the link carries is kept, on a
+//! shaped line with one change, and a new viewer has the camera's rate in its second second.
+//! Each with its control: the same reader of the full size on the same link, which does not
+//! carry the rate, or the relay with one bandwidth-delay product for a young connection.
 
 use mjpeg_testkit::delayline::{DelayLine, Shape, SERVER};
 use mjpeg_testkit::watch::{watch, Reader, FAST};
@@ -196,6 +198,11 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
                     Some("full"),
                     "{what}"
                 );
+                // On a steady link, one change: the first seconds' wider in-flight bound
+                // makes a queue on this path, which says the rate is the link's, and the
+                // larger size is not tried again for 30 s. (Before, the bound kept the queue
+                // too short to show, and 1/2 was tried after 4 s: three changes in 12 s.)
+                assert_eq!(auto.sizes.len(), 2, "{what}: one change: {:?}", auto.sizes);
                 assert!(
                     share(&auto) >= CARRIED,
                     "{what}: {} at {:?}",
@@ -205,4 +212,59 @@ fn a_long_round_trip_keeps_the_size_its_link_carries() {
             }
         }
     }
+}
+
+/// A new viewer on a long round trip gets the camera's rate in its first seconds. The
+/// in-flight bound's allowance is the delivery rate × the least round trip, and the delivery
+/// rate is measured on what the bound lets through, so with one bandwidth-delay product a
+/// new connection's rate could grow only about a frame per round trip: on 10 Mbit/s with a
+/// 150 ms round trip it took 2.7 s to reach the 480 KB/s the full size needs, and `?size=auto`
+/// took the climb for a slow link (one run in three stepped down). A young connection now
+/// has two. The control: the same viewer with one (`MJPEG_RELAY_INFLIGHT_YOUNG_GAIN=1`) gets
+/// fewer of the camera's frames over the same second.
+#[test]
+fn a_new_viewer_on_a_long_round_trip_gets_the_cameras_rate_within_two_seconds() {
+    if mjpeg_testkit::reexec_in_netns() {
+        return;
+    }
+    let line = DelayLine::start(Shape {
+        one_way: Duration::from_millis(75),
+        rate: Some(1_250_000.0),
+        queue: Duration::from_millis(120),
+    });
+    let reader = Reader {
+        line: Some(&line),
+        ..FAST
+    };
+    let mut got = Vec::new();
+    for gain in ["2", "1"] {
+        let relay = Relay::start_on_with_env(
+            &format!("{SERVER}:0"),
+            &["--size", "640x480", "--fps", "30"],
+            &[("MJPEG_RELAY_INFLIGHT_YOUNG_GAIN", gain)],
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        // The second second of the viewer's life: slow start is over by then (10 round
+        // trips), the young bound's climb too; one BDP's is not.
+        let seen = watch(
+            &relay,
+            "/stream?size=full",
+            reader,
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        );
+        eprintln!("young gain {gain}: {}", rates(&seen));
+        got.push(share(&seen));
+    }
+    assert!(
+        got[0] >= 0.9,
+        "two BDPs: {:.2} of the camera's frames",
+        got[0]
+    );
+    assert!(
+        got[1] < got[0] * 0.9,
+        "the control, one BDP: {:.2} of the camera's frames against {:.2}",
+        got[1],
+        got[0]
+    );
 }

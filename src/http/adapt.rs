@@ -23,11 +23,16 @@
 //! kernel's own `tcpi_delivery_rate` is no use for this: while a sender is application-limited
 //! — the relay always is — the kernel keeps the highest of its samples, so it never falls.)
 //!
-//! **What is decided** ([`Adapt`], at each look, every [`LOOK_EVERY`]). Down quickly: when
+//! **What is decided** ([`Adapt`], at each look: every [`LOOK_EVERY`], or as soon as two
+//! intervals span one, for a link that carries only two frames a second). Down quickly: when
 //! most intervals are busy, the rate is the link's (the path shows a queue, drops or the
 //! receiver's window; or, without that, two looks in a row agree on it: a rate still
 //! climbing is TCP opening its window), and the size needs more than [`FIT`] of it, go at
-//! once to the largest size that fits it. Up cautiously: a link that is
+//! once to the largest size that fits it; but a size the link was carrying at the last look
+//! is left only after two busy looks in a row (one may be a hiccup). A new connection's
+//! first seconds show a queue where the link is the limit because the in-flight bound lets
+//! it have two bandwidth-delay products then ([`super::inflight::YOUNG`]): that is what
+//! lets its first busy look decide. Up cautiously: a link that is
 //! idle at the current size tells nothing about a larger one, so after [`UP_AFTER`] of idle
 //! intervals the next size up is tried; if that turns the link busy again within
 //! [`PROBE_GRACE`], it was too much: back to the size it was tried from (not to what the
@@ -55,6 +60,8 @@ pub const MAX_PROBE_WAIT: Duration = Duration::from_secs(64);
 const DOWN_DWELL: Duration = Duration::from_millis(500);
 /// A round trip this much above its least (or a quarter more) is a queue on the path.
 const QUEUE_MIN: Duration = Duration::from_millis(3);
+/// A queue this much longer than the round trip itself ends a new connection's opening.
+const DEEP_QUEUE: Duration = Duration::from_millis(50);
 /// The wait before trying a size the link was measured too slow for.
 pub const RETRY_KNOWN_TOO_SLOW: Duration = Duration::from_secs(30);
 /// A busy look's rate above this share of the last one's is still climbing.
@@ -64,11 +71,15 @@ pub const OPENING_MIN: Duration = Duration::from_millis(800);
 /// ... at most this long (a link with a deep queue already full when the viewer connects
 /// measures its first round trip in seconds) ...
 pub const OPENING_MAX: Duration = Duration::from_secs(2);
-/// ... or this many round trips (slow start doubles the window each; the in-flight bound
-/// follows the rate it measures, which takes a few more on a long round trip).
-pub const OPENING_RTTS: u32 = 10;
-/// Intervals a look needs to decide anything.
+/// ... or this many round trips (slow start doubles the window each, and so may a young
+/// connection's in-flight bound: 3–4 for a 640x480 camera on a 150 ms path; 10 before the
+/// bound's young gain, which cost a 0.3 Mbit/s viewer a second).
+pub const OPENING_RTTS: u32 = 6;
+/// Intervals a look needs to decide anything ...
 const MIN_INTERVALS: u32 = 3;
+/// ... or two, when together they span a look: a link that carries 2 frames a second (full
+/// size at 0.3 Mbit/s) once took 1.5 s more to gather a third.
+const MIN_SLOW_INTERVALS: u32 = 2;
 /// The share of busy intervals over which the link counts as the limit, and under which it
 /// counts as idle (between the two: neither, and nothing changes).
 const BUSY: f64 = 0.5;
@@ -97,6 +108,8 @@ pub(super) struct Meter {
 /// What a look sees.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Window {
+    /// Enough intervals to decide on (see [`MIN_INTERVALS`]).
+    pub enough: bool,
     pub intervals: u32,
     /// The share of the time the link was busy (intervals busy throughout, by length).
     pub busy_share: f64,
@@ -121,6 +134,13 @@ impl Meter {
     ) {
         let before = std::mem::replace(&mut self.path, path);
         if self.opening_until.is_some_and(|t| now < t) {
+            // A backlog behind a queue longer than the round trip itself is the link, not
+            // slow start (whose bursts queue for milliseconds): the opening ends here. At
+            // 0.3 Mbit/s one full-size frame queues for 0.4 s; waiting out the opening cost
+            // such a viewer up to a second before its first look.
+            if queued > allowance && path.rtt >= path.min_rtt * 2 + DEEP_QUEUE {
+                self.opening_until = None;
+            }
             self.last = Some((now, acked));
             return;
         }
@@ -155,7 +175,7 @@ impl Meter {
     /// A new connection with round trip `rtt`: its first frames wait for TCP's slow start
     /// (the window doubles each round trip from ten segments), not for the link, so they are
     /// not counted for [`OPENING_RTTS`] round trips, at least [`OPENING_MIN`] and at most
-    /// [`OPENING_MAX`].
+    /// [`OPENING_MAX`], unless a deep queue shows first ([`Meter::frame`]).
     /// Counted, a 150 ms round trip sent every new viewer to 1/8 and back up step by step.
     pub fn opened(&mut self, now: Instant, rtt: Duration) {
         let opening = (rtt * OPENING_RTTS).clamp(OPENING_MIN, OPENING_MAX);
@@ -167,16 +187,27 @@ impl Meter {
         self.handoff = took;
     }
 
-    /// The intervals since the last call, and a fresh start once there are
-    /// [`MIN_INTERVALS`]; fewer are kept and counted on (a slow link sends two frames a
+    /// Whether the intervals so far span a look already: a link that carries 2 frames a
+    /// second has its second interval in at 0.9 s, and waiting for the next look on the clock
+    /// (the first frame after [`LOOK_EVERY`]) cost it another frame, 0.45 s.
+    pub fn spans_a_look(&self) -> bool {
+        self.busy + self.idle >= MIN_SLOW_INTERVALS && self.busy_time + self.idle_time >= LOOK_EVERY
+    }
+
+    /// The intervals since the last call, and a fresh start once there are enough to
+    /// decide on ([`MIN_INTERVALS`], [`MIN_SLOW_INTERVALS`]); fewer are kept and counted on (a slow link sends two frames a
     /// second, and half a second's look at it once threw them away every time).
     pub fn take(&mut self) -> Window {
         let intervals = self.busy + self.idle;
+        let span = self.busy_time + self.idle_time;
+        let enough =
+            intervals >= MIN_INTERVALS || (intervals >= MIN_SLOW_INTERVALS && span >= LOOK_EVERY);
         let w = Window {
+            enough,
             intervals,
             // By time, not by count: a link that holds every other frame for 0.4 s and lets
             // the next through at once is busy most of the time, not half of it.
-            busy_share: match (self.busy_time + self.idle_time).as_secs_f64() {
+            busy_share: match span.as_secs_f64() {
                 t if t > 0.0 => self.busy_time.as_secs_f64() / t,
                 _ => 0.0,
             },
@@ -184,7 +215,7 @@ impl Meter {
                 .then(|| self.busy_bytes as f64 / self.busy_time.as_secs_f64()),
             path_evidence: self.evidence * 2 >= self.busy.max(1),
         };
-        if intervals >= MIN_INTERVALS {
+        if enough {
             (self.busy, self.idle, self.busy_bytes) = (0, 0, 0);
             (self.busy_time, self.idle_time) = (Duration::ZERO, Duration::ZERO);
         }
@@ -209,6 +240,8 @@ pub(super) struct Adapt {
     /// What the link carried when it last was the limit (bytes/s), until a try of a larger
     /// size holds.
     capacity: Option<f64>,
+    /// The last look that decided anything found the link idle at this size: it carries it.
+    carried: bool,
 }
 
 impl Adapt {
@@ -224,6 +257,7 @@ impl Adapt {
             last_look: now,
             last_busy_rate: None,
             capacity: None,
+            carried: false,
         }
     }
 
@@ -236,7 +270,7 @@ impl Adapt {
     /// new level when it changes.
     pub fn look(&mut self, now: Instant, w: Window, need: impl Fn(u8) -> f64) -> Option<u8> {
         self.last_look = now;
-        if w.intervals < MIN_INTERVALS {
+        if !w.enough {
             return None; // too few frames to tell (a paused source, a capped rate)
         }
         if self.trying && now.duration_since(self.switched_at) >= PROBE_GRACE {
@@ -256,10 +290,16 @@ impl Adapt {
                 || self
                     .last_busy_rate
                     .is_some_and(|before| rate <= before * RISING);
+            // A size the link was carrying at the last look is left only when a second busy
+            // look follows: one may be a hiccup (a stall of ACKs for 100 ms on a steady
+            // 200 KB/s link measured 54 KB/s, with a queue to show for it, and sent a viewer
+            // from 1/4 to 1/8). A new viewer, or a try of a larger size, decides at once.
+            let confirmed = !self.carried || self.last_busy_rate.is_some();
             self.last_busy_rate = Some(rate);
             if need(self.level) <= FIT * rate
                 || now.duration_since(self.switched_at) < DOWN_DWELL
                 || !settled
+                || !confirmed
             {
                 return None;
             }
@@ -284,6 +324,9 @@ impl Adapt {
             return self.switch(to, now);
         }
         self.last_busy_rate = None;
+        if w.busy_share <= IDLE {
+            self.carried = true;
+        }
         if w.busy_share > IDLE || self.level == 0 {
             self.idle_since = None;
             return None;
@@ -309,6 +352,7 @@ impl Adapt {
     /// after a failed try before asking again.
     pub fn refused(&mut self, level: u8, now: Instant) {
         self.level = level;
+        self.carried = false;
         self.switched_at = now;
         self.idle_since = None;
         self.trying = false;
@@ -322,6 +366,7 @@ impl Adapt {
         self.level = to;
         self.switched_at = now;
         self.idle_since = None;
+        self.carried = false;
         Some(to)
     }
 }
@@ -342,6 +387,7 @@ mod tests {
     fn window(level: u8, rate: f64) -> Window {
         let busy = SIZES[usize::from(level)] / rate > 1.0 / 30.0;
         Window {
+            enough: true,
             intervals: 15,
             busy_share: if busy { 1.0 } else { 0.0 },
             busy_rate: busy.then_some(rate),
@@ -403,6 +449,7 @@ mod tests {
         at += LOOK_EVERY;
         // The try makes the link busy, at a rate that would say 1/8 (1/4 needs 129 KB/s).
         let noisy = Window {
+            enough: true,
             intervals: 15,
             busy_share: 0.9,
             busy_rate: Some(130_000.0),
@@ -521,6 +568,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Adapt::new(3, t0);
         let busy = |rate: f64| Window {
+            enough: true,
             intervals: 15,
             busy_share: 1.0,
             busy_rate: Some(rate),
@@ -564,6 +612,82 @@ mod tests {
         );
     }
 
+    /// A new connection's opening ends at a backlog behind a queue longer than the round
+    /// trip: that is the link. A short queue (slow start's bursts, a delayed ACK) does not
+    /// end it (the control).
+    #[test]
+    fn a_deep_queue_ends_the_opening_and_a_short_one_does_not() {
+        let t0 = Instant::now();
+        let ms = |k: u64| t0 + Duration::from_millis(k);
+        let path = |rtt: u64| LinkSample {
+            rtt: Duration::from_millis(rtt),
+            min_rtt: Duration::from_millis(150),
+            ..LinkSample::default()
+        };
+        for (rtt, counted) in [(700, 2), (340, 0)] {
+            let mut m = Meter::default();
+            m.opened(t0, Duration::from_millis(150)); // 0.9 s
+            for k in 0..3u64 {
+                m.frame(ms(400 * k), k * 16_000, 20_000, 11_000, path(rtt));
+            }
+            assert_eq!(m.take().intervals, counted, "round trip {rtt} ms");
+        }
+    }
+
+    /// A hiccup at a size the link carries (one busy look, with a queue to show, at a rate
+    /// far below the link's) is not a slower link; two busy looks in a row are (the control).
+    #[test]
+    fn one_busy_look_at_a_size_the_link_carries_is_a_hiccup() {
+        let t0 = Instant::now();
+        let link = 200_000.0; // 1/4 fits
+        let hiccup = Window {
+            enough: true,
+            intervals: 12,
+            busy_share: 0.5,
+            busy_rate: Some(54_000.0),
+            path_evidence: true,
+        };
+        for second_look_busy in [false, true] {
+            let mut a = Adapt::new(3, t0);
+            assert_eq!(run(&mut a, t0, 500, 1000, link), [(500, 2)]);
+            assert_eq!(run(&mut a, t0, 1000, 5000, link), [], "carried");
+            let at = t0 + Duration::from_millis(5000);
+            assert_eq!(a.look(at, hiccup, need), None, "one look");
+            let next = if second_look_busy {
+                hiccup
+            } else {
+                window(2, link)
+            };
+            let to = a.look(at + LOOK_EVERY, next, need);
+            assert_eq!(to, second_look_busy.then_some(3), "{second_look_busy}");
+        }
+    }
+
+    /// Two frames a second: two intervals that span a look are enough to decide on; two of
+    /// a fast link are not (the control: the same count, 66 ms).
+    #[test]
+    fn two_long_intervals_decide_and_two_short_ones_do_not() {
+        let t0 = Instant::now();
+        for (gap_ms, enough) in [(450, true), (33, false)] {
+            let mut m = Meter::default();
+            for k in 0..3u64 {
+                let at = t0 + Duration::from_millis(gap_ms * k);
+                m.frame(at, k * 16_000, 20_000, 2_896, QUEUED);
+            }
+            let w = m.take();
+            assert_eq!((w.intervals, w.enough), (2, enough), "{gap_ms} ms");
+            let mut a = Adapt::new(3, t0);
+            let now = t0 + Duration::from_secs(1);
+            let to = a.look(now, w, need);
+            assert_eq!(to.is_some(), enough, "{gap_ms} ms: {to:?}");
+            assert_eq!(
+                m.take().intervals,
+                if enough { 0 } else { 2 },
+                "kept until enough"
+            );
+        }
+    }
+
     #[test]
     fn down_at_once_then_tries_up_with_growing_waits_and_comes_back_when_the_link_does() {
         let t0 = Instant::now();
@@ -572,8 +696,9 @@ mod tests {
         assert_eq!(run(&mut a, t0, 500, 5_000, 10e6), []);
         // 2 Mbit/s (250 KB/s): full (480 KB/s) and 1/2 (261 KB/s) do not fit; 1/4 does.
         let shaped = run(&mut a, t0, 5_000, 65_000, 250e3);
-        // Down at the first busy look: the path shows a queue, the rate is the link's.
-        assert_eq!(shaped.first(), Some(&(5_000, 2)), "{shaped:?}");
+        // Down at the second busy look: the link carried the full size until then, so the
+        // first may have been a hiccup; two in a row, with a queue on the path, are the link.
+        assert_eq!(shaped.first(), Some(&(5_500, 2)), "{shaped:?}");
         // Tries of 1/2 come after 4 s, then 8, 16, 32 s of 1/4: few, and fewer.
         let tries: Vec<u64> = shaped.iter().filter(|c| c.1 == 1).map(|c| c.0).collect();
         assert!(tries.len() <= 4, "{shaped:?}");
@@ -604,6 +729,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Adapt::new(3, t0);
         let starved = Window {
+            enough: true,
             intervals: 15,
             busy_share: 1.0,
             busy_rate: Some(1_000.0),
@@ -611,6 +737,7 @@ mod tests {
         };
         assert_eq!(a.look(t0 + Duration::from_secs(1), starved, need), Some(3));
         let quiet = Window {
+            enough: false,
             intervals: 2,
             busy_share: 0.0,
             busy_rate: None,

@@ -22,13 +22,27 @@
 //!   long round trip needs in flight to stay full. A 5 Mbit/s path with a 100 ms RTT keeps
 //!   62 KB in flight and its frame rate; a 2 Mbit/s one with 50 ms, 12.5 KB.
 //!
+//! A young connection gets twice that bandwidth-delay product for its first [`YOUNG`]
+//! (BBR's startup does the same for the same reason). The delivery rate is measured on what
+//! the bound lets through, so with one BDP the allowance could only grow by about a frame per
+//! round trip: on a 10 Mbit/s path with a 150 ms round trip a new viewer took 2.7 s to reach
+//! the 480 KB/s a 640x480 camera needs, and `?size=auto` took the climb for a slow link
+//! (docs/sizes.md). With two, the rate can double each round trip as TCP's own slow start
+//! does, and on a link that really is the limit the extra BDP shows as a queue (the round trip
+//! above its least), which is the evidence `?size=auto` needs to trust the rate it measured.
+//! Only the measured rate is doubled, not the 1 Mbit/s assumed before there is one (on a
+//! 0.3 Mbit/s link that would be a second of queue). It costs at most one round trip of
+//! extra lag for those seconds, and only where the round trip is long: elsewhere the two
+//! segments are the larger term.
+//!
 //! The check costs one `ioctl` at most per frame, and none while the last reading plus what
 //! was written since is within the allowance (the queue cannot be larger): on loopback, with
 //! 20 KB frames, one frame in six or so; `TCP_INFO` is read only when the queue is over the
-//! allowance (it refreshes the estimate). Waiting is not a busy poll: the thread sleeps for the
-//! time the link needs to drain the excess at its measured delivery rate (at least 1 ms, at most
-//! [`MAX_NAP`] before it looks again), and a new frame or shutdown wakes it. A client whose
-//! queue does not drain within `--send-timeout` is dropped, as a stalled write would be.
+//! allowance (it refreshes the estimate), and at every frame of a young connection. Waiting
+//! is not a busy poll: the thread sleeps for the time the link needs to drain the excess at
+//! its measured delivery rate (at least 1 ms, at most [`MAX_NAP`] before it looks again),
+//! and a new frame or shutdown wakes it. A client whose queue does not drain within
+//! `--send-timeout` is dropped, as a stalled write would be.
 //!
 //! Unix-socket clients (a reverse proxy on the same host) have no such queue behind them; they
 //! keep the small send buffer the parent module gives them. What such a proxy has not read yet
@@ -46,6 +60,17 @@ const RATE_FLOOR: u64 = 125_000;
 /// Longest round trip believed for the allowance: a 2 s "minimum RTT" is a measurement error,
 /// and a huge allowance would switch the bound off.
 const MAX_MIN_RTT_US: u64 = 1_000_000;
+
+/// How long a new connection is young: its allowance is [`YOUNG_GAIN`] BDPs. Longer than
+/// `?size=auto`'s opening (at most 2 s), so its first looks see a link that is the limit as
+/// one (a queue), not as a rate that two looks happen to agree on.
+pub const YOUNG: Duration = Duration::from_secs(3);
+/// Bandwidth-delay products a young connection may have in flight.
+const YOUNG_GAIN: u64 = 2;
+/// Set `MJPEG_RELAY_INFLIGHT_YOUNG_GAIN=1` to give young connections one BDP like the rest:
+/// the control of the test that the gain opens a long round trip's path in time. Not a
+/// documented flag.
+pub const YOUNG_GAIN_ENV: &str = "MJPEG_RELAY_INFLIGHT_YOUNG_GAIN";
 
 /// Set the environment variable `MJPEG_RELAY_NO_INFLIGHT_BOUND=1` to switch the bound off.
 /// For the benchmark and the control test only, so both measure with and without it in one
@@ -65,6 +90,14 @@ pub struct InFlight {
     allowance: u64,
     /// The latest delivery rate estimate, bytes/s.
     rate: u64,
+    /// The allowance's floor: two segments, or the bytes [`RATE_FLOOR`] keeps in flight over
+    /// the least round trip (an assumption, which a young connection's gain does not double).
+    floor: u64,
+    /// One bandwidth-delay product at the last reading, from the measured delivery rate (0
+    /// before there is one).
+    bdp: u64,
+    /// Until then the allowance is [`YOUNG_GAIN`] BDPs; `None` once the connection is grown.
+    young_until: Option<Instant>,
     /// An upper bound of the bytes queued now: the last reading plus what was written since
     /// (the queue only shrinks otherwise). While it is within the allowance the queue is too,
     /// and the `ioctl` is skipped: on loopback and a LAN, most frames need none.
@@ -110,6 +143,9 @@ impl InFlight {
             fd,
             allowance: 0,
             rate: RATE_FLOOR,
+            floor: 0,
+            bdp: 0,
+            young_until: (young_gain() > 1).then(|| Instant::now() + YOUNG),
             at_most: u64::MAX,
         };
         b.update(&info);
@@ -117,13 +153,31 @@ impl InFlight {
     }
 
     fn update(&mut self, info: &libc::tcp_info) {
-        let mss = u64::from(info.tcpi_snd_mss.max(536));
+        let min_rtt_us = u64::from(info.tcpi_min_rtt).min(MAX_MIN_RTT_US);
+        let in_flight = |rate: u64| rate.saturating_mul(min_rtt_us) / 1_000_000;
         if info.tcpi_delivery_rate > 0 {
             self.rate = info.tcpi_delivery_rate.max(RATE_FLOOR);
+            self.bdp = in_flight(info.tcpi_delivery_rate);
         }
-        let min_rtt_us = u64::from(info.tcpi_min_rtt).min(MAX_MIN_RTT_US);
-        let bdp = self.rate.saturating_mul(min_rtt_us) / 1_000_000;
-        self.allowance = (2 * mss).max(bdp);
+        self.floor = (2 * u64::from(info.tcpi_snd_mss.max(536))).max(in_flight(RATE_FLOOR));
+        self.set_allowance();
+    }
+
+    fn set_allowance(&mut self) {
+        let gain = if self.young_until.is_some() {
+            YOUNG_GAIN
+        } else {
+            1
+        };
+        self.allowance = self.floor.max(self.bdp.saturating_mul(gain));
+    }
+
+    /// The connection is no longer young at `now`: one BDP from here on.
+    fn grow_up(&mut self, now: Instant) {
+        if self.young_until.is_some_and(|t| now >= t) {
+            self.young_until = None;
+            self.set_allowance();
+        }
     }
 
     /// The connection's round trip now (the kernel's smoothed estimate), for `?size=auto`.
@@ -159,6 +213,16 @@ impl InFlight {
     /// Waits until the bytes in flight are within the allowance. Sleeps on `slot` so that
     /// shutdown (and a new frame, after which it looks again) wakes it.
     pub fn wait<T>(&mut self, slot: &FrameSlot<T>, deadline: Instant) -> Drained {
+        if self.young_until.is_some() {
+            // Read at every frame while young: the handshake's round trip, which the first
+            // estimate has for its least, may include a queue others left on the path (a
+            // 425 ms one on a 150 ms path made a 106 KB allowance), and nothing else
+            // corrects an allowance the queue stays under.
+            self.grow_up(Instant::now());
+            if let Some(info) = tcp_info(self.fd) {
+                self.update(&info);
+            }
+        }
         if self.at_most <= self.allowance {
             return Drained::Ready { waited: false };
         }
@@ -197,6 +261,17 @@ impl InFlight {
             waited = true;
         }
     }
+}
+
+/// [`YOUNG_GAIN`], or what [`YOUNG_GAIN_ENV`] says (read once per process).
+fn young_gain() -> u64 {
+    static GAIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *GAIN.get_or_init(|| {
+        std::env::var(YOUNG_GAIN_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(YOUNG_GAIN, |g: u64| g.clamp(1, YOUNG_GAIN))
+    })
 }
 
 /// Whether the peer of a streaming connection is gone: reset (`POLLERR`/`POLLHUP`), or it
@@ -287,6 +362,46 @@ mod tests {
             b.wait(&slot, Instant::now() + Duration::from_secs(5)),
             Drained::Closed
         );
+    }
+
+    /// A young connection may have two bandwidth-delay products in flight, a grown one one;
+    /// two segments always (where the round trip is short, they are the larger term).
+    #[test]
+    fn a_young_connection_gets_twice_the_bandwidth_delay_product_until_it_grows_up() {
+        // SAFETY: an all-zero tcp_info is a valid value (plain integers).
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        info.tcpi_snd_mss = 1448;
+        info.tcpi_delivery_rate = 500_000; // 4 Mbit/s ...
+        info.tcpi_min_rtt = 150_000; // ... 150 ms: 75 KB in flight
+        let t0 = Instant::now();
+        let mut b = InFlight {
+            fd: -1,
+            allowance: 0,
+            rate: RATE_FLOOR,
+            floor: 0,
+            bdp: 0,
+            young_until: Some(t0 + YOUNG),
+            at_most: 0,
+        };
+        b.update(&info);
+        assert_eq!(b.allowance(), 150_000);
+        b.grow_up(t0 + YOUNG / 2);
+        assert_eq!(b.allowance(), 150_000, "still young");
+        b.grow_up(t0 + YOUNG);
+        assert_eq!(b.allowance(), 75_000);
+        b.update(&info);
+        assert_eq!(b.allowance(), 75_000, "grown up for good");
+        info.tcpi_min_rtt = 1_000; // 1 ms: 500 bytes, less than two segments
+        b.update(&info);
+        assert_eq!(b.allowance(), 2896);
+        // A link slower than the rate assumed before one is measured (1 Mbit/s): the
+        // assumption's in-flight bytes are the floor, and the gain doubles only what was
+        // measured (0.3 Mbit/s, 160 ms: 12 KB young, under the floor's 20 KB).
+        b.young_until = Some(t0 + YOUNG);
+        info.tcpi_delivery_rate = 37_500;
+        info.tcpi_min_rtt = 160_000;
+        b.update(&info);
+        assert_eq!(b.allowance(), 20_000);
     }
 
     /// A full queue for a connected pair: the client reads nothing until told.

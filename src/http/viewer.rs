@@ -643,7 +643,7 @@ impl<'a> Viewer<'a> {
         let Some((adapt, meter)) = self.tracks[i].sizing.auto_and_meter() else {
             return;
         };
-        if !adapt.due(now) {
+        if !adapt.due(now) && !meter.spans_a_look() {
             return;
         }
         let window = meter.take();

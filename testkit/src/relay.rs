@@ -59,12 +59,17 @@ impl Relay {
         Relay::spawn(&format!("unix:{sock}"), args, Stdio::null())
     }
 
-    /// As [`Relay::start`], with these environment variables set for the relay alone.
     /// [`start`](Self::start) listening on `http` (e.g. `10.77.0.1:0`, a delay line's end).
     pub fn start_on(http: &str, args: &[&str]) -> Relay {
         Relay::spawn(http, args, Stdio::null())
     }
 
+    /// [`start_on`](Self::start_on) with these environment variables set for the relay alone.
+    pub fn start_on_with_env(http: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        Relay::spawn_env(http, args, Stdio::null(), env)
+    }
+
+    /// As [`Relay::start`], with these environment variables set for the relay alone.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Relay {
         Relay::spawn_env("127.0.0.1:0", args, Stdio::null(), env)
     }
