@@ -32,12 +32,12 @@
 //! is left only after two busy looks in a row (one may be a hiccup). A new connection's
 //! first seconds show a queue where the link is the limit because the in-flight bound lets
 //! it have two bandwidth-delay products then ([`super::inflight::YOUNG`]): that is what
-//! lets its first busy look decide. Up cautiously: a link that is
-//! idle at the current size tells nothing about a larger one, so after [`UP_AFTER`] of idle
-//! intervals the next size up is tried; if that turns the link busy again within
-//! [`PROBE_GRACE`], it was too much: back to the size it was tried from (not to what the
-//! rate measured while it filled the path's buffers says), and the next try waits twice as long (up to
-//! [`MAX_PROBE_WAIT`]). A size that needs more than the rate measured when the link was last
+//! lets its first busy look decide. Up cautiously: a link that is idle at the current size
+//! tells nothing about a larger one, so after [`UP_AFTER`] of idle intervals the next size
+//! up is tried; if that turns the link busy again within [`PROBE_GRACE`], it was too much:
+//! back to the size it was tried from (not to what the rate measured while it filled the
+//! path's buffers says), and the next try waits twice as long (up to [`MAX_PROBE_WAIT`]). A
+//! size that needs more than the rate measured when the link was last
 //! the limit waits at least [`RETRY_KNOWN_TOO_SLOW`]: on a steady link a viewer's size
 //! changes once. A size is never left for a larger one while the link is busy, so it
 //! cannot flip sizes every frame; on a link just below a size, a try costs one or two seconds
@@ -195,8 +195,9 @@ impl Meter {
     }
 
     /// The intervals since the last call, and a fresh start once there are enough to
-    /// decide on ([`MIN_INTERVALS`], [`MIN_SLOW_INTERVALS`]); fewer are kept and counted on (a slow link sends two frames a
-    /// second, and half a second's look at it once threw them away every time).
+    /// decide on ([`MIN_INTERVALS`], [`MIN_SLOW_INTERVALS`]); fewer are kept and counted on
+    /// (a slow link sends two frames a second, and half a second's look at it once threw
+    /// them away every time).
     pub fn take(&mut self) -> Window {
         let intervals = self.busy + self.idle;
         let span = self.busy_time + self.idle_time;
@@ -240,7 +241,8 @@ pub(super) struct Adapt {
     /// What the link carried when it last was the limit (bytes/s), until a try of a larger
     /// size holds.
     capacity: Option<f64>,
-    /// The last look that decided anything found the link idle at this size: it carries it.
+    /// A look found the link idle at this size since it was taken: the link carries it, and
+    /// one busy look is not enough to leave it.
     carried: bool,
 }
 
